@@ -1,0 +1,3 @@
+from locomo.cli import main
+
+main()

@@ -1,0 +1,197 @@
+"""One policy-gradient update over a collected batch: advantages, then epochs x minibatches.
+
+The math lives in :mod:`locomo.returns` and :mod:`locomo.losses`; this module wires the
+configured options together and owns the optimiser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from locomo import losses, returns
+from locomo.buffer import RolloutBatch
+from locomo.policy import Actor, ValueNet
+
+
+@dataclass
+class Advantages:
+    """What the update needs from the batch's rewards, flattened to B = T * N samples."""
+
+    advantages: torch.Tensor  # [B] weights A of grad log pi in the estimator
+    value_targets: torch.Tensor | None  # [B] regression targets for V (value baseline only)
+    segment: torch.Tensor  # [B] trajectory-segment id of each sample
+    num_segments: int
+    baseline: float  # the constant baseline used (0 for none/value)
+
+
+def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor) -> Advantages:
+    """Returns and baseline as configured (``algo.returns``, ``algo.baseline``, ``algo.gamma``, ...).
+
+    - ``returns``: ``total`` gives each step its segment's whole return r(tau) (REINFORCE);
+      ``reward_to_go`` gives it sum_{t' >= t} gamma^(t'-t) r_t'.
+    - ``baseline``: ``none``; ``mean`` subtracts the batch average of those returns; ``optimal``
+      the gradient-norm-weighted average (:func:`returns.optimal_baseline`); ``value``
+      subtracts V(s_t) (GAE(lambda) for reward-to-go; r(tau) - V(s_t) for total).
+    """
+    end, term = batch.episode_end, batch.terminated
+    seg = returns.segment_ids(end)
+    num_segments = int(seg.max()) + 1
+    use_value = cfg.baseline == "value"
+    boot = batch.next_values if use_value else None
+    if cfg.returns == "total":
+        ret = returns.total_return(batch.rewards, end, term, cfg.gamma, boot)
+    else:
+        ret = returns.discounted_reward_to_go(batch.rewards, end, term, cfg.gamma, boot)
+
+    value_targets = None
+    baseline = 0.0
+    if use_value:
+        if cfg.returns == "reward_to_go":
+            adv = returns.gae(
+                batch.rewards, batch.values, batch.next_values, end, term, cfg.gamma, cfg.gae_lambda
+            )
+        else:
+            adv = ret - batch.values
+        value_targets = (
+            returns.gae(batch.rewards, batch.values, batch.next_values, end, term, cfg.gamma, cfg.gae_lambda)
+            + batch.values
+        ).flatten()
+    elif cfg.baseline == "mean":
+        b = returns.mean_baseline(ret)
+        adv, baseline = ret - b, float(b)
+    elif cfg.baseline == "optimal":
+        b = optimal_baseline_for(batch, ret, seg.flatten(), num_segments, cfg, actor)
+        adv, baseline = ret - b, float(b)
+    else:
+        adv = ret
+    adv = adv.flatten()
+    if cfg.normalize_advantages:
+        adv = returns.normalize(adv)
+    return Advantages(adv, value_targets, seg.flatten(), num_segments, baseline)
+
+
+def optimal_baseline_for(
+    batch: RolloutBatch, ret: torch.Tensor, seg: torch.Tensor, num_segments: int, cfg: Any, actor: Actor
+) -> torch.Tensor:
+    """The variance-optimal constant baseline for this batch and estimator.
+
+    For ``total`` returns the estimator's samples are trajectories (g = grad log p(tau),
+    R = r(tau)); for ``reward_to_go`` they are steps (g = grad log pi(a_t|s_t), R = G_t).
+    """
+    obs = batch.obs.flatten(0, 1)
+    actions = batch.actions.flatten(0, 1)
+    if cfg.returns == "total":
+        sq = losses.per_sample_grad_sq_norms(
+            actor, obs, actions, seg, num_segments, cfg.optimal_baseline_chunk
+        )
+        seg_returns = torch.zeros(num_segments, dtype=ret.dtype, device=ret.device)
+        seg_returns[seg] = ret.flatten()
+        return returns.optimal_baseline(seg_returns, sq)
+    sq = losses.per_sample_grad_sq_norms(actor, obs, actions, chunk=cfg.optimal_baseline_chunk)
+    return returns.optimal_baseline(ret.flatten(), sq)
+
+
+class PolicyGradient:
+    """Owns the optimiser; :meth:`update` turns one batch into ``epochs x minibatches`` steps."""
+
+    def __init__(self, actor: Actor, critic: ValueNet | None, cfg: Any, generator: torch.Generator) -> None:
+        self.actor, self.critic, self.cfg = actor, critic, cfg
+        params = list(actor.parameters()) + (list(critic.parameters()) if critic is not None else [])
+        self.params = params
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self.generator = generator
+
+    def _weights(
+        self, new_log_prob_all: torch.Tensor, old_log_prob_all: torch.Tensor, adv: Advantages
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample importance weights [B] (detached) and per-step log-ratios [B]."""
+        step_log_ratio = losses.log_ratios(new_log_prob_all, old_log_prob_all)
+        if self.cfg.importance == "trajectory":
+            log_w = losses.trajectory_log_weights(
+                step_log_ratio, adv.segment, adv.num_segments, self.cfg.max_log_weight
+            )
+        else:
+            log_w = step_log_ratio
+        return log_w.exp(), step_log_ratio
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """Run the configured gradient steps on one batch; return diagnostics (grouped names)."""
+        cfg = self.cfg
+        adv = compute_advantages(batch, cfg, self.actor)
+        obs = batch.obs.flatten(0, 1)
+        actions = batch.actions.flatten(0, 1)
+        old_log_prob = batch.log_probs.flatten()
+        B = obs.shape[0]
+        minibatch_size = B // cfg.minibatches
+
+        stats: dict[str, list[float]] = {}
+        steps = 0
+        stop = False
+        for _epoch in range(cfg.epochs):
+            perm = torch.randperm(B, generator=self.generator, device="cpu").to(obs.device)
+            for k in range(cfg.minibatches):
+                idx = perm[k * minibatch_size : (k + 1) * minibatch_size]
+                if cfg.importance == "trajectory":
+                    # A trajectory's weight needs every step of it, not just this minibatch's.
+                    with torch.no_grad():
+                        all_new = self.actor.log_prob(obs, actions)
+                    weights_all, log_ratio_all = self._weights(all_new, old_log_prob, adv)
+                    weights, step_log_ratio = weights_all[idx], log_ratio_all[idx]
+                    new_log_prob = self.actor.log_prob(obs[idx], actions[idx])
+                else:
+                    new_log_prob = self.actor.log_prob(obs[idx], actions[idx])
+                    weights, step_log_ratio = self._weights(new_log_prob.detach(), old_log_prob[idx], adv)
+                policy_loss, info = losses.policy_surrogate_loss(
+                    new_log_prob, adv.advantages[idx], weights, cfg.clip_ratio
+                )
+                entropy = self.actor.entropy(obs[idx]).mean()
+                loss = policy_loss - cfg.entropy_coef * entropy
+                if self.critic is not None and adv.value_targets is not None:
+                    v_loss = losses.value_loss(self.critic(obs[idx]), adv.value_targets[idx])
+                    loss = loss + cfg.value_coef * v_loss
+                    info["value_loss"] = float(v_loss.detach())
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+                grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm)
+                self.optimizer.step()
+                steps += 1
+                info.update(losses.importance_diagnostics(weights, step_log_ratio))
+                info.update(
+                    policy_loss=float(policy_loss.detach()),
+                    entropy=float(entropy.detach()),
+                    grad_norm=float(grad_norm),
+                )
+                for key, value in info.items():
+                    stats.setdefault(key, []).append(value)
+                if cfg.target_kl is not None and info["approx_kl"] > cfg.target_kl:
+                    stop = True
+                    break
+            if stop:
+                break
+
+        mean = {k: sum(v) / len(v) for k, v in stats.items()}
+        out = {
+            "losses/policy": mean["policy_loss"],
+            "losses/entropy": mean["entropy"],
+            "losses/grad_norm": mean["grad_norm"],
+            "losses/baseline": adv.baseline,
+            "losses/advantage_std": float(adv.advantages.std()),
+            "is/weight_mean": mean["weight_mean"],
+            "is/weight_max": max(stats["weight_max"]),
+            "is/ess": mean["ess"],
+            "is/approx_kl": mean["approx_kl"],
+            "is/clip_fraction": mean["clip_fraction"],
+            "is/gradient_steps": float(steps),
+            "is/early_stop": float(stop),
+        }
+        if "value_loss" in mean:
+            out["losses/value"] = mean["value_loss"]
+        log_std = getattr(self.actor, "log_std", None)
+        if log_std is not None:
+            out["losses/action_std"] = float(log_std.detach().exp().mean())
+        return out

@@ -1,0 +1,77 @@
+"""MuJoCo and Gymnasium environments behind one vectorised interface.
+
+``make_vec_env`` builds the numpy-side vector env; :class:`TorchVecEnv` is the one place where
+numpy arrays become torch tensors (and back).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo, VecEnv
+from locomo.envs.gymnasium_backend import GymnasiumVecEnv, make_gymnasium_env
+
+__all__ = [
+    "EnvStep",
+    "EpisodeRecord",
+    "GymnasiumVecEnv",
+    "SpaceInfo",
+    "TorchStep",
+    "TorchVecEnv",
+    "VecEnv",
+    "make_gymnasium_env",
+    "make_vec_env",
+]
+
+
+def make_vec_env(env_cfg: Any, num_envs: int) -> VecEnv:
+    """Build the vector env named by ``env_cfg.backend``."""
+    if env_cfg.backend == "gymnasium":
+        return GymnasiumVecEnv(env_cfg, num_envs)
+    raise ValueError(f"env.backend={env_cfg.backend!r} is not available")
+
+
+class TorchStep(NamedTuple):
+    """An :class:`EnvStep` with tensors on the training device."""
+
+    obs: torch.Tensor  # [N, O]
+    reward: torch.Tensor  # [N]
+    terminated: torch.Tensor  # [N] bool
+    truncated: torch.Tensor  # [N] bool
+    final_obs: torch.Tensor  # [N, O]
+    terms: dict[str, np.ndarray]  # name -> [N] (kept in numpy: only logged)
+    episodes: list[EpisodeRecord]
+
+
+class TorchVecEnv:
+    """Wraps a numpy VecEnv so that the training loop sees only torch tensors."""
+
+    def __init__(self, env: VecEnv, device: torch.device) -> None:
+        self.env, self.device = env, device
+        self.num_envs, self.spaces = env.num_envs, env.spaces
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device)
+
+    def reset(self, seed: int) -> torch.Tensor:
+        """Observations [N, O] after seeding env i with seed + i."""
+        return self._tensor(self.env.reset(seed))
+
+    def step(self, actions: torch.Tensor) -> TorchStep:
+        """Step with actions [N, A] or [N]; returns tensors on the device."""
+        out = self.env.step(actions.detach().cpu().numpy())
+        return TorchStep(
+            obs=self._tensor(out.obs),
+            reward=self._tensor(out.reward),
+            terminated=self._tensor(out.terminated),
+            truncated=self._tensor(out.truncated),
+            final_obs=self._tensor(out.final_obs),
+            terms=out.terms,
+            episodes=out.episodes,
+        )
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,154 @@
+"""Policies (Gaussian for Box actions, categorical for Discrete), value network, observation normaliser.
+
+The policy-gradient loss needs one thing from a policy: ``log_prob(obs, actions)``, the log
+likelihood log pi_theta(a | s) of the taken actions. For a Gaussian with mean mu_theta(s) and
+state-independent std sigma it is
+
+    log pi(a|s) = -sum_j [ (a_j - mu_j)^2 / (2 sigma_j^2) + log sigma_j + log(2 pi) / 2 ]
+
+(a log-std-weighted squared error), for a categorical it is minus the cross-entropy of the
+logits against the taken action.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+
+from locomo.envs.base import SpaceInfo
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+def mlp(
+    in_dim: int, hidden_sizes: list[int], out_dim: int, activation: str, out_gain: float
+) -> nn.Sequential:
+    """An MLP with orthogonal init; the last layer's gain is ``out_gain`` (small for policy heads)."""
+    layers: list[nn.Module] = []
+    sizes = [in_dim, *hidden_sizes]
+    for a, b in itertools.pairwise(sizes):
+        linear = nn.Linear(a, b)
+        nn.init.orthogonal_(linear.weight, math.sqrt(2))
+        nn.init.zeros_(linear.bias)
+        layers += [linear, _ACTIVATIONS[activation]()]
+    head = nn.Linear(sizes[-1], out_dim)
+    nn.init.orthogonal_(head.weight, out_gain)
+    nn.init.zeros_(head.bias)
+    layers.append(head)
+    return nn.Sequential(*layers)
+
+
+class ObsNormalizer(nn.Module):
+    """Running mean/variance of observations (Chan et al. parallel update); saved with the model."""
+
+    def __init__(self, obs_dim: int, enabled: bool = True, clip: float = 10.0, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.enabled, self.clip, self.eps = enabled, clip, eps
+        self.register_buffer("mean", torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(0.0, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor) -> None:
+        """Fold a batch obs [B, O] into the running statistics."""
+        if not self.enabled:
+            return
+        x = obs.to(torch.float64)
+        batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * n / total
+        self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
+        self.count.copy_(total)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Normalised obs [B, O], clipped to +-clip."""
+        if not self.enabled:
+            return obs
+        z = (obs - self.mean.to(obs.dtype)) / torch.sqrt(self.var.to(obs.dtype) + self.eps)
+        return z.clamp(-self.clip, self.clip)
+
+
+class Actor(nn.Module):
+    """Common interface of the policies: distribution, log-prob, entropy, action selection."""
+
+    def distribution(self, obs: torch.Tensor) -> Distribution:
+        """pi_theta(. | s) for obs [B, O]."""
+        raise NotImplementedError
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """log pi_theta(a | s): obs [B, O], actions [B, A] or [B] -> [B]."""
+        return self.distribution(obs).log_prob(actions)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The module's forward is the log-likelihood (what torch.func transforms need)."""
+        return self.log_prob(obs, actions)
+
+    def entropy(self, obs: torch.Tensor) -> torch.Tensor:
+        """Entropy of pi_theta(. | s) for obs [B, O] -> [B]."""
+        return self.distribution(obs).entropy()
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample (or take the mode of) actions for obs [B, O]; return (actions, log_prob [B])."""
+        dist = self.distribution(obs)
+        actions = self.mode(dist) if deterministic else dist.sample()
+        return actions, dist.log_prob(actions)
+
+    def mode(self, dist: Distribution) -> torch.Tensor:
+        """The most likely action of a distribution."""
+        raise NotImplementedError
+
+
+class GaussianActor(Actor):
+    """a ~ N(mu_theta(s), diag(exp(log_std))^2), log-std a free parameter (state-independent)."""
+
+    def __init__(
+        self, obs_dim: int, action_dim: int, hidden: list[int], activation: str, init_log_std: float
+    ):
+        super().__init__()
+        self.mean_net = mlp(obs_dim, hidden, action_dim, activation, out_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+
+    def distribution(self, obs: torch.Tensor) -> Distribution:
+        mean = self.mean_net(obs)
+        return Independent(Normal(mean, self.log_std.exp().expand_as(mean)), 1)
+
+    def mode(self, dist: Distribution) -> torch.Tensor:
+        return dist.mean
+
+
+class CategoricalActor(Actor):
+    """a ~ Categorical(softmax(logits_theta(s))); log pi(a|s) = -cross_entropy(logits, a)."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: list[int], activation: str):
+        super().__init__()
+        self.logits_net = mlp(obs_dim, hidden, num_actions, activation, out_gain=0.01)
+
+    def distribution(self, obs: torch.Tensor) -> Distribution:
+        return Categorical(logits=self.logits_net(obs))
+
+    def mode(self, dist: Distribution) -> torch.Tensor:
+        assert isinstance(dist, Categorical)
+        return dist.probs.argmax(-1)
+
+
+class ValueNet(nn.Module):
+    """V_phi(s): obs [B, O] -> [B]."""
+
+    def __init__(self, obs_dim: int, hidden: list[int], activation: str):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, 1, activation, out_gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+def make_actor(spaces: SpaceInfo, hidden: list[int], activation: str, init_log_std: float) -> Actor:
+    """The policy that fits the action space."""
+    if spaces.discrete:
+        return CategoricalActor(spaces.obs_dim, spaces.action_dim, hidden, activation)
+    return GaussianActor(spaces.obs_dim, spaces.action_dim, hidden, activation, init_log_std)

@@ -1,0 +1,161 @@
+"""Pure functions of tensors: returns, advantages and baselines.
+
+Shapes: T steps x N envs. A batch holds several episode *segments* per env: an episode that
+ends inside the batch (``episode_end[t, n]`` True) is followed by a new one at t + 1, and the
+last segment of each env is cut at T - 1 by the batch boundary.
+
+``next_values[t, n]`` is V(s_{t+1}) of the *same* episode: at a truncation it is the value of
+the final observation, at T - 1 the value of the observation after the batch. It bootstraps
+what lies beyond a cut (truncation or batch end), never beyond a termination, where the true
+future return is zero. Without a value function pass zeros: the cut segment then counts only
+the rewards it saw.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def discounted_reward_to_go(
+    rewards: torch.Tensor,
+    episode_end: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+    next_values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reward-to-go G_t = sum_{t' >= t} gamma^(t' - t) r_t' within the episode (causality).
+
+    Recursion, backwards in time::
+
+        G_t = r_t + gamma * G_{t+1}                                  if the episode goes on
+        G_t = r_t + gamma * (1 - terminated_t) * next_values_t       at a cut (end or t = T-1)
+
+    Args:
+        rewards: [T, N] rewards r_t.
+        episode_end: [T, N] bool, episode ended at t (terminated or truncated).
+        terminated: [T, N] bool, episode ended in a terminal state at t.
+        gamma: discount in (0, 1].
+        next_values: [T, N] V(s_{t+1}) of the same episode, or None (zeros).
+    Returns:
+        [T, N] reward-to-go.
+    """
+    T = rewards.shape[0]
+    boot = torch.zeros_like(rewards) if next_values is None else next_values
+    boot = boot * (~terminated).to(rewards.dtype)
+    out = torch.empty_like(rewards)
+    running = boot[T - 1]
+    for t in range(T - 1, -1, -1):
+        cut = episode_end[t] if t < T - 1 else torch.ones_like(episode_end[t])
+        running = rewards[t] + gamma * torch.where(cut, boot[t], running)
+        out[t] = running
+    return out
+
+
+def episode_starts(episode_end: torch.Tensor) -> torch.Tensor:
+    """[T, N] bool: a segment starts at t (t = 0, or the episode ended at t - 1)."""
+    starts = torch.ones_like(episode_end)
+    starts[1:] = episode_end[:-1]
+    return starts
+
+
+def total_return(
+    rewards: torch.Tensor,
+    episode_end: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+    next_values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Vanilla REINFORCE's weight: every step gets its whole segment's return r(tau).
+
+    r(tau) = sum_{t in tau} gamma^(t - t0) r_t (t0 the segment's first step), i.e. the
+    reward-to-go at the segment start, broadcast over the segment. Args as for
+    :func:`discounted_reward_to_go`; returns [T, N].
+    """
+    rtg = discounted_reward_to_go(rewards, episode_end, terminated, gamma, next_values)
+    starts = episode_starts(episode_end)
+    out = torch.empty_like(rtg)
+    out[0] = rtg[0]
+    for t in range(1, rtg.shape[0]):
+        out[t] = torch.where(starts[t], rtg[t], out[t - 1])
+    return out
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    episode_end: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """Generalised advantage estimation (Schulman et al. 2016).
+
+        delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)
+        A_t     = delta_t + gamma * lam * (1 - end_t) * A_{t+1}
+
+    With lam = 1 this is reward-to-go (bootstrapped at cuts) minus V(s_t); with lam = 0 the
+    one-step TD error.
+
+    Args:
+        rewards, values, next_values: [T, N].
+        episode_end, terminated: [T, N] bool.
+    Returns:
+        [T, N] advantages.
+    """
+    T = rewards.shape[0]
+    not_term = (~terminated).to(rewards.dtype)
+    deltas = rewards + gamma * not_term * next_values - values
+    out = torch.empty_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(T - 1, -1, -1):
+        goes_on = (~episode_end[t]).to(rewards.dtype) if t < T - 1 else torch.zeros_like(rewards[t])
+        running = deltas[t] + gamma * lam * goes_on * running
+        out[t] = running
+    return out
+
+
+def segment_ids(episode_end: torch.Tensor) -> torch.Tensor:
+    """[T, N] long: a distinct id for every (env, episode segment) in the batch.
+
+    Ids are dense in [0, number of segments), numbered env by env.
+    """
+    starts = episode_starts(episode_end).long()
+    per_env = starts.cumsum(0) - 1  # [T, N]: segment index within each env
+    counts = starts.sum(0)  # [N]: segments per env
+    offsets = torch.cumsum(counts, 0) - counts  # [N]
+    return per_env + offsets.unsqueeze(0)
+
+
+def mean_baseline(returns: torch.Tensor) -> torch.Tensor:
+    """The lecture's baseline: b = average return over the batch (a scalar)."""
+    return returns.mean()
+
+
+def optimal_baseline(returns: torch.Tensor, grad_sq_norms: torch.Tensor) -> torch.Tensor:
+    """Variance-minimising constant baseline, scalar form.
+
+    For the estimator g = sum_i grad log pi_i (R_i - b), the b that minimises the summed
+    variance over all parameters is
+
+        b* = E[ |grad log pi|^2 R ] / E[ |grad log pi|^2 ]
+
+    (the per-parameter form b*_k = E[g_k^2 R] / E[g_k^2] needs a different weight per
+    parameter, which a single surrogate backward pass cannot express).
+
+    Args:
+        returns: [S] the R of each sample.
+        grad_sq_norms: [S] |grad_theta log pi|^2 of each sample.
+    Returns:
+        scalar baseline.
+    """
+    weights = grad_sq_norms.to(returns.dtype)
+    total = weights.sum()
+    if total <= 0:
+        return returns.mean()
+    return (weights * returns).sum() / total
+
+
+def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / (std + eps) over all elements."""
+    return (x - x.mean()) / (x.std() + eps)
