@@ -36,6 +36,10 @@ class EpisodeRecord:
     length: int  # steps
     terminated: bool  # True: the MDP ended (fell); False: the time limit hit
     terms: dict[str, float] = field(default_factory=dict)  # per reward term, summed (scaled)
+    # Root-body pose for MuJoCo models whose first joint is free (humanoid, ant): x0, y0 at the
+    # episode's start; x, y, z and the orientation quaternion qw, qx, qy, qz at its last step.
+    # Empty for other envs. What the body did (fell forward, walked, ...) is read from it.
+    body: dict[str, float] = field(default_factory=dict)
 
 
 class EnvStep(NamedTuple):

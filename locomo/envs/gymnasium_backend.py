@@ -44,6 +44,27 @@ def space_info(env: gym.Env) -> SpaceInfo:
     raise ValueError(f"locomo needs Discrete or flat Box actions, got {act_space}")
 
 
+def root_pose(env: gym.Env) -> np.ndarray | None:
+    """[7] root position and quaternion (x, y, z, qw, qx, qy, qz) when the first joint is free."""
+    unwrapped = env.unwrapped
+    model = getattr(unwrapped, "model", None)
+    if model is None or model.njnt == 0 or model.jnt_type[0] != 0:  # 0 = mjJNT_FREE
+        return None
+    return np.array(unwrapped.data.qpos[:7], dtype=np.float64)
+
+
+def body_record(start: np.ndarray | None, end: np.ndarray | None) -> dict[str, float]:
+    """EpisodeRecord.body from the root pose at an episode's start and end."""
+    if start is None or end is None:
+        return {}
+    keys = ("x", "y", "z", "qw", "qx", "qy", "qz")
+    return {
+        "x0": float(start[0]),
+        "y0": float(start[1]),
+        **{k: float(v) for k, v in zip(keys, end, strict=True)},
+    }
+
+
 class RewardTerms:
     """reward = sum_k scale_k * info[key_k]; with no terms, the env's reward is the term ``env``."""
 
@@ -70,9 +91,11 @@ class GymnasiumVecEnv:
         self._returns = np.zeros(num_envs)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
         self._term_sums = {name: np.zeros(num_envs) for name in self.reward_terms.names}
+        self._start_pose: list[np.ndarray | None] = [None] * num_envs
 
     def reset(self, seed: int) -> np.ndarray:
         obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)]
+        self._start_pose = [root_pose(env) for env in self.envs]
         self._returns[:] = 0.0
         self._lengths[:] = 0
         for sums in self._term_sums.values():
@@ -114,12 +137,14 @@ class GymnasiumVecEnv:
                         length=int(self._lengths[i]),
                         terminated=bool(term),
                         terms={name: float(self._term_sums[name][i]) for name in names},
+                        body=body_record(self._start_pose[i], root_pose(env)),
                     )
                 )
                 self._returns[i], self._lengths[i] = 0.0, 0
                 for sums in self._term_sums.values():
                     sums[i] = 0.0
                 o, _ = env.reset()
+                self._start_pose[i] = root_pose(env)
             obs[i] = o
         return EnvStep(obs, reward, terminated, truncated, final_obs, terms, episodes)
 
