@@ -46,3 +46,17 @@ def locomo_cli(tmp_path: Path):
 
     run.cwd = tmp_path  # type: ignore[attr-defined]
     return run
+
+
+def compose(*overrides: str):
+    """The training config as ``locomo train`` would compose it (validated), for in-process tests."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from locomo.config import CONF_DIR, register_configs, validate_config
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = hydra_compose(config_name="train", overrides=list(overrides))
+    validate_config(cfg)
+    return cfg
