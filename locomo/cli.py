@@ -56,17 +56,56 @@ def train(cfg: DictConfig) -> float:
     return ret
 
 
-COMMANDS: dict[str, Callable[[], Any]] = {"train": train}
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="variance")
+@user_errors
+def variance(cfg: DictConfig) -> None:
+    """Measure each estimator's gradient variance over independent batches from one policy."""
+    validate_config(cfg)
+    from locomo import analysis
+
+    out = run_dir()
+    table = analysis.measure_gradient_variance(cfg, out)
+    analysis.write_json(table, out / "gradient_variance.json")
+    batch = cfg.train.steps_per_iteration
+    title = f"{cfg.env.name}: policy-gradient variance over {cfg.batches} batches of {batch} steps"
+    analysis.plot_variance(table, title, out / "gradient_variance.png")
+    print(f"{'estimator':<24}{'variance':>14}{'|mean grad|':>14}{'rel. variance':>15}")
+    for name, row in table.items():
+        print(f"{name:<24}{row['variance']:>14.4g}{row['mean_norm']:>14.4g}{row['relative_variance']:>15.4g}")
+    print(f"locomo: wrote {out / 'gradient_variance.json'} and {out / 'gradient_variance.png'}")
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="plot")
+@user_errors
+def plot(cfg: DictConfig) -> None:
+    """Plot a metric of several runs against env steps (mean over seeds, min-max band)."""
+    from locomo import analysis
+
+    runs = Path(cfg.runs).expanduser()
+    if not runs.is_dir():
+        raise ConfigError("runs", cfg.runs, "must be a folder holding runs")
+    out = Path(cfg.out) if cfg.out else runs / "curves.png"
+    counts = analysis.plot_curves(runs, cfg.metric, list(cfg.group_by) if cfg.group_by else None, out)
+    for label, n in counts.items():
+        print(f"{label}: {n} run(s)")
+    print(f"locomo: wrote {out}")
+
+
+COMMANDS: dict[str, Callable[[], Any]] = {"train": train, "variance": variance, "plot": plot}
 
 USAGE = """usage: locomo <command> [hydra overrides]
 
 commands:
   train     train a policy (see `locomo train --help` for its config)
+  variance  compare the estimators' gradient variance at one policy (table, JSON, PNG)
+  plot      return curves of several runs, e.g. a multirun comparing estimators
 
 examples:
   locomo train
   locomo train env=cartpole algo=baseline train.iterations=50
   locomo train -m seed=0,1,2 algo.baseline=none,mean,optimal
+  locomo plot runs=multirun/<date_time>
+  locomo variance env=humanoid_forward batches=16
 """
 
 

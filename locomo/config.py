@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -118,10 +118,40 @@ class LocomoConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
+@dataclass
+class VarianceConfig(LocomoConfig):
+    """`locomo variance`: the training config plus what to measure."""
+
+    batches: int = 16  # independent batches collected with the same policy
+    estimators: list[str] = field(
+        default_factory=lambda: [
+            "total/none",
+            "total/mean",
+            "total/optimal",
+            "reward_to_go/none",
+            "reward_to_go/mean",
+            "reward_to_go/optimal",
+        ]
+    )  # <returns>/<baseline> pairs to compare
+    checkpoint: str | None = None  # measure at a trained policy instead of the initial one
+
+
+@dataclass
+class PlotConfig:
+    """`locomo plot`: curves of several runs."""
+
+    runs: str = MISSING  # a folder holding runs (e.g. a multirun folder)
+    metric: str = "rollout/return_mean"  # the metrics.jsonl column to plot
+    group_by: list[str] | None = None  # override keys that name a curve; None = all but seed
+    out: str | None = None  # PNG path; None = <runs>/curves.png
+
+
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore, so conf/*.yaml are type-checked against them."""
     cs = ConfigStore.instance()
     cs.store(name="locomo_schema", node=LocomoConfig)
+    cs.store(name="locomo_variance_schema", node=VarianceConfig)
+    cs.store(name="locomo_plot_schema", node=PlotConfig)
 
 
 # ---------------------------------------------------------------------------------------------

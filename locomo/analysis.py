@@ -1,0 +1,189 @@
+"""The lecture's claims, measured: gradient variance per estimator, and return curves per estimator.
+
+``locomo variance``: collect K independent batches with one fixed policy, compute each
+estimator's policy gradient on every batch, and compare the estimators' spread:
+
+    mean   m  = (1/K) sum_k g_k
+    var       = 1/(K-1) sum_k |g_k - m|^2        (trace of the covariance)
+    rel. var  = var / |m_ref|^2                  (m_ref: the mean over all estimators, all batches)
+
+All estimators here are unbiased estimates of the same gradient (up to the O(1/N) shift of a
+baseline estimated on its own batch), so the one with the smaller variance needs fewer samples.
+
+``locomo plot``: return curves of several runs (a Hydra multirun folder), grouped by the
+overrides that differ between them, mean over seeds with a min-max band.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from locomo import losses
+from locomo.algorithm import compute_advantages
+from locomo.buffer import RolloutBatch
+from locomo.config import ConfigError
+from locomo.logging import read_metrics
+from locomo.policy import Actor
+
+ESTIMATOR_RETURNS = ("total", "reward_to_go")
+ESTIMATOR_BASELINES = ("none", "mean", "optimal")
+
+
+def parse_estimator(name: str) -> tuple[str, str]:
+    """``"reward_to_go/mean"`` -> ("reward_to_go", "mean"); ConfigError for anything else."""
+    parts = name.split("/")
+    allowed = ", ".join(f"{r}/{b}" for r in ESTIMATOR_RETURNS for b in ESTIMATOR_BASELINES)
+    if len(parts) != 2 or parts[0] not in ESTIMATOR_RETURNS or parts[1] not in ESTIMATOR_BASELINES:
+        raise ConfigError("estimators", name, f"each must be one of {allowed}")
+    return parts[0], parts[1]
+
+
+def estimator_gradient(
+    actor: Actor, batch: RolloutBatch, algo_cfg: Any, returns: str, baseline: str
+) -> torch.Tensor:
+    """The surrogate's gradient [P] for one estimator on one batch (advantages not normalised)."""
+    cfg = OmegaConf.merge(algo_cfg, {"returns": returns, "baseline": baseline, "normalize_advantages": False})
+    adv = compute_advantages(batch, cfg, actor)
+    obs, actions = batch.obs.flatten(0, 1), batch.actions.flatten(0, 1)
+    log_prob = actor.log_prob(obs, actions)
+    loss, _ = losses.policy_surrogate_loss(log_prob, adv.advantages, torch.ones_like(log_prob))
+    grads = torch.autograd.grad(loss, [p for p in actor.parameters()], allow_unused=True)
+    return torch.cat(
+        [
+            (g if g is not None else torch.zeros_like(p)).flatten()
+            for g, p in zip(grads, actor.parameters(), strict=True)
+        ]
+    )
+
+
+def variance_table(gradients: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Per estimator: variance (trace of covariance), mean-gradient norm, variance relative to |m_ref|^2.
+
+    Args:
+        gradients: name -> [K, P] gradient of each of K batches.
+    """
+    reference = torch.cat(list(gradients.values())).mean(0)
+    ref_sq = float(reference.pow(2).sum())
+    table = {}
+    for name, g in gradients.items():
+        mean = g.mean(0)
+        var = float((g - mean).pow(2).sum(1).sum() / max(g.shape[0] - 1, 1))
+        table[name] = {
+            "variance": var,
+            "mean_norm": float(mean.norm()),
+            "relative_variance": var / ref_sq if ref_sq > 0 else float("nan"),
+        }
+    return table
+
+
+def measure_gradient_variance(cfg: DictConfig, run_dir: Path) -> dict[str, dict[str, float]]:
+    """Collect ``cfg.batches`` batches with a fixed policy; return :func:`variance_table`."""
+    from locomo.checkpoint import load
+    from locomo.runner import Runner
+
+    estimators = [parse_estimator(name) for name in cfg.estimators]
+    if cfg.batches < 2:
+        raise ConfigError("batches", cfg.batches, "must be >= 2 (a variance needs two samples)")
+    runner = Runner(cfg, run_dir)
+    if cfg.checkpoint is not None:
+        state = load(cfg.checkpoint)
+        runner.actor.load_state_dict(state["actor"])
+        runner.normalizer.load_state_dict(state["obs_normalizer"])
+    grads: dict[str, list[torch.Tensor]] = defaultdict(list)
+    obs_raw = runner.env.reset(cfg.seed)
+    for _ in range(cfg.batches):
+        batch, obs_raw, _episodes, _terms = runner.collect(obs_raw)
+        batch = RolloutBatch(*(t.clone() for t in batch))  # leave inference mode's tensors behind
+        for returns, baseline in estimators:
+            grads[f"{returns}/{baseline}"].append(
+                estimator_gradient(runner.actor, batch, cfg.algo, returns, baseline)
+            )
+    runner.env.close()
+    return variance_table({name: torch.stack(g) for name, g in grads.items()})
+
+
+def plot_variance(table: dict[str, dict[str, float]], title: str, path: Path) -> None:
+    """Bar chart of relative gradient variance per estimator, labelled with the ratio to the first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(table)
+    values = [table[n]["relative_variance"] for n in names]
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    bars = ax.bar(range(len(names)), values, color="#4c72b0")
+    ax.bar_label(bars, [f"{v / values[0]:.2f}x" for v in values], fontsize=8)
+    ax.set_xticks(range(len(names)), [n.replace("/", "\n") for n in names], fontsize=8)
+    ax.set_ylabel("variance / |mean gradient|^2")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _overrides(run: Path) -> dict[str, str]:
+    """The command-line overrides of a Hydra run (from .hydra/overrides.yaml), key -> value."""
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    return dict(o.split("=", 1) for o in overrides if "=" in o)
+
+
+def run_labels(runs: list[Path], keys: list[str] | None) -> list[str]:
+    """A label per run: the given override keys, or else those whose values differ between runs.
+
+    ``seed`` never names a curve: runs that differ only in seed are one curve.
+    """
+    overrides = [_overrides(run) for run in runs]
+    if keys is None:
+        all_keys = sorted({k for o in overrides for k in o})
+        keys = [k for k in all_keys if len({o.get(k) for o in overrides}) > 1]
+    keys = [k for k in keys if k != "seed"]
+    return [" ".join(f"{k}={o[k]}" for k in keys if k in o) or "run" for o in overrides]
+
+
+def plot_curves(runs_dir: Path, metric: str, keys: list[str] | None, path: Path) -> dict[str, int]:
+    """Plot ``metric`` against env steps for every run under ``runs_dir``, grouped by label.
+
+    Returns the number of runs (seeds) per label.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    files = sorted(runs_dir.glob("**/metrics.jsonl"))
+    if not files:
+        raise ConfigError("runs", str(runs_dir), "no metrics.jsonl below this folder")
+    groups: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
+    for f, label in zip(files, run_labels([f.parent for f in files], keys), strict=True):
+        groups[label].append(read_metrics(f))
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for label, runs in sorted(groups.items()):
+        length = min(len(r) for r in runs)
+        steps = np.array([row["env_steps"] for row in runs[0][:length]])
+        values = np.array(
+            [[np.nan if row.get(metric) is None else row[metric] for row in r[:length]] for r in runs]
+        )
+        ax.plot(steps, np.nanmean(values, 0), label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(steps, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return {label: len(runs) for label, runs in groups.items()}
+
+
+def write_json(data: Any, path: Path) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")

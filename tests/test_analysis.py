@@ -1,0 +1,66 @@
+"""`locomo variance` and `locomo plot` end to end, and the variance table's arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from locomo.analysis import parse_estimator, variance_table
+from locomo.config import ConfigError
+from tests.conftest import TINY
+
+
+def test_variance_table_hand_computed():
+    grads = {"a": torch.tensor([[1.0, 0.0], [3.0, 0.0]]), "b": torch.tensor([[2.0, 0.0], [2.0, 0.0]])}
+    table = variance_table(grads)
+    # a: mean (2, 0), deviations +-1 -> variance (1 + 1) / (2 - 1) = 2; b: no spread.
+    assert table["a"] == {"variance": 2.0, "mean_norm": 2.0, "relative_variance": 0.5}
+    assert table["b"]["variance"] == 0.0
+
+
+def test_parse_estimator_names_the_allowed_values():
+    assert parse_estimator("total/optimal") == ("total", "optimal")
+    with pytest.raises(ConfigError, match="each must be one of total/none"):
+        parse_estimator("total/value")
+
+
+@pytest.mark.slow
+def test_variance_command_writes_table_and_figure(locomo_cli):
+    result = locomo_cli(
+        "variance", "env=cartpole", "batches=3", "train.num_envs=2", "train.steps_per_iteration=64"
+    )
+    assert result.returncode == 0, result.stderr
+    (json_file,) = locomo_cli.cwd.glob("outputs/variance/cartpole/*/gradient_variance.json")
+    table = json.loads(json_file.read_text())
+    assert set(table) == {f"{r}/{b}" for r in ("total", "reward_to_go") for b in ("none", "mean", "optimal")}
+    assert all(row["variance"] > 0 for row in table.values())
+    png = json_file.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_plot_command_groups_a_multirun_by_estimator(locomo_cli):
+    sweep = locomo_cli(
+        "train",
+        "-m",
+        "env=cartpole",
+        "seed=0,1",
+        "algo.baseline=none,mean",
+        *TINY,
+        "logger.wandb.mode=disabled",
+        "hydra.sweep.dir=sweep",
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    result = locomo_cli("plot", "runs=sweep")
+    assert result.returncode == 0, result.stderr
+    assert "algo.baseline=mean: 2 run(s)" in result.stdout
+    assert "algo.baseline=none: 2 run(s)" in result.stdout
+    assert (locomo_cli.cwd / "sweep" / "curves.png").stat().st_size > 1000
+
+
+def test_plot_of_a_missing_folder_is_a_clear_error(locomo_cli):
+    result = locomo_cli("plot", "runs=nowhere")
+    assert result.returncode == 2
+    assert "runs='nowhere' is invalid: must be a folder holding runs" in result.stderr
