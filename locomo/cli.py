@@ -17,9 +17,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.checkpoint import CheckpointError
-from locomo.config import CONF_DIR, ConfigError, register_configs, validate_config
+from locomo.config import (
+    CONF_DIR,
+    ConfigError,
+    register_configs,
+    validate_config,
+    validate_eval_config,
+    validate_render_config,
+    validate_replay_config,
+)
+from locomo.video import RenderError
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, RenderError)
 
 
 def user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -56,17 +65,58 @@ def train(cfg: DictConfig) -> float:
     return ret
 
 
-COMMANDS: dict[str, Callable[[], Any]] = {"train": train}
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="render")
+@user_errors
+def render(cfg: DictConfig) -> None:
+    """Labelled videos of a checkpoint's policy: a grid, one per episode, a PNG contact sheet."""
+    validate_render_config(cfg)
+    from locomo.video import render_main
+
+    render_main(cfg)
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="eval")
+@user_errors
+def evaluate(cfg: DictConfig) -> None:
+    """Returns, lengths, distances and behaviour counts of a checkpoint's policy (table + JSON)."""
+    validate_eval_config(cfg)
+    from locomo.evaluation import eval_main
+
+    eval_main(cfg)
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="replay")
+@user_errors
+def replay(cfg: DictConfig) -> None:
+    """One seeded episode in the MuJoCo viewer, or (headless) as a video."""
+    validate_replay_config(cfg)
+    from locomo.replay import replay_main
+
+    replay_main(cfg)
+
+
+COMMANDS: dict[str, Callable[[], Any]] = {
+    "train": train,
+    "render": render,
+    "eval": evaluate,
+    "replay": replay,
+}
 
 USAGE = """usage: locomo <command> [hydra overrides]
 
 commands:
   train     train a policy (see `locomo train --help` for its config)
+  render    labelled videos of a checkpoint's rollouts: grid, per episode, PNG sheet
+  eval      return, length, distance and behaviour counts over N seeded episodes (table + JSON)
+  replay    one episode in the MuJoCo viewer; headless: a video instead
 
 examples:
   locomo train
   locomo train env=cartpole algo=baseline train.iterations=50
   locomo train -m seed=0,1,2 algo.baseline=none,mean,optimal
+  locomo render checkpoint=outputs/humanoid/<run>/checkpoints/last.pt episodes=6
+  locomo eval checkpoint=outputs/humanoid/<run> episodes=20 seed=0
+  locomo replay checkpoint=outputs/humanoid/<run> seed=0
 """
 
 
