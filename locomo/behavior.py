@@ -16,13 +16,14 @@ The labels, decided in this order:
 
 ``fell_*``
     The body fell: the episode *terminated* (the env's own test, e.g. Humanoid's torso height
-    leaving (1, 2) m), or it ran to the time limit with tilt > ``fallen_tilt_deg``. The
-    direction is that of the lean (u_x, u_y) when tilt >= ``fall_tilt_deg``, else that of the
-    root's displacement (dx, dy) when it is at least ``walk_distance``: within
-    ``forward_cone_deg`` of +x it is ``fell_forward``, of -x ``fell_backward``, otherwise
-    ``fell_sideways``.
+    leaving (1, 2) m), or it ran to the time limit with tilt > ``fallen_tilt_deg``. The fall's
+    direction is where the body went, the root's displacement (dx, dy), when that is at least
+    ``walk_distance`` (a lunge or a few steps, then down: what forward-velocity rewards pay
+    for); otherwise, falling over on the spot, the direction of the lean (u_x, u_y) when
+    tilt >= ``fall_tilt_deg``. Within ``forward_cone_deg`` of +x it is ``fell_forward``, of -x
+    ``fell_backward``, otherwise ``fell_sideways``.
 ``collapsed``
-    Fell without leaning far and without going anywhere: sank down on the spot.
+    Fell without going anywhere and without leaning far: sank down on the spot.
 ``stood_still``
     Did not fall and moved less than ``walk_distance`` in the ground plane.
 ``walked_forward`` / ``walked_backward`` / ``walked_sideways``
@@ -120,10 +121,10 @@ def label_episode(record: EpisodeRecord, control_dt: float, thresholds: Any) -> 
     pitch, roll, tilt = lean_angles(up)
     fell = bool(record.terminated) or tilt > thresholds.fallen_tilt_deg
     if fell:
-        if tilt >= thresholds.fall_tilt_deg:
-            label = "fell_" + direction(float(up[0]), float(up[1]), thresholds.forward_cone_deg)
-        elif distance >= thresholds.walk_distance:
+        if distance >= thresholds.walk_distance:
             label = "fell_" + direction(dx, dy, thresholds.forward_cone_deg)
+        elif tilt >= thresholds.fall_tilt_deg:
+            label = "fell_" + direction(float(up[0]), float(up[1]), thresholds.forward_cone_deg)
         else:
             label = COLLAPSED
     elif distance < thresholds.walk_distance:

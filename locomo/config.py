@@ -115,7 +115,7 @@ class LoggerConfig:
 class BehaviorConfig:
     """Thresholds that turn an episode's root-body trajectory into a label (see locomo/behavior.py)."""
 
-    fall_tilt_deg: float = 30.0  # a fallen torso leaning at least this much fell in its lean's direction
+    fall_tilt_deg: float = 20.0  # a body that fell on the spot leaning this much fell in the lean's direction
     fallen_tilt_deg: float = 60.0  # a torso leaning more than this when the time limit hits also fell
     walk_distance: float = 0.5  # metres moved in the ground plane: below it the body went nowhere
     forward_cone_deg: float = 45.0  # half-angle of the forward (+x) and backward (-x) cones; else sideways
@@ -138,6 +138,7 @@ class FrameConfig:
 class VideoConfig(FrameConfig):
     """Videos written during ``locomo train`` (to <run>/videos/ and W&B)."""
 
+    fps: float | None = 30.0  # real-time playback at about 30 fps: half the renders of 1 / control_dt
     enabled: bool = True  # write training videos
     every: int = 50  # iterations between videos (one more at the end); 0 = only at the end
     episodes: int = 4  # rollouts per video, side by side in a grid

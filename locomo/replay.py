@@ -46,9 +46,9 @@ def play_in_viewer(model: Any, episode: Rollout, title: str) -> None:
                 with viewer.lock():
                     data.qpos[:], data.qvel[:] = episode.qpos[t], episode.qvel[t]
                     mujoco.mj_forward(model, data)
-                    viewer.set_texts(
-                        (None, None, f"{title}\nstep\nreturn\nbehaviour", f"\n{t}\n{returns[t]:.1f}\n{label}")
-                    )
+                viewer.set_texts(
+                    (None, None, f"{title}\nstep\nreturn\nbehaviour", f"\n{t}\n{returns[t]:.1f}\n{label}")
+                )
                 viewer.sync()
                 time.sleep(max(0.0, episode.control_dt - (time.perf_counter() - tick)))
             time.sleep(1.0)

@@ -49,6 +49,9 @@ _GL_PROBE = (
 )
 
 
+logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO lines under Hydra are noise
+
+
 class RenderError(RuntimeError):
     """Rendering is impossible here; the message is one line and says how to fix it."""
 
@@ -101,7 +104,6 @@ def gl_backend() -> str:
 
 def _gl_context(backend: str, width: int, height: int) -> Any:
     """A current offscreen GL context of ``backend`` (imported explicitly, whatever mujoco chose)."""
-    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO lines are noise here
     try:
         if backend == "egl":
             from mujoco.egl import GLContext

@@ -201,6 +201,18 @@ def test_lying_down_at_the_time_limit_counts_as_a_fall():
     assert label_of(record, 0.02).label == "fell_forward"
 
 
+def test_a_fall_goes_where_the_body_went_else_where_it_leans():
+    lean_back = (math.cos(math.radians(-25) / 2), 0, math.sin(math.radians(-25) / 2), 0)
+    lunge = dict(zip(BODY_KEYS, (0, 0, 0.8, 0.1, 0.95, *lean_back), strict=True))  # 0.8 m forward
+    on_the_spot = {**lunge, "x": 0.1}
+    sank = {**on_the_spot, "qw": 1.0, "qy": 0.0}
+    labels = [
+        label_of(EpisodeRecord(env_index=0, ret=0.0, length=40, terminated=True, body=body), 0.015).label
+        for body in (lunge, on_the_spot, sank)
+    ]
+    assert labels == ["fell_forward", "fell_backward", "collapsed"]
+
+
 def test_no_root_body_means_no_label_and_no_fractions():
     record = EpisodeRecord(env_index=0, ret=1.0, length=10, terminated=True)
     assert label_episode(record, 0.02, THRESHOLDS) is None
