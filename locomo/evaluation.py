@@ -91,10 +91,9 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         actor.load_state_dict(state["actor"])
         normalizer.load_state_dict(state["obs_normalizer"])
     except (RuntimeError, KeyError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise CheckpointError(
-            f"{file}: weights do not fit the config stored with them ({first_line})"
-        ) from exc
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else lines[0]
+        raise CheckpointError(f"{file}: weights do not fit the config saved with them ({reason})") from exc
     actor.eval()
     normalizer.eval()
     return LoadedPolicy(

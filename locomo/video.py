@@ -86,9 +86,13 @@ def gl_backend() -> str:
         for candidate in ("egl", "osmesa"):
             env = {**os.environ, "MUJOCO_GL": candidate}
             env.pop("PYOPENGL_PLATFORM", None)
-            probe = subprocess.run(
-                [sys.executable, "-c", _GL_PROBE], env=env, capture_output=True, text=True, timeout=120
-            )
+            try:
+                probe = subprocess.run(
+                    [sys.executable, "-c", _GL_PROBE], env=env, capture_output=True, text=True, timeout=120
+                )
+            except subprocess.TimeoutExpired:
+                failures.append(f"{candidate}: no answer in 120 s")
+                continue
             if probe.returncode == 0:
                 chosen = candidate
                 break
@@ -364,11 +368,14 @@ def video_frames(
 
 
 def write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, stats: VideoStats) -> Path:
-    """Encode frames [H, W, 3] (even H, W) as H.264 (yuv420p, faststart) at ``fps``."""
+    """Encode frames [H, W, 3] (even H, W) as H.264 (yuv420p, faststart) at ``fps``.
+
+    Failures to write (no ffmpeg, a full disk, an unwritable folder) become :class:`RenderError`.
+    """
     import imageio.v2 as imageio
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         writer = imageio.get_writer(
             str(path),
             format="FFMPEG",
@@ -389,10 +396,15 @@ def write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, stats: Video
             writer.append_data(frame)
             stats.encode_s += time.perf_counter() - start
             stats.frames += 1
-    finally:
         start = time.perf_counter()
         writer.close()
         stats.encode_s += time.perf_counter() - start
+    except RenderError:
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise RenderError(f"cannot write {path}: {_first_line(exc)}") from exc
+    finally:
+        writer.close()  # idempotent
     return path
 
 

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from locomo.behavior import LABELS
+from locomo.checkpoint import CheckpointError, save_atomic
+from locomo.evaluation import load_policy
 from tests.conftest import TINY, run_locomo
 
 pytestmark = pytest.mark.slow
@@ -109,9 +111,17 @@ def test_unusable_checkpoints_are_one_line_errors(trained, tmp_path):
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(whole[: len(whole) // 2])
     # the wording of load errors belongs to locomo.checkpoint; here: one line that names the file
+    for path in (text, foreign, truncated, tmp_path / "missing.pt"):
+        with pytest.raises(CheckpointError, match=path.name):
+            load_policy(path)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    state["config"]["model"]["hidden_sizes"] = [7]  # weights of another architecture
+    mismatched = tmp_path / "mismatched.pt"
+    save_atomic(state, mismatched)
+    with pytest.raises(CheckpointError, match="weights do not fit the config saved with them"):
+        load_policy(mismatched)
     cases = [
         ("render", f"checkpoint={tmp_path / 'missing.pt'}", "missing.pt does not exist"),
-        ("eval", f"checkpoint={text}", "notes.pt"),
         ("replay", f"checkpoint={foreign}", "foreign.pt is not a locomo checkpoint"),
         ("eval", f"checkpoint={truncated}", "truncated.pt"),
         ("render", "episodes=2", "checkpoint=None is invalid: give the checkpoint to load"),

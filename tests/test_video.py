@@ -171,3 +171,10 @@ def test_gl_backend_probe_finds_a_working_backend_here(monkeypatch):
     monkeypatch.setattr(video, "_gl", video._GLChoice())
     monkeypatch.delenv("MUJOCO_GL", raising=False)
     assert video.gl_backend() in ("egl", "osmesa")
+
+
+def test_an_unwritable_video_path_is_a_render_error(humanoid, renderer, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(RenderError, match="cannot write"):
+        write_rollout_video(blocker / "video.mp4", [episode(humanoid, max_steps=2)], renderer, fps=None)
