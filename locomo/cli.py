@@ -17,9 +17,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.checkpoint import CheckpointError
-from locomo.config import CONF_DIR, ConfigError, register_configs, validate_config
+from locomo.config import (
+    CONF_DIR,
+    ConfigError,
+    register_configs,
+    validate_config,
+    validate_eval_config,
+    validate_render_config,
+    validate_replay_config,
+)
+from locomo.video import RenderError
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, RenderError)
 
 
 def user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -54,6 +63,36 @@ def train(cfg: DictConfig) -> float:
     ret = metrics.get("rollout/return_mean", float("nan"))
     print(f"locomo: trained {cfg.train.iterations} iterations; mean return {ret:.2f}; run dir {out}")
     return ret
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="render")
+@user_errors
+def render(cfg: DictConfig) -> None:
+    """Labelled videos of a checkpoint's policy: a grid, one per episode, a PNG contact sheet."""
+    validate_render_config(cfg)
+    from locomo.video import render_main
+
+    render_main(cfg)
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="eval")
+@user_errors
+def evaluate(cfg: DictConfig) -> None:
+    """Returns, lengths, distances and behaviour counts of a checkpoint's policy (table + JSON)."""
+    validate_eval_config(cfg)
+    from locomo.evaluation import eval_main
+
+    eval_main(cfg)
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="replay")
+@user_errors
+def replay(cfg: DictConfig) -> None:
+    """One seeded episode in the MuJoCo viewer, or (headless) as a video."""
+    validate_replay_config(cfg)
+    from locomo.replay import replay_main
+
+    replay_main(cfg)
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="variance")
@@ -91,12 +130,22 @@ def plot(cfg: DictConfig) -> None:
     print(f"locomo: wrote {out}")
 
 
-COMMANDS: dict[str, Callable[[], Any]] = {"train": train, "variance": variance, "plot": plot}
+COMMANDS: dict[str, Callable[[], Any]] = {
+    "train": train,
+    "render": render,
+    "eval": evaluate,
+    "replay": replay,
+    "variance": variance,
+    "plot": plot,
+}
 
 USAGE = """usage: locomo <command> [hydra overrides]
 
 commands:
   train     train a policy (see `locomo train --help` for its config)
+  render    labelled videos of a checkpoint's rollouts: grid, per episode, PNG sheet
+  eval      return, length, distance and behaviour counts over N seeded episodes (table + JSON)
+  replay    one episode in the MuJoCo viewer; headless: a video instead
   variance  compare the estimators' gradient variance at one policy (table, JSON, PNG)
   plot      return curves of several runs, e.g. a multirun comparing estimators
 
@@ -104,6 +153,9 @@ examples:
   locomo train
   locomo train env=cartpole algo=baseline train.iterations=50
   locomo train -m seed=0,1,2 algo.baseline=none,mean,optimal
+  locomo render checkpoint=outputs/humanoid/<run>/checkpoints/last.pt episodes=6
+  locomo eval checkpoint=outputs/humanoid/<run> episodes=20 seed=0
+  locomo replay checkpoint=outputs/humanoid/<run> seed=0
   locomo plot runs=multirun/<date_time>
   locomo variance env=humanoid_forward batches=16
 """

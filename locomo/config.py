@@ -27,6 +27,9 @@ DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 ACTIVATIONS = ("tanh", "relu", "elu")
 BACKENDS = ("gymnasium", "batched")
+QUALITIES = ("fast", "full")
+EVAL_MODES = ("both", "deterministic", "stochastic")
+VIEWERS = ("auto", "window", "video")
 
 
 class ConfigError(ValueError):
@@ -109,6 +112,41 @@ class LoggerConfig:
 
 
 @dataclass
+class BehaviorConfig:
+    """Thresholds that turn an episode's root-body trajectory into a label (see locomo/behavior.py)."""
+
+    fall_tilt_deg: float = 20.0  # a body that fell on the spot leaning this much fell in the lean's direction
+    fallen_tilt_deg: float = 60.0  # a torso leaning more than this when the time limit hits also fell
+    walk_distance: float = 0.5  # metres moved in the ground plane: below it the body went nowhere
+    forward_cone_deg: float = 45.0  # half-angle of the forward (+x) and backward (-x) cones; else sideways
+
+
+@dataclass
+class FrameConfig:
+    """How rollouts look on video (shared by training videos, ``locomo render`` and ``replay``)."""
+
+    width: int = 320  # pixels per rollout tile (odd sizes are rounded up: H.264 needs even ones)
+    height: int = 240  # pixels per rollout tile
+    fps: float | None = None  # frames per second; null = 1 / control_dt. Playback is real time
+    # either way: a lower fps renders every round(1 / (fps * control_dt))-th step.
+    columns: int | None = None  # tiles per row in the grid video; null = ceil(sqrt(rollouts))
+    camera: str | None = None  # MJCF camera name; null = "side", else "track", else one following the root
+    quality: str = "fast"  # fast: no shadows, reflections or anti-aliasing (~5x cheaper on CPU) | full
+
+
+@dataclass
+class VideoConfig(FrameConfig):
+    """Videos written during ``locomo train`` (to <run>/videos/ and W&B)."""
+
+    fps: float | None = 30.0  # real-time playback at about 30 fps: half the renders of 1 / control_dt
+    enabled: bool = True  # write training videos
+    every: int = 50  # iterations between videos (one more at the end); 0 = only at the end
+    episodes: int = 4  # rollouts per video, side by side in a grid
+    deterministic: bool = False  # true: the mean action; false: sampled actions, as in training
+    max_steps: int | None = 500  # steps per rollout at most; null = the env's time limit
+
+
+@dataclass
 class LocomoConfig:
     seed: int = 0  # seeds torch, numpy and the envs
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -116,6 +154,50 @@ class LocomoConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+
+
+@dataclass
+class RenderConfig(FrameConfig):
+    """``locomo render``: roll out a checkpoint's policy and write labelled videos."""
+
+    checkpoint: str | None = None  # a checkpoint file, or a run directory (-> checkpoints/last.pt)
+    episodes: int = 6  # rollouts; episode i is seeded with seed + i
+    seed: int = 0  # env reset and action sampling of episode i use seed + i
+    deterministic: bool = False  # true: the mean action; false: sampled actions
+    max_steps: int | None = None  # steps per rollout at most; null = the env's time limit
+    output_dir: str | None = None  # null = videos/<env>_<run>/ under the working directory
+    grid: bool = True  # write one video with every rollout side by side
+    per_episode: bool = True  # write one video per rollout
+    sheet: bool = True  # write a PNG contact sheet: a row of snapshots per rollout
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
+
+
+@dataclass
+class EvalConfig:
+    """``locomo eval``: returns, lengths, distances and behaviour counts of a checkpoint's policy."""
+
+    checkpoint: str | None = None  # a checkpoint file, or a run directory (-> checkpoints/last.pt)
+    episodes: int = 20  # episodes per mode; episode i is seeded with seed + i
+    seed: int = 0  # env reset and action sampling of episode i use seed + i
+    mode: str = "both"  # deterministic (mean action) | stochastic (sampled) | both
+    max_steps: int | None = None  # steps per episode at most; null = the env's time limit
+    output: str | None = None  # JSON file; null = <run>/eval/<checkpoint>_seed<seed>.json
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
+
+
+@dataclass
+class ReplayConfig(FrameConfig):
+    """``locomo replay``: one episode in the MuJoCo viewer (or, headless, a video)."""
+
+    checkpoint: str | None = None  # a checkpoint file, or a run directory (-> checkpoints/last.pt)
+    seed: int = 0  # the episode's seed (as episode 0 of ``locomo eval seed=<seed>``)
+    deterministic: bool = True  # true: the mean action; false: sampled actions
+    max_steps: int | None = None  # steps at most; null = the env's time limit
+    viewer: str = "auto"  # auto: a window when a display exists, else a video | window | video
+    output: str | None = None  # the video's path; null = videos/<env>_<run>/<ckpt>_replay_seed<seed>.mp4
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
 
 
 @dataclass
@@ -152,6 +234,9 @@ def register_configs() -> None:
     cs.store(name="locomo_schema", node=LocomoConfig)
     cs.store(name="locomo_variance_schema", node=VarianceConfig)
     cs.store(name="locomo_plot_schema", node=PlotConfig)
+    cs.store(name="render_schema", node=RenderConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="replay_schema", node=ReplayConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +340,75 @@ def validate_logger(logger: DictConfig | LoggerConfig) -> None:
     _choice("logger.wandb.mode", logger.wandb.mode, WANDB_MODES)
 
 
+def validate_behavior(behavior: DictConfig | BehaviorConfig, prefix: str = "behavior") -> None:
+    if not 0.0 < behavior.fall_tilt_deg < 90.0:
+        raise ConfigError(f"{prefix}.fall_tilt_deg", behavior.fall_tilt_deg, "must be in (0, 90) degrees")
+    if not 0.0 < behavior.fallen_tilt_deg <= 180.0:
+        raise ConfigError(
+            f"{prefix}.fallen_tilt_deg", behavior.fallen_tilt_deg, "must be in (0, 180] degrees"
+        )
+    _positive(f"{prefix}.walk_distance", behavior.walk_distance)
+    if not 0.0 < behavior.forward_cone_deg <= 90.0:
+        raise ConfigError(
+            f"{prefix}.forward_cone_deg", behavior.forward_cone_deg, "must be in (0, 90] degrees"
+        )
+
+
+def validate_frames(frames: DictConfig | FrameConfig, prefix: str = "") -> None:
+    """Video size, fps, grid columns and quality; ``prefix`` is e.g. ``video.`` for training."""
+    _positive(f"{prefix}width", frames.width)
+    _positive(f"{prefix}height", frames.height)
+    if max(frames.width, frames.height) > 4096:
+        raise ConfigError(f"{prefix}width", frames.width, "width and height must be at most 4096 pixels")
+    if frames.fps is not None:
+        _positive(f"{prefix}fps", frames.fps)
+    if frames.columns is not None:
+        _positive(f"{prefix}columns", frames.columns)
+    _choice(f"{prefix}quality", frames.quality, QUALITIES)
+
+
+def validate_video(video: DictConfig | VideoConfig) -> None:
+    validate_frames(video, "video.")
+    _positive("video.every", video.every, strict=False)
+    _positive("video.episodes", video.episodes)
+    if video.max_steps is not None:
+        _positive("video.max_steps", video.max_steps)
+
+
+def _validate_checkpoint_command(cfg: DictConfig, command: str) -> None:
+    if not cfg.checkpoint:
+        raise ConfigError(
+            "checkpoint",
+            cfg.checkpoint,
+            f"give the checkpoint to load, e.g. locomo {command} "
+            "checkpoint=outputs/humanoid/<run>/checkpoints/last.pt",
+        )
+    if cfg.max_steps is not None:
+        _positive("max_steps", cfg.max_steps)
+    validate_behavior(cfg.behavior)
+
+
+def validate_render_config(cfg: DictConfig) -> None:
+    """Check a composed ``locomo render`` config."""
+    _validate_checkpoint_command(cfg, "render")
+    _positive("episodes", cfg.episodes)
+    validate_frames(cfg)
+
+
+def validate_eval_config(cfg: DictConfig) -> None:
+    """Check a composed ``locomo eval`` config."""
+    _validate_checkpoint_command(cfg, "eval")
+    _positive("episodes", cfg.episodes)
+    _choice("mode", cfg.mode, EVAL_MODES)
+
+
+def validate_replay_config(cfg: DictConfig) -> None:
+    """Check a composed ``locomo replay`` config."""
+    _validate_checkpoint_command(cfg, "replay")
+    _choice("viewer", cfg.viewer, VIEWERS)
+    validate_frames(cfg)
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Check a composed training config; raise ConfigError on the first bad value."""
     validate_env(cfg.env)
@@ -262,6 +416,8 @@ def validate_config(cfg: DictConfig) -> None:
     validate_model(cfg.model)
     validate_train(cfg.train)
     validate_logger(cfg.logger)
+    validate_behavior(cfg.behavior)
+    validate_video(cfg.video)
     minibatch = cfg.train.steps_per_iteration // cfg.algo.minibatches
     if minibatch < 1:
         raise ConfigError(

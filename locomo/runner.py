@@ -15,12 +15,14 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from locomo.algorithm import PolicyGradient
+from locomo.behavior import behavior_fractions
 from locomo.buffer import RolloutBatch, RolloutBuffer
 from locomo.checkpoint import CheckpointManager, rng_state
 from locomo.config import to_container
 from locomo.envs import EpisodeRecord, TorchVecEnv, make_vec_env
 from locomo.logging import MetricsLogger
 from locomo.policy import ObsNormalizer, ValueNet, make_actor
+from locomo.video import TrainingVideos
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,6 +77,7 @@ class Runner:
         self.env_steps = 0
         self.checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.train.keep_checkpoints)
         self.recent_episodes: deque[EpisodeRecord] = deque(maxlen=100)
+        self.videos = TrainingVideos(cfg, run_dir)
 
     # -- collection -----------------------------------------------------------------------------
 
@@ -149,6 +152,9 @@ class Runner:
                 self.iteration += 1
                 self.env_steps += cfg.train.steps_per_iteration
                 metrics = self._metrics(batch, episodes, term_sums, update_info, t1 - t0, t2 - t1)
+                metrics |= self.videos.maybe_record(
+                    self.iteration, self.actor, self.normalizer, logger, self.env_steps
+                )
                 logger.log(metrics, self.env_steps)
                 bar.update(1)
                 bar.set_postfix(
@@ -162,6 +168,7 @@ class Runner:
                     self.checkpoints.save(self.state(), self.iteration)
         finally:
             bar.close()
+            self.videos.close()
             logger.close()
             self.env.close()
         return metrics
@@ -197,5 +204,6 @@ class Runner:
         }
         for name, total in term_sums.items():
             out[f"rollout/reward_terms/{name}"] = total / steps
+        out |= behavior_fractions(episodes, self.env.spaces.control_dt, self.cfg.behavior)
         out.update(update_info)
         return out

@@ -15,7 +15,12 @@ import pytest
 from locomo.runner import Runner
 from tests.conftest import compose
 
-QUIET = ["logger.wandb.mode=disabled", "logger.progress=false", "train.checkpoint_every=0"]
+QUIET = [
+    "logger.wandb.mode=disabled",
+    "logger.progress=false",
+    "train.checkpoint_every=0",
+    "video.enabled=false",
+]
 
 
 @pytest.mark.slow

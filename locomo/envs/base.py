@@ -38,7 +38,8 @@ class EpisodeRecord:
     terms: dict[str, float] = field(default_factory=dict)  # per reward term, summed (scaled)
     # Root-body pose for MuJoCo models whose first joint is free (humanoid, ant): x0, y0 at the
     # episode's start; x, y, z and the orientation quaternion qw, qx, qy, qz at its last step.
-    # Empty for other envs. What the body did (fell forward, walked, ...) is read from it.
+    # Empty for other envs. What the body did (fell forward, walked, ...) is read from exactly
+    # these nine keys by locomo/behavior.py (BODY_KEYS); every backend fills all or none of them.
     body: dict[str, float] = field(default_factory=dict)
 
 

@@ -1,0 +1,107 @@
+"""``locomo replay``: one seeded episode of a checkpoint's policy, in the MuJoCo viewer or as a video.
+
+The episode is simulated first (the same code path as ``locomo eval``, so its return equals
+episode 0 of ``locomo eval seed=<seed>``), then its stored states are played back: in the
+interactive viewer when a display exists, otherwise (headless) into an mp4.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from locomo.config import ConfigError
+from locomo.evaluation import Rollout, load_policy, rollout
+
+
+def has_display() -> bool:
+    """True where a window can open: macOS and Windows, or Linux with X11 / Wayland."""
+    if platform.system() != "Linux":
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def play_in_viewer(model: Any, episode: Rollout, title: str) -> None:
+    """Play the stored states in real time in MuJoCo's passive viewer, looping until it is closed."""
+    import mujoco
+    import mujoco.viewer
+
+    assert episode.qpos is not None and episode.qvel is not None
+    data = mujoco.MjData(model)
+    data.qpos[:] = episode.qpos[0]
+    with mujoco.viewer.launch_passive(model, data) as viewer:
+        viewer.cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+        viewer.cam.trackbodyid = 1 if model.nbody > 1 else 0
+        label = "-" if episode.behavior is None else episode.behavior.label
+        returns = episode.returns_so_far
+        while viewer.is_running():
+            for t in range(episode.record.length + 1):
+                if not viewer.is_running():
+                    break
+                tick = time.perf_counter()
+                with viewer.lock():
+                    data.qpos[:], data.qvel[:] = episode.qpos[t], episode.qvel[t]
+                    mujoco.mj_forward(model, data)
+                viewer.set_texts(
+                    (None, None, f"{title}\nstep\nreturn\nbehaviour", f"\n{t}\n{returns[t]:.1f}\n{label}")
+                )
+                viewer.sync()
+                time.sleep(max(0.0, episode.control_dt - (time.perf_counter() - tick)))
+            time.sleep(1.0)
+
+
+def replay_main(cfg: Any) -> Rollout:
+    """Simulate the episode, print its return and label, then show it (window) or film it (video)."""
+    import torch
+
+    torch.set_num_threads(1)
+    display = has_display()
+    if cfg.viewer == "window" and not display:
+        raise ConfigError("viewer", cfg.viewer, "no display (DISPLAY is unset); use viewer=auto or video")
+    policy = load_policy(cfg.checkpoint)
+    env = policy.make_env()
+    try:
+        episode = rollout(
+            env,
+            policy.cfg.env,
+            policy.actor,
+            policy.normalizer,
+            cfg.seed,
+            cfg.deterministic,
+            cfg.behavior,
+            cfg.max_steps,
+            record_states=True,
+        )
+        model = getattr(env.unwrapped, "model", None)
+    finally:
+        env.close()
+    mode = "deterministic" if cfg.deterministic else "stochastic"
+    b = episode.behavior
+    print(
+        f"replay {policy.path} seed {cfg.seed} ({mode}): return {episode.record.ret:.6f}, "
+        f"length {episode.record.length}, behaviour {'-' if b is None else b.label}"
+    )
+    window = cfg.viewer == "window" or (cfg.viewer == "auto" and display)
+    if model is None:
+        print("locomo: not a MuJoCo env: nothing to show", file=sys.stderr)
+        return episode
+    if window:
+        play_in_viewer(model, episode, f"{policy.run_name} seed {cfg.seed}")
+        return episode
+    from locomo.video import FrameRenderer, write_rollout_video
+
+    path = (
+        Path(cfg.output)
+        if cfg.output
+        else Path("videos") / policy.run_name / f"{policy.path.stem}_replay_seed{cfg.seed}_{mode}.mp4"
+    )
+    if cfg.viewer == "auto":
+        print("locomo: no display (DISPLAY is not set): writing a video instead of opening the viewer")
+    with FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
+        stats = write_rollout_video(path, [episode], renderer, cfg.fps)
+    print(f"wrote {path} ({stats.frames} frames, {stats.total_s:.1f} s)")
+    return episode

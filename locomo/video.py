@@ -1,0 +1,613 @@
+"""Labelled rollout videos: offscreen MuJoCo rendering of stored states, overlays, grids, H.264 mp4.
+
+Rendering is a separate pass after the rollout: :func:`locomo.evaluation.rollout` keeps qpos and
+qvel of every step, and :class:`FrameRenderer` puts them back into its own ``MjData``
+(``mj_forward``, no physics) and draws. The simulation loop never waits for the renderer, and
+episodes can be filmed at a lower frame rate than they were simulated.
+
+GL backend: ``MUJOCO_GL`` when set; otherwise (Linux) EGL, falling back to OSMesa, each probed
+once in a subprocess (an EGL failure leaves PyOpenGL unusable for OSMesa in the same process).
+When neither works, :class:`RenderError` carries a one-line message with the fix; training
+then goes on without videos.
+
+Layout: each rollout is a tile (``width`` x ``height``) with its episode index, step, return so
+far and final behaviour label drawn on it; a grid video shows several rollouts side by side
+(tau_1 ... tau_n), a finished rollout holding its last frame. Playback is real time: the frame
+rate is 1 / control_dt, or ``fps`` with every round(1 / (fps * control_dt))-th state drawn.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from locomo.behavior import format_counts, label_counts
+
+if TYPE_CHECKING:  # heavy (torch, gymnasium): imported where used, so the CLI starts fast
+    from locomo.evaluation import Rollout
+
+GL_FIX = (
+    "fix: install EGL (apt-get install libegl1) or OSMesa (apt-get install libosmesa6) and set "
+    "MUJOCO_GL=egl or MUJOCO_GL=osmesa"
+)
+_GL_PROBE = (
+    "import mujoco; c = mujoco.GLContext(16, 16); c.make_current(); "
+    "mujoco.MjrContext(mujoco.MjModel.from_xml_string('<mujoco/>'), 100); c.free()"
+)
+
+
+logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO lines under Hydra are noise
+
+
+class RenderError(RuntimeError):
+    """Rendering is impossible here; the message is one line and says how to fix it."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@dataclass
+class _GLChoice:
+    backend: str | None = None
+    error: str | None = None
+
+
+_gl = _GLChoice()
+
+
+def gl_backend() -> str:
+    """The offscreen GL backend to use (``MUJOCO_GL``, or the first of egl, osmesa that works).
+
+    Probes at most once per process and exports the choice as ``MUJOCO_GL``; raises
+    :class:`RenderError` when no backend works.
+    """
+    if _gl.backend is not None:
+        return _gl.backend
+    if _gl.error is not None:
+        raise RenderError(_gl.error)
+    chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if not chosen and platform.system() == "Linux":
+        failures = []
+        for candidate in ("egl", "osmesa"):
+            env = {**os.environ, "MUJOCO_GL": candidate}
+            env.pop("PYOPENGL_PLATFORM", None)
+            try:
+                probe = subprocess.run(
+                    [sys.executable, "-c", _GL_PROBE], env=env, capture_output=True, text=True, timeout=120
+                )
+            except subprocess.TimeoutExpired:
+                failures.append(f"{candidate}: no answer in 120 s")
+                continue
+            if probe.returncode == 0:
+                chosen = candidate
+                break
+            last = (probe.stderr.strip().splitlines() or ["failed"])[-1]
+            failures.append(f"{candidate}: {last}")
+        else:
+            _gl.error = f"offscreen rendering unavailable ({'; '.join(failures)}); {GL_FIX}"
+            raise RenderError(_gl.error)
+        os.environ["MUJOCO_GL"] = chosen
+    _gl.backend = chosen
+    return chosen
+
+
+def _gl_context(backend: str, width: int, height: int) -> Any:
+    """A current offscreen GL context of ``backend`` (imported explicitly, whatever mujoco chose)."""
+    try:
+        if backend == "egl":
+            from mujoco.egl import GLContext
+        elif backend == "osmesa":
+            from mujoco.osmesa import GLContext
+        elif backend == "glfw":
+            from mujoco.glfw import GLContext
+        else:
+            from mujoco import GLContext
+        context = GLContext(width, height)
+        context.make_current()
+    except Exception as exc:  # every backend fails in its own way (ImportError, EGLError, ...)
+        raise RenderError(
+            f"offscreen rendering failed with MUJOCO_GL={backend or 'default'} ({_first_line(exc)}); {GL_FIX}"
+        ) from exc
+    return context
+
+
+def even(n: int) -> int:
+    """n rounded up to an even number (H.264 with 4:2:0 chroma needs even width and height)."""
+    return n + (n % 2)
+
+
+def choose_camera(model: Any, name: str | None) -> Any:
+    """A named camera; by default "side", else "track", else a free camera tracking the root body."""
+    import mujoco
+
+    camera = mujoco.MjvCamera()
+    names = [model.camera(i).name for i in range(model.ncam)]
+    wanted = [name] if name else ["side", "track"]
+    for candidate in wanted:
+        if candidate in names:
+            camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+            camera.fixedcamid = names.index(candidate)
+            return camera
+    if name:
+        raise RenderError(f"camera {name!r} is not in the model (its cameras: {', '.join(names) or 'none'})")
+    mujoco.mjv_defaultFreeCamera(model, camera)
+    camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+    camera.trackbodyid = 1 if model.nbody > 1 else 0
+    camera.distance = 3.0 * float(model.stat.extent)
+    camera.elevation, camera.azimuth = -15.0, 90.0
+    return camera
+
+
+class FrameRenderer:
+    """Offscreen images of a MuJoCo model in stored states: (qpos [nq], qvel [nv]) -> [H, W, 3] uint8."""
+
+    def __init__(
+        self, model: Any, width: int, height: int, camera: str | None = None, quality: str = "fast"
+    ) -> None:
+        import mujoco
+
+        self.width, self.height = even(width), even(height)
+        self.model = copy.copy(model)  # private copy: the visual settings below do not leak
+        vis = self.model.vis
+        vis.global_.offwidth = max(vis.global_.offwidth, self.width)
+        vis.global_.offheight = max(vis.global_.offheight, self.height)
+        if quality == "fast":
+            vis.quality.offsamples = 0
+        self.data = mujoco.MjData(self.model)
+        self.camera = choose_camera(self.model, camera)
+        self.option = mujoco.MjvOption()
+        self.scene = mujoco.MjvScene(self.model, maxgeom=10_000)
+        if quality == "fast":
+            self.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            self.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self._gl = _gl_context(gl_backend(), self.width, self.height)
+        self._context = mujoco.MjrContext(self.model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
+        self._rect = mujoco.MjrRect(0, 0, self.width, self.height)
+        self._pixels = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        self.frames = 0
+        self.seconds = 0.0  # time spent in mj_forward + scene update + GL render + readback
+
+    def render(self, qpos: np.ndarray | None = None, qvel: np.ndarray | None = None) -> np.ndarray:
+        """Image [H, W, 3] of the model in state (qpos, qvel); qpos None draws the model at qpos0."""
+        import mujoco
+
+        start = time.perf_counter()
+        self.data.qpos[:] = self.model.qpos0 if qpos is None else qpos
+        self.data.qvel[:] = 0.0 if qvel is None else qvel
+        mujoco.mj_forward(self.model, self.data)
+        self._gl.make_current()
+        mujoco.mjv_updateScene(
+            self.model, self.data, self.option, None, self.camera, mujoco.mjtCatBit.mjCAT_ALL, self.scene
+        )
+        mujoco.mjr_render(self._rect, self.scene, self._context)
+        mujoco.mjr_readPixels(self._pixels, None, self._rect, self._context)
+        image = np.flipud(self._pixels).copy()
+        self.frames += 1
+        self.seconds += time.perf_counter() - start
+        return image
+
+    def close(self) -> None:
+        """Free the GL resources."""
+        if self._gl is not None:
+            self._gl.make_current()
+            self._context.free()
+            self._gl.free()
+            self._gl = None
+
+    def __enter__(self) -> FrameRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlays and layout
+
+RED, AMBER, GREEN, GREY = (200, 55, 45), (205, 150, 20), (40, 150, 60), (110, 110, 110)
+LABEL_COLORS = {"fell": RED, "collapsed": RED, "stood": AMBER, "walked": GREEN}
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def label_color(label: str | None) -> tuple[int, int, int]:
+    """Red for falls, amber for standing, green for walking, grey without a label."""
+    if label is None:
+        return GREY
+    return LABEL_COLORS.get(label.split("_")[0], GREY)
+
+
+def draw_overlay(image: np.ndarray, lines: Sequence[str], label: str | None, tag: bool = True) -> np.ndarray:
+    """Text lines top-left on a translucent box; with ``tag``, the label bottom-left in its colour."""
+    height = image.shape[0]
+    size = max(9, height // 17)
+    font = _font(size)
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil, "RGBA")
+    pad = max(2, size // 4)
+    text = "\n".join(lines)
+    box = draw.multiline_textbbox((pad, pad), text, font=font, spacing=2)
+    draw.rectangle((0, 0, box[2] + pad, box[3] + pad), fill=(0, 0, 0, 140))
+    draw.multiline_text((pad, pad), text, font=font, fill=(255, 255, 255), spacing=2)
+    if not tag:
+        return np.asarray(pil)
+    text = label or "no label"
+    bottom = height - pad
+    tbox = draw.textbbox((pad, 0), text, font=font, anchor="lt")
+    tag_height = tbox[3] - tbox[1]
+    draw.rectangle((0, bottom - tag_height - 2 * pad, tbox[2] + pad, height), fill=(*label_color(label), 220))
+    draw.text((pad, bottom - tag_height - pad), text, font=font, fill=(255, 255, 255), anchor="lt")
+    return np.asarray(pil)
+
+
+def grid_shape(count: int, columns: int | None) -> tuple[int, int]:
+    """(rows, columns) for ``count`` tiles; columns default to ceil(sqrt(count))."""
+    cols = min(count, columns) if columns else math.ceil(math.sqrt(count))
+    return math.ceil(count / cols), cols
+
+
+def tile_grid(tiles: Sequence[np.ndarray], columns: int | None) -> np.ndarray:
+    """Tiles [H, W, 3] (equal sizes) side by side in rows -> [rows * H, cols * W, 3]; gaps black."""
+    rows, cols = grid_shape(len(tiles), columns)
+    h, w, _ = tiles[0].shape
+    out = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, cols)
+        out[r * h : (r + 1) * h, c * w : (c + 1) * w] = tile
+    return out
+
+
+def frame_stride(control_dt: float, fps: float | None) -> tuple[int, float]:
+    """(stride, fps): draw every ``stride``-th state and play at ``fps`` so playback is real time."""
+    if fps is None:
+        return 1, 1.0 / control_dt
+    stride = max(1, round(1.0 / (fps * control_dt)))
+    return stride, 1.0 / (stride * control_dt)
+
+
+@dataclass
+class VideoStats:
+    """Where the time of one video went."""
+
+    frames: int = 0  # video frames written
+    renders: int = 0  # GL renders (a finished rollout's held frame is drawn once)
+    render_s: float = 0.0  # mj_forward + scene + GL + readback
+    overlay_s: float = 0.0  # text and compositing
+    encode_s: float = 0.0  # H.264 encoding and writing
+    rollout_s: float = 0.0  # simulating the episodes (policy + physics), when measured
+
+    @property
+    def total_s(self) -> float:
+        return self.render_s + self.overlay_s + self.encode_s + self.rollout_s
+
+    def as_metrics(self, prefix: str = "perf/video_") -> dict[str, float]:
+        """Seconds per video and milliseconds per frame, for metrics."""
+        per_frame = 1000.0 * (self.render_s + self.overlay_s + self.encode_s) / max(self.frames, 1)
+        return {
+            f"{prefix}s": self.total_s,
+            f"{prefix}rollout_s": self.rollout_s,
+            f"{prefix}render_ms_per_frame": 1000.0 * self.render_s / max(self.renders, 1),
+            f"{prefix}ms_per_frame": per_frame,
+            f"{prefix}frames": float(self.frames),
+        }
+
+
+@dataclass
+class TileStream:
+    """Frames of one rollout's tile, state k * stride at video frame k (held after the end)."""
+
+    rollout: Rollout
+    index: int  # episode index shown on the tile
+    stride: int
+    _cache: tuple[int, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def num_frames(self) -> int:
+        return math.ceil(self.rollout.record.length / self.stride) + 1
+
+    def frame(self, k: int, renderer: FrameRenderer, stats: VideoStats) -> np.ndarray:
+        """The tile at video frame ``k``: render + overlay, or the cached image when the state repeats."""
+        r = self.rollout
+        t = min(k * self.stride, r.record.length)
+        if self._cache is not None and self._cache[0] == t:
+            return self._cache[1]
+        assert r.qpos is not None and r.qvel is not None
+        image = renderer.render(r.qpos[t], r.qvel[t])
+        start = time.perf_counter()
+        label = None if r.behavior is None else r.behavior.label
+        ended = t == r.record.length
+        status = ("  fell" if r.record.terminated else "  end") if ended else ""
+        lines = [
+            f"episode {self.index}  seed {r.seed}",
+            f"step {t}/{r.record.length}{status}",
+            f"return {r.returns_so_far[t]:.1f}",
+        ]
+        image = draw_overlay(image, lines, label)
+        stats.overlay_s += time.perf_counter() - start
+        self._cache = (t, image)
+        return image
+
+
+def video_frames(
+    rollouts: Sequence[Rollout],
+    renderer: FrameRenderer,
+    stride: int,
+    columns: int | None,
+    stats: VideoStats,
+    first_index: int = 1,
+) -> Iterator[np.ndarray]:
+    """Frames [rows * H, cols * W, 3] of a grid video of ``rollouts`` (one tile: a plain video)."""
+    tiles = [TileStream(r, first_index + i, stride) for i, r in enumerate(rollouts)]
+    renders_before, seconds_before = renderer.frames, renderer.seconds
+    for k in range(max(tile.num_frames for tile in tiles)):
+        images = [tile.frame(k, renderer, stats) for tile in tiles]
+        start = time.perf_counter()
+        frame = images[0] if len(images) == 1 else tile_grid(images, columns)
+        stats.overlay_s += time.perf_counter() - start
+        stats.renders = renderer.frames - renders_before
+        stats.render_s = renderer.seconds - seconds_before
+        yield frame
+
+
+def write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, stats: VideoStats) -> Path:
+    """Encode frames [H, W, 3] (even H, W) as H.264 (yuv420p, faststart) at ``fps``.
+
+    Failures to write (no ffmpeg, a full disk, an unwritable folder) become :class:`RenderError`.
+    """
+    import imageio.v2 as imageio
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = imageio.get_writer(
+            str(path),
+            format="FFMPEG",
+            mode="I",
+            fps=fps,
+            codec="libx264",
+            pixelformat="yuv420p",
+            macro_block_size=2,
+            quality=7,
+            ffmpeg_log_level="error",
+            output_params=["-movflags", "+faststart"],
+        )
+    except Exception as exc:
+        raise RenderError(f"cannot write {path}: {_first_line(exc)}") from exc
+    try:
+        for frame in frames:
+            start = time.perf_counter()
+            writer.append_data(frame)
+            stats.encode_s += time.perf_counter() - start
+            stats.frames += 1
+        start = time.perf_counter()
+        writer.close()
+        stats.encode_s += time.perf_counter() - start
+    except RenderError:
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise RenderError(f"cannot write {path}: {_first_line(exc)}") from exc
+    finally:
+        writer.close()  # idempotent
+    return path
+
+
+def write_rollout_video(
+    path: Path,
+    rollouts: Sequence[Rollout],
+    renderer: FrameRenderer,
+    fps: float | None,
+    columns: int | None = None,
+    first_index: int = 1,
+) -> VideoStats:
+    """One mp4 of ``rollouts`` (a grid when several), real-time playback; returns the timings."""
+    if any(r.qpos is None for r in rollouts):
+        raise RenderError("these rollouts carry no MuJoCo states: only MuJoCo envs can be filmed")
+    stride, video_fps = frame_stride(rollouts[0].control_dt, fps)
+    stats = VideoStats()
+    write_mp4(path, video_frames(rollouts, renderer, stride, columns, stats, first_index), video_fps, stats)
+    return stats
+
+
+def contact_sheet(
+    rollouts: Sequence[Rollout], renderer: FrameRenderer, snapshots: int = 6, first_index: int = 1
+) -> Image.Image:
+    """A PNG-ready picture: one row per rollout, ``snapshots`` evenly spaced states from reset to end."""
+    rows = []
+    for i, r in enumerate(rollouts):
+        assert r.qpos is not None and r.qvel is not None
+        steps = np.linspace(0, r.record.length, snapshots).round().astype(int)
+        label = None if r.behavior is None else r.behavior.label
+        tiles = []
+        for j, t in enumerate(steps):
+            image = renderer.render(r.qpos[t], r.qvel[t])
+            lines = [f"tau_{first_index + i}  t={t * r.control_dt:.2f}s"]
+            if j == len(steps) - 1:
+                lines.append(f"return {r.returns_so_far[t]:.1f}")
+            tiles.append(draw_overlay(image, lines, label, tag=j == len(steps) - 1))
+        rows.append(np.concatenate(tiles, axis=1))
+    return Image.fromarray(np.concatenate(rows, axis=0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training videos
+
+
+def _model_of(env: Any) -> Any:
+    model = getattr(env.unwrapped, "model", None)
+    if model is None or not hasattr(model, "nq"):
+        raise RenderError(f"{env.spec.id if env.spec else env} is not a MuJoCo env: no video")
+    return model
+
+
+class TrainingVideos:
+    """Every ``video.every`` iterations and at the end: roll out, label, film, log to W&B.
+
+    Failures to render switch videos off for the rest of the run (one line on stderr); training
+    goes on. Rollouts use fixed seeds (``seed + 10_000 + i``), so successive videos show the same
+    starts under an improving policy.
+    """
+
+    def __init__(self, cfg: Any, run_dir: Path) -> None:
+        self.cfg, self.video = cfg, cfg.video
+        self.directory = run_dir / "videos"
+        self.enabled = bool(self.video.enabled)
+        self._env: Any = None
+        self._renderer: FrameRenderer | None = None
+
+    def due(self, iteration: int) -> bool:
+        """A video at every ``every``-th iteration and at the last one."""
+        every = self.video.every
+        return self.enabled and (
+            (every > 0 and iteration % every == 0) or iteration == self.cfg.train.iterations
+        )
+
+    def maybe_record(
+        self, iteration: int, actor: Any, normalizer: Any, logger: Any, env_steps: int
+    ) -> dict[str, float]:
+        """Make this iteration's video if due; return metrics for the iteration's log row."""
+        if not self.due(iteration):
+            return {}
+        try:
+            return self._record(iteration, actor, normalizer, logger, env_steps)
+        except RenderError as exc:
+            print(f"locomo: videos off for this run: {exc}", file=sys.stderr)
+            self.enabled = False
+            self.close()
+            return {}
+
+    def _record(
+        self, iteration: int, actor: Any, normalizer: Any, logger: Any, env_steps: int
+    ) -> dict[str, float]:
+        from locomo.envs.gymnasium_backend import make_gymnasium_env
+        from locomo.evaluation import rollout
+
+        if self._env is None:
+            self._env = make_gymnasium_env(self.cfg.env)
+        model = _model_of(self._env)
+        if self._renderer is None:
+            v = self.video
+            self._renderer = FrameRenderer(model, v.width, v.height, v.camera, v.quality)
+        start = time.perf_counter()
+        was_training = actor.training
+        actor.eval()
+        rollouts = [
+            rollout(
+                self._env,
+                self.cfg.env,
+                actor,
+                normalizer,
+                self.cfg.seed + 10_000 + i,
+                bool(self.video.deterministic),
+                self.cfg.behavior,
+                self.video.max_steps,
+                record_states=True,
+            )
+            for i in range(self.video.episodes)
+        ]
+        actor.train(was_training)
+        rollout_s = time.perf_counter() - start
+        path = self.directory / f"iter_{iteration:06d}.mp4"
+        stats = write_rollout_video(path, rollouts, self._renderer, self.video.fps, self.video.columns)
+        stats.rollout_s = rollout_s
+        counts = label_counts(r.behavior for r in rollouts)
+        returns = [r.record.ret for r in rollouts]
+        caption = f"iteration {iteration}: {format_counts(counts)}; returns " + ", ".join(
+            f"{x:.1f}" for x in returns
+        )
+        if logger.wandb_run is not None:
+            import wandb
+
+            media = wandb.Video(str(path), format="mp4", caption=caption)
+            logger.log_media("video/rollouts", media, env_steps)
+        metrics = {"video/return_mean": float(np.mean(returns)), **stats.as_metrics()}
+        if any(r.behavior is not None for r in rollouts):
+            metrics.update({f"video/behavior/{label}": float(n) for label, n in counts.items()})
+        return metrics
+
+    def close(self) -> None:
+        """Release the renderer and the env."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+# ---------------------------------------------------------------------------------------------
+# `locomo render`
+
+
+def render_main(cfg: Any) -> list[Path]:
+    """``locomo render``: N labelled rollouts of a checkpoint -> grid mp4, per-episode mp4s, PNG sheet."""
+    import torch
+
+    from locomo.evaluation import load_policy, run_episodes
+
+    torch.set_num_threads(1)
+    policy = load_policy(cfg.checkpoint)
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else Path("videos") / policy.run_name
+    mode = "deterministic" if cfg.deterministic else "stochastic"
+    stem = f"{policy.path.stem}_seed{cfg.seed}_{mode}"
+    env = policy.make_env()
+    try:
+        model = _model_of(env)
+        start = time.perf_counter()
+        rollouts = run_episodes(
+            policy, env, cfg.episodes, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True
+        )
+        rollout_s = time.perf_counter() - start
+    finally:
+        env.close()
+    written: list[Path] = []
+    total = VideoStats(rollout_s=rollout_s)
+    with FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
+        jobs: list[tuple[Path, list[Rollout], int]] = []
+        if cfg.grid:
+            jobs.append((out_dir / f"{stem}_grid.mp4", rollouts, 1))
+        if cfg.per_episode:
+            for i, r in enumerate(rollouts):
+                label = "unlabelled" if r.behavior is None else r.behavior.label
+                jobs.append((out_dir / f"{stem}_ep{i + 1:02d}_{label}.mp4", [r], i + 1))
+        for path, group, first in jobs:
+            stats = write_rollout_video(path, group, renderer, cfg.fps, cfg.columns, first)
+            for key in ("frames", "renders", "render_s", "overlay_s", "encode_s"):
+                setattr(total, key, getattr(total, key) + getattr(stats, key))
+            written.append(path)
+        if cfg.sheet:
+            sheet_path = out_dir / f"{stem}_sheet.png"
+            contact_sheet(rollouts, renderer).save(sheet_path, optimize=True)
+            written.append(sheet_path)
+    for i, r in enumerate(rollouts):
+        b = r.behavior
+        label = "-" if b is None else f"{b.label:<16} distance {b.distance:5.2f} m  pitch {b.pitch_deg:6.1f}"
+        ret, length = r.record.ret, r.record.length
+        print(f"episode {i + 1:>2}  seed {r.seed:>4}  return {ret:9.2f}  length {length:>5}  {label}")
+    print(f"behaviour: {format_counts(label_counts(r.behavior for r in rollouts))}")
+    per_frame = 1000.0 * total.render_s / max(total.renders, 1)
+    print(
+        f"render cost: {per_frame:.1f} ms per rendered frame ({renderer.width}x{renderer.height}, "
+        f"{cfg.quality}), {total.frames} video frames in {total.total_s:.1f} s "
+        f"(rollouts {total.rollout_s:.1f} s, render {total.render_s:.1f} s, overlay {total.overlay_s:.1f} s, "
+        f"encode {total.encode_s:.1f} s)"
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return written
