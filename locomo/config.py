@@ -27,6 +27,15 @@ DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 ACTIVATIONS = ("tanh", "relu", "elu")
 BACKENDS = ("gymnasium", "batched")
+# Gymnasium ids whose formulas locomo/envs/batched.py reproduces (env.backend=batched).
+BATCHED_ENV_IDS = (
+    "Humanoid-v5",
+    "Walker2d-v5",
+    "Hopper-v5",
+    "HalfCheetah-v5",
+    "Ant-v5",
+    "InvertedPendulum-v5",
+)
 
 
 class ConfigError(ValueError):
@@ -41,7 +50,10 @@ class ConfigError(ValueError):
 class EnvConfig:
     name: str = "humanoid"  # locomo's name for the task (the `env=` group option)
     id: str = "Humanoid-v5"  # Gymnasium id the task is built on
-    backend: str = "gymnasium"  # gymnasium: one Gymnasium env per slot, stepped in-process
+    # gymnasium: one Gymnasium env per slot, stepped in turn (any Gymnasium id);
+    # batched: N MjData of one model on env.threads native threads (the MuJoCo v5 tasks, same numbers)
+    backend: str = "gymnasium"
+    threads: int = 0  # batched backend: simulator threads; 0 = one per CPU core
     xml_file: str | None = None  # MJCF model: a path, or a file name under assets/
     max_episode_steps: int | None = None  # time limit (truncation); None keeps the env's own
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for gymnasium.make
@@ -149,6 +161,13 @@ def resolve_xml_file(xml_file: str) -> Path:
 
 def validate_env(env: DictConfig | EnvConfig) -> None:
     _choice("env.backend", env.backend, BACKENDS)
+    _positive("env.threads", env.threads, strict=False)
+    if env.backend == "batched" and env.id not in BATCHED_ENV_IDS:
+        raise ConfigError(
+            "env.id",
+            env.id,
+            f"env.backend=batched supports {', '.join(BATCHED_ENV_IDS)}; use env.backend=gymnasium",
+        )
     if env.xml_file is not None:
         resolve_xml_file(env.xml_file)
     if env.max_episode_steps is not None:
