@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.checkpoint import CheckpointError
-from locomo.config import CONF_DIR, ConfigError, register_configs, validate_config
+from locomo.config import CONF_DIR, ConfigError, register_configs, validate_bench, validate_config
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError)
 
@@ -56,17 +56,29 @@ def train(cfg: DictConfig) -> float:
     return ret
 
 
-COMMANDS: dict[str, Callable[[], Any]] = {"train": train}
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="bench")
+@user_errors
+def bench(cfg: DictConfig) -> None:
+    """Measure sampler and training throughput against Gymnasium, EnvPool, raw mj_step and SB3."""
+    validate_bench(cfg)
+    from locomo.bench import main as run_bench
+
+    run_bench(cfg, run_dir())
+
+
+COMMANDS: dict[str, Callable[[], Any]] = {"train": train, "bench": bench}
 
 USAGE = """usage: locomo <command> [hydra overrides]
 
 commands:
   train     train a policy (see `locomo train --help` for its config)
+  bench     sampler and training throughput vs Gymnasium, EnvPool, raw mj_step, SB3 (Humanoid-v5)
 
 examples:
   locomo train
   locomo train env=cartpole algo=baseline train.iterations=50
   locomo train -m seed=0,1,2 algo.baseline=none,mean,optimal
+  locomo bench quick=true
 """
 
 

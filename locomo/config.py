@@ -130,10 +130,34 @@ class LocomoConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
+@dataclass
+class BenchSettings:
+    out: str | None = None  # JSON file for the table; None = bench.json in the run directory
+    num_envs: int = 16  # envs per sampler and per trainer
+    threads: int = 0  # simulator threads of locomo, EnvPool and the raw-physics loop; 0 = one per core
+    sampler_steps: int = 150  # vector steps (x num_envs env steps) timed per repeat of each sampler
+    repeats: int = 5  # repeats of each sampler, interleaved; the table shows medians
+    train_batch: int = 8192  # env steps per training iteration (locomo and SB3 alike)
+    train_epochs: int = 5  # passes over each batch
+    train_minibatches: int = 4  # minibatches per pass
+    train_iterations: int = 4  # iterations timed per trainer (the first is a warm-up, not counted)
+    gymnasium_async: bool = True  # measure Gymnasium's subprocess vector env (num_envs processes)
+    envpool: bool = True  # measure EnvPool when importable
+    sb3: bool = True  # measure Stable-Baselines3 PPO when importable
+
+
+@dataclass
+class BenchConfig:
+    seed: int = 0  # seeds the random actions and the trainers
+    quick: bool = False  # CI: tiny sizes (well under a minute), same table and JSON keys
+    bench: BenchSettings = field(default_factory=BenchSettings)
+
+
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore, so conf/*.yaml are type-checked against them."""
     cs = ConfigStore.instance()
     cs.store(name="locomo_schema", node=LocomoConfig)
+    cs.store(name="bench_schema", node=BenchConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +279,25 @@ def validate_config(cfg: DictConfig) -> None:
     if minibatch < 1:
         raise ConfigError(
             "algo.minibatches", cfg.algo.minibatches, "must not exceed train.steps_per_iteration"
+        )
+
+
+def validate_bench(cfg: DictConfig | BenchConfig) -> None:
+    """Check a composed ``locomo bench`` config."""
+    b = cfg.bench
+    for key in ("num_envs", "sampler_steps", "repeats", "train_batch", "train_epochs", "train_minibatches"):
+        _positive(f"bench.{key}", getattr(b, key))
+    _positive("bench.threads", b.threads, strict=False)
+    if b.train_iterations < 2:
+        raise ConfigError(
+            "bench.train_iterations", b.train_iterations, "must be >= 2 (the first is a warm-up)"
+        )
+    if b.train_batch % (b.num_envs * b.train_minibatches) != 0:
+        raise ConfigError(
+            "bench.train_batch",
+            b.train_batch,
+            "must be a multiple of bench.num_envs * bench.train_minibatches "
+            f"= {b.num_envs * b.train_minibatches}",
         )
 
 
