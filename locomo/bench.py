@@ -85,8 +85,8 @@ class RawPhysics:
         for d in self.datas:
             mujoco.mj_forward(self.model, d)
         self.ctrl = np.zeros((num_envs, self.model.nu))
-        self.indices = np.arange(num_envs)
         self.pool = SlicePool(threads)
+        self.chunks = self.pool.split(np.arange(num_envs))
         self.low, self.high = self.model.actuator_ctrlrange.T
 
     def _step(self, indices: np.ndarray) -> None:
@@ -102,7 +102,7 @@ class RawPhysics:
 
     def step(self, actions: np.ndarray) -> None:
         self.ctrl[:] = np.clip(actions, self.low, self.high)
-        self.pool.run(self._step, self.indices)
+        self.pool.run(self._step, self.chunks)
 
     def close(self) -> None:
         self.pool.close()

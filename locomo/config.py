@@ -100,7 +100,9 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda
     checkpoint_every: int = 50  # iterations between checkpoints (and one at the end); 0 = end only
     keep_checkpoints: int = 3  # periodic checkpoints kept on disk (last.pt is always kept)
-    torch_threads: int = 1  # intra-op threads for torch; 0 = torch's default
+    # intra-op threads for torch; 0 = torch's default (one per core). 1 leaves the cores to the
+    # simulator threads (env.threads): policy inference on N envs is too small to gain from more.
+    torch_threads: int = 1
     deterministic: bool = False  # torch.use_deterministic_algorithms
 
 
@@ -135,12 +137,12 @@ class BenchSettings:
     out: str | None = None  # JSON file for the table; None = bench.json in the run directory
     num_envs: int = 16  # envs per sampler and per trainer
     threads: int = 0  # simulator threads of locomo, EnvPool and the raw-physics loop; 0 = one per core
-    sampler_steps: int = 150  # vector steps (x num_envs env steps) timed per repeat of each sampler
-    repeats: int = 5  # repeats of each sampler, interleaved; the table shows medians
+    sampler_steps: int = 250  # vector steps (x num_envs env steps) timed per repeat of each sampler
+    repeats: int = 7  # repeats of each sampler, interleaved; the table shows medians
     train_batch: int = 8192  # env steps per training iteration (locomo and SB3 alike)
     train_epochs: int = 5  # passes over each batch
     train_minibatches: int = 4  # minibatches per pass
-    train_iterations: int = 4  # iterations timed per trainer (the first is a warm-up, not counted)
+    train_iterations: int = 5  # iterations timed per trainer (the first is a warm-up, not counted)
     gymnasium_async: bool = True  # measure Gymnasium's subprocess vector env (num_envs processes)
     envpool: bool = True  # measure EnvPool when importable
     sb3: bool = True  # measure Stable-Baselines3 PPO when importable

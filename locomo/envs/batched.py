@@ -439,12 +439,17 @@ class SlicePool:
         self.threads = max(1, threads)
         self.executor = ThreadPoolExecutor(self.threads - 1, "locomo-sim") if self.threads > 1 else None
 
-    def run(self, fn: Callable[[np.ndarray], None], indices: np.ndarray) -> None:
-        """Call ``fn`` on up to ``threads`` contiguous chunks of ``indices``; wait for all."""
-        if self.executor is None or len(indices) < 2:
-            fn(indices)
+    def split(self, indices: np.ndarray, min_chunk: int = 1) -> list[np.ndarray]:
+        """``indices`` in up to ``threads`` contiguous chunks of at least ``min_chunk`` (bar one)."""
+        parts = max(1, min(self.threads, len(indices) // max(1, min_chunk)))
+        return np.array_split(indices, parts)
+
+    def run(self, fn: Callable[[np.ndarray], None], chunks: Sequence[np.ndarray]) -> None:
+        """Call ``fn`` on each chunk, the first on this thread, the others on the pool; wait for all."""
+        if self.executor is None or len(chunks) == 1:
+            for chunk in chunks:
+                fn(chunk)
             return
-        chunks = np.array_split(indices, min(self.threads, len(indices)))
         futures: list[Future[None]] = [self.executor.submit(fn, chunk) for chunk in chunks[1:]]
         try:
             fn(chunks[0])
@@ -529,6 +534,7 @@ class BatchedMujocoVecEnv:
         self._ctrl_views = [d.ctrl for d in self.datas]
         self._ctrl = np.zeros((n, model.nu))
         self._all = np.arange(n)
+        self._step_chunks = self.pool.split(self._all)
         self._rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(i))) for i in range(n)]
         self._reset_qpos = np.zeros((n, model.nq))
         self._reset_qvel = np.zeros((n, model.nv))
@@ -594,7 +600,8 @@ class BatchedMujocoVecEnv:
         """Reset envs ``indices``; return their first observations [len(indices), O] float64."""
         for i in indices:  # each env's own generator, in Gymnasium's order of draws
             self._reset_qpos[i], self._reset_qvel[i] = self.task.reset_noise(self._rngs[i])
-        self.pool.run(self._reset_data, indices)
+        # A reset costs about one mj_forward: hand it to the pool only when every thread gets two.
+        self.pool.run(self._reset_data, self.pool.split(indices, min_chunk=2))
         self._returns[indices] = 0.0
         self._lengths[indices] = 0
         for sums in self._term_sums.values():
@@ -614,11 +621,15 @@ class BatchedMujocoVecEnv:
         return self._reset_envs(self._all).astype(np.float32)
 
     def step(self, actions: np.ndarray) -> EnvStep:
+        """Step all envs with actions [N, A] (clipped to the bounds), auto-resetting those that end.
+
+        When no env ended, ``final_obs`` is the same array as ``obs`` (read-only use assumed).
+        """
         actions = np.clip(actions, self.spaces.action_low, self.spaces.action_high)
         task, n = self.task, self.num_envs
         before = task.position(self.fields)
         self._ctrl[:] = actions
-        self.pool.run(self._step_envs, self._all)
+        self.pool.run(self._step_envs, self._step_chunks)
 
         f = self.fields
         obs64 = task.observe(f)
@@ -644,11 +655,11 @@ class BatchedMujocoVecEnv:
         for name, value in terms64.items():
             self._term_sums[name] += value
 
-        obs = obs64.astype(np.float32)
-        final_obs = obs.copy()
+        obs = final_obs = obs64.astype(np.float32)
         episodes: list[EpisodeRecord] = []
         done = terminated | time_up
         if done.any():
+            final_obs = obs.copy()
             ids = np.flatnonzero(done)
             qpos = f["qpos"]
             for i in ids:
