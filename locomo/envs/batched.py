@@ -686,9 +686,3 @@ class BatchedMujocoVecEnv:
 
     def close(self) -> None:
         self.pool.close()
-
-
-def step_raw_physics(model: mujoco.MjModel, datas: Sequence[mujoco.MjData], frame_skip: int) -> None:
-    """mj_step every MjData by frame_skip substeps (the benchmark's physics-only reference)."""
-    for d in datas:
-        mujoco.mj_step(model, d, frame_skip)
