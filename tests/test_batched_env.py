@@ -181,10 +181,12 @@ def test_kwargs_reach_the_formulas():
         BatchedMujocoVecEnv(env_config(name), num_envs, threads=1)
         for name in ("humanoid", "humanoid_forward")
     )
-    default.reset(seed=0), forward.reset(seed=0)
+    default.reset(seed=0)
+    forward.reset(seed=0)
     actions = random_actions(default.spaces, 1, num_envs)[0]
     a, b = default.step(actions), forward.step(actions)
     assert np.array_equal(a.obs, b.obs)  # same physics
     np.testing.assert_allclose(b.terms["forward_velocity"] * 1.25, a.terms["forward"], rtol=1e-6)
     assert np.all(b.terms["alive"] == 0.0)  # reward_scales.alive = 0
-    default.close(), forward.close()
+    default.close()
+    forward.close()
