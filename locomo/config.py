@@ -137,8 +137,8 @@ class BenchSettings:
     out: str | None = None  # JSON file for the table; None = bench.json in the run directory
     num_envs: int = 16  # envs per sampler and per trainer
     threads: int = 0  # simulator threads of locomo, EnvPool and the raw-physics loop; 0 = one per core
-    sampler_steps: int = 250  # vector steps (x num_envs env steps) timed per repeat of each sampler
-    repeats: int = 7  # repeats of each sampler, interleaved; the table shows medians
+    sampler_steps: int = 100  # vector steps (x num_envs env steps) timed per repeat of each sampler
+    repeats: int = 15  # repeats of each sampler, interleaved; the table shows medians
     train_batch: int = 8192  # env steps per training iteration (locomo and SB3 alike)
     train_epochs: int = 5  # passes over each batch
     train_minibatches: int = 4  # minibatches per pass
