@@ -41,7 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import CONF_DIR, AlgoConfig, EnvConfig, LocomoConfig, validate_config
-from locomo.envs.batched import BatchedMujocoVecEnv, SlicePool, available_cores, load_task
+from locomo.envs.batched import BatchedMujocoVecEnv, WorkerPool, available_cores, load_task
 from locomo.envs.gymnasium_backend import GymnasiumVecEnv
 
 ENV_ID = "Humanoid-v5"
@@ -85,24 +85,21 @@ class RawPhysics:
         for d in self.datas:
             mujoco.mj_forward(self.model, d)
         self.ctrl = np.zeros((num_envs, self.model.nu))
-        self.pool = SlicePool(threads)
-        self.chunks = self.pool.split(np.arange(num_envs))
+        self.pool = WorkerPool(threads)
+        self.indices = list(range(num_envs))
         self.low, self.high = self.model.actuator_ctrlrange.T
 
-    def _step(self, indices: np.ndarray) -> None:
-        model, frame_skip = self.model, self.task.frame_skip
-        low, high = HEALTHY_Z
-        for i in indices:
-            d = self.datas[i]
-            d.ctrl[:] = self.ctrl[i]
-            mujoco.mj_step(model, d, frame_skip)
-            if not low < d.qpos[2] < high:
-                mujoco.mj_resetData(model, d)
-                mujoco.mj_forward(model, d)
+    def _step(self, i: int) -> None:
+        d = self.datas[i]
+        d.ctrl[:] = self.ctrl[i]
+        mujoco.mj_step(self.model, d, self.task.frame_skip)
+        if not HEALTHY_Z[0] < d.qpos[2] < HEALTHY_Z[1]:
+            mujoco.mj_resetData(self.model, d)
+            mujoco.mj_forward(self.model, d)
 
     def step(self, actions: np.ndarray) -> None:
         self.ctrl[:] = np.clip(actions, self.low, self.high)
-        self.pool.run(self._step, self.chunks)
+        self.pool.map(self._step, self.indices)
 
     def close(self) -> None:
         self.pool.close()

@@ -22,6 +22,7 @@ keys (``reward_forward``, ``reward_survive``, ...) and scaled by ``env.reward_sc
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -428,10 +429,13 @@ assert set(TASKS) == set(BATCHED_ENV_IDS) == set(DEFAULT_XML)
 # The thread pool
 
 
-class SlicePool:
-    """Runs ``fn(indices)`` on ``threads`` contiguous chunks of an index array, in parallel.
+class WorkerPool:
+    """Runs ``fn(i)`` for a list of indices on ``threads`` threads that pull the indices one by one.
 
-    The calling thread runs the first chunk itself, so ``threads=1`` starts no thread at all.
+    The calling thread is one of the ``threads`` (so ``threads=1`` starts no thread at all).
+    Pulling from a shared iterator balances the load: a thread whose core is busy with another
+    process, or whose envs are costlier (a body on the ground has more contacts than one in the
+    air), simply takes fewer envs, where fixed slices would make everyone wait for the slowest.
     Useful only for functions that spend their time in C code that releases the GIL.
     """
 
@@ -439,20 +443,28 @@ class SlicePool:
         self.threads = max(1, threads)
         self.executor = ThreadPoolExecutor(self.threads - 1, "locomo-sim") if self.threads > 1 else None
 
-    def split(self, indices: np.ndarray, min_chunk: int = 1) -> list[np.ndarray]:
-        """``indices`` in up to ``threads`` contiguous chunks of at least ``min_chunk`` (bar one)."""
-        parts = max(1, min(self.threads, len(indices) // max(1, min_chunk)))
-        return np.array_split(indices, parts)
-
-    def run(self, fn: Callable[[np.ndarray], None], chunks: Sequence[np.ndarray]) -> None:
-        """Call ``fn`` on each chunk, the first on this thread, the others on the pool; wait for all."""
-        if self.executor is None or len(chunks) == 1:
-            for chunk in chunks:
-                fn(chunk)
+    def map(self, fn: Callable[[int], None], indices: Sequence[int], min_per_thread: int = 1) -> None:
+        """Call ``fn(i)`` for every ``i`` in ``indices``, on at most ``len(indices) // min_per_thread``
+        threads; return when all are done (re-raising the first error)."""
+        helpers = min(self.threads, len(indices) // max(1, min_per_thread)) - 1
+        if self.executor is None or helpers <= 0:
+            for i in indices:
+                fn(i)
             return
-        futures: list[Future[None]] = [self.executor.submit(fn, chunk) for chunk in chunks[1:]]
+        pending = iter(indices)
+        lock = threading.Lock()
+
+        def drain() -> None:
+            while True:
+                with lock:
+                    i = next(pending, None)
+                if i is None:
+                    return
+                fn(i)
+
+        futures: list[Future[None]] = [self.executor.submit(drain) for _ in range(helpers)]
         try:
-            fn(chunks[0])
+            drain()
         finally:
             for future in futures:
                 future.result()
@@ -516,7 +528,7 @@ class BatchedMujocoVecEnv:
         self.num_envs = n = num_envs
         cfg_threads = int(getattr(env_cfg, "threads", 0) or 0) if threads is None else threads
         self.threads = min(n, cfg_threads if cfg_threads > 0 else available_cores())
-        self.pool = SlicePool(self.threads)
+        self.pool = WorkerPool(self.threads)
         steps = env_cfg.max_episode_steps
         self.max_episode_steps = int(steps) if steps is not None else default_max_episode_steps(env_cfg.id)
         self.reward_terms = RewardTerms(_plain(env_cfg.reward_terms), _plain(env_cfg.reward_scales))
@@ -534,10 +546,11 @@ class BatchedMujocoVecEnv:
         self._ctrl_views = [d.ctrl for d in self.datas]
         self._ctrl = np.zeros((n, model.nu))
         self._all = np.arange(n)
-        self._step_chunks = self.pool.split(self._all)
+        self._all_list = list(range(n))
         self._rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(i))) for i in range(n)]
         self._reset_qpos = np.zeros((n, model.nq))
         self._reset_qvel = np.zeros((n, model.nv))
+        self._frame_skip, self._rne = task.frame_skip, task.needs_rne_post_constraint
         self._free_root = model.njnt > 0 and model.jnt_type[0] == int(mujoco.mjtJoint.mjJNT_FREE)
 
         bounds = model.actuator_ctrlrange.copy().astype(np.float32)
@@ -572,36 +585,32 @@ class BatchedMujocoVecEnv:
 
     # -- the work done on the threads -----------------------------------------------------------
 
-    def _step_envs(self, indices: np.ndarray) -> None:
-        """Step envs ``indices`` by frame_skip substeps with their ctrl; gather their fields."""
-        model, frame_skip, rne = self.model, self.task.frame_skip, self.task.needs_rne_post_constraint
-        for i in indices:
-            d = self.datas[i]
-            self._ctrl_views[i][:] = self._ctrl[i]
-            mujoco.mj_step(model, d, frame_skip)
-            if rne:
-                mujoco.mj_rnePostConstraint(model, d)
-            for dst, src in self._gather[i]:
-                np.copyto(dst, src)
+    def _step_env(self, i: int) -> None:
+        """Step env ``i`` by frame_skip substeps with its ctrl; gather its fields."""
+        d = self.datas[i]
+        self._ctrl_views[i][:] = self._ctrl[i]
+        mujoco.mj_step(self.model, d, self._frame_skip)
+        if self._rne:
+            mujoco.mj_rnePostConstraint(self.model, d)
+        for dst, src in self._gather[i]:
+            np.copyto(dst, src)
 
-    def _reset_data(self, indices: np.ndarray) -> None:
-        """MujocoEnv.reset + set_state for envs ``indices`` (noise already drawn); gather fields."""
-        model = self.model
-        for i in indices:
-            d = self.datas[i]
-            mujoco.mj_resetData(model, d)
-            d.qpos[:] = self._reset_qpos[i]
-            d.qvel[:] = self._reset_qvel[i]
-            mujoco.mj_forward(model, d)
-            for dst, src in self._gather[i]:
-                np.copyto(dst, src)
+    def _reset_env(self, i: int) -> None:
+        """MujocoEnv.reset + set_state for env ``i`` (noise already drawn); gather its fields."""
+        d = self.datas[i]
+        mujoco.mj_resetData(self.model, d)
+        d.qpos[:] = self._reset_qpos[i]
+        d.qvel[:] = self._reset_qvel[i]
+        mujoco.mj_forward(self.model, d)
+        for dst, src in self._gather[i]:
+            np.copyto(dst, src)
 
     def _reset_envs(self, indices: np.ndarray) -> np.ndarray:
         """Reset envs ``indices``; return their first observations [len(indices), O] float64."""
         for i in indices:  # each env's own generator, in Gymnasium's order of draws
             self._reset_qpos[i], self._reset_qvel[i] = self.task.reset_noise(self._rngs[i])
-        # A reset costs about one mj_forward: hand it to the pool only when every thread gets two.
-        self.pool.run(self._reset_data, self.pool.split(indices, min_chunk=2))
+        # A reset costs about one mj_forward: share them out only when every thread gets two.
+        self.pool.map(self._reset_env, indices.tolist(), min_per_thread=2)
         self._returns[indices] = 0.0
         self._lengths[indices] = 0
         for sums in self._term_sums.values():
@@ -629,7 +638,7 @@ class BatchedMujocoVecEnv:
         task, n = self.task, self.num_envs
         before = task.position(self.fields)
         self._ctrl[:] = actions
-        self.pool.run(self._step_envs, self._step_chunks)
+        self.pool.map(self._step_env, self._all_list)
 
         f = self.fields
         obs64 = task.observe(f)
