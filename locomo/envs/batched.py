@@ -1,9 +1,14 @@
 """The batched MuJoCo backend: N ``MjData`` of one ``MjModel`` stepped by a pool of native threads.
 
 Why it is fast: ``mujoco.mj_step`` releases the GIL, so ``env.threads`` Python threads (the caller
-plus ``threads - 1`` workers) each step a contiguous slice of the envs at the speed of the C code;
+plus ``threads - 1`` workers) step the envs, pulling them one by one, at the speed of the C code;
 the per-env Python work is two calls into MuJoCo and a few ``np.copyto`` of the fields the task
 reads. Observations, rewards and terminations are then computed for all envs at once with numpy.
+
+Why not ``mujoco.rollout`` or ``mujoco.batch``: both step on native threads, but they hand back
+only the state (and fields of their own MjData, after the fact), while Gymnasium's humanoid and
+ant observe ``cfrc_ext`` from ``mj_rnePostConstraint`` run on each env's MjData after its RK4
+step, which neither can do; with them the numbers would not be Gymnasium's.
 
 Why it is exact: each task below is a transcription of its Gymnasium v5 env (``step``, ``_get_obs``,
 ``_get_rew``, ``is_healthy``, ``reset_model``), with the same operations on the same dtypes, and
