@@ -21,6 +21,7 @@ from locomo.config import (
     CONF_DIR,
     ConfigError,
     register_configs,
+    validate_bench,
     validate_config,
     validate_eval_config,
     validate_render_config,
@@ -130,6 +131,16 @@ def plot(cfg: DictConfig) -> None:
     print(f"locomo: wrote {out}")
 
 
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="bench")
+@user_errors
+def bench(cfg: DictConfig) -> None:
+    """Measure sampler and training throughput against Gymnasium, EnvPool, raw mj_step and SB3."""
+    validate_bench(cfg)
+    from locomo.bench import main as run_bench
+
+    run_bench(cfg, run_dir())
+
+
 COMMANDS: dict[str, Callable[[], Any]] = {
     "train": train,
     "render": render,
@@ -137,6 +148,7 @@ COMMANDS: dict[str, Callable[[], Any]] = {
     "replay": replay,
     "variance": variance,
     "plot": plot,
+    "bench": bench,
 }
 
 USAGE = """usage: locomo <command> [hydra overrides]
@@ -148,6 +160,7 @@ commands:
   replay    one episode in the MuJoCo viewer; headless: a video instead
   variance  compare the estimators' gradient variance at one policy (table, JSON, PNG)
   plot      return curves of several runs, e.g. a multirun comparing estimators
+  bench     sampler and training throughput vs Gymnasium, EnvPool, raw mj_step, SB3 (Humanoid-v5)
 
 examples:
   locomo train
@@ -158,6 +171,7 @@ examples:
   locomo replay checkpoint=outputs/humanoid/<run> seed=0
   locomo plot runs=multirun/<date_time>
   locomo variance env=humanoid_forward batches=16
+  locomo bench quick=true
 """
 
 

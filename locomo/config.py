@@ -30,6 +30,15 @@ BACKENDS = ("gymnasium", "batched")
 QUALITIES = ("fast", "full")
 EVAL_MODES = ("both", "deterministic", "stochastic")
 VIEWERS = ("auto", "window", "video")
+# Gymnasium ids whose formulas locomo/envs/batched.py reproduces (env.backend=batched).
+BATCHED_ENV_IDS = (
+    "Humanoid-v5",
+    "Walker2d-v5",
+    "Hopper-v5",
+    "HalfCheetah-v5",
+    "Ant-v5",
+    "InvertedPendulum-v5",
+)
 
 
 class ConfigError(ValueError):
@@ -44,7 +53,10 @@ class ConfigError(ValueError):
 class EnvConfig:
     name: str = "humanoid"  # locomo's name for the task (the `env=` group option)
     id: str = "Humanoid-v5"  # Gymnasium id the task is built on
-    backend: str = "gymnasium"  # gymnasium: one Gymnasium env per slot, stepped in-process
+    # gymnasium: one Gymnasium env per slot, stepped in turn (any Gymnasium id);
+    # batched: N MjData of one model on env.threads native threads (the MuJoCo v5 tasks, same numbers)
+    backend: str = "gymnasium"
+    threads: int = 0  # batched backend: simulator threads; 0 = one per CPU core
     xml_file: str | None = None  # MJCF model: a path, or a file name under assets/
     max_episode_steps: int | None = None  # time limit (truncation); None keeps the env's own
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for gymnasium.make
@@ -91,7 +103,9 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda
     checkpoint_every: int = 50  # iterations between checkpoints (and one at the end); 0 = end only
     keep_checkpoints: int = 3  # periodic checkpoints kept on disk (last.pt is always kept)
-    torch_threads: int = 1  # intra-op threads for torch; 0 = torch's default
+    # intra-op threads for torch; 0 = torch's default (one per core). 1 leaves the cores to the
+    # simulator threads (env.threads): policy inference on N envs is too small to gain from more.
+    torch_threads: int = 1
     deterministic: bool = False  # torch.use_deterministic_algorithms
 
 
@@ -228,6 +242,29 @@ class PlotConfig:
     out: str | None = None  # PNG path; None = <runs>/curves.png
 
 
+@dataclass
+class BenchSettings:
+    out: str | None = None  # JSON file for the table; None = bench.json in the run directory
+    num_envs: int = 16  # envs per sampler and per trainer
+    threads: int = 0  # simulator threads of locomo, EnvPool and the raw-physics loop; 0 = one per core
+    sampler_steps: int = 100  # vector steps (x num_envs env steps) timed per repeat of each sampler
+    repeats: int = 15  # repeats of each sampler, interleaved; the table shows medians
+    train_batch: int = 8192  # env steps per training iteration (locomo and SB3 alike)
+    train_epochs: int = 5  # passes over each batch
+    train_minibatches: int = 4  # minibatches per pass
+    train_iterations: int = 5  # iterations timed per trainer (the first is a warm-up, not counted)
+    gymnasium_async: bool = True  # measure Gymnasium's subprocess vector env (num_envs processes)
+    envpool: bool = True  # measure EnvPool when importable
+    sb3: bool = True  # measure Stable-Baselines3 PPO when importable
+
+
+@dataclass
+class BenchConfig:
+    seed: int = 0  # seeds the random actions and the trainers
+    quick: bool = False  # CI: tiny sizes (well under a minute), same table and JSON keys
+    bench: BenchSettings = field(default_factory=BenchSettings)
+
+
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore, so conf/*.yaml are type-checked against them."""
     cs = ConfigStore.instance()
@@ -237,6 +274,7 @@ def register_configs() -> None:
     cs.store(name="render_schema", node=RenderConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="replay_schema", node=ReplayConfig)
+    cs.store(name="bench_schema", node=BenchConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,6 +302,13 @@ def resolve_xml_file(xml_file: str) -> Path:
 
 def validate_env(env: DictConfig | EnvConfig) -> None:
     _choice("env.backend", env.backend, BACKENDS)
+    _positive("env.threads", env.threads, strict=False)
+    if env.backend == "batched" and env.id not in BATCHED_ENV_IDS:
+        raise ConfigError(
+            "env.id",
+            env.id,
+            f"env.backend=batched supports {', '.join(BATCHED_ENV_IDS)}; use env.backend=gymnasium",
+        )
     if env.xml_file is not None:
         resolve_xml_file(env.xml_file)
     if env.max_episode_steps is not None:
@@ -422,6 +467,25 @@ def validate_config(cfg: DictConfig) -> None:
     if minibatch < 1:
         raise ConfigError(
             "algo.minibatches", cfg.algo.minibatches, "must not exceed train.steps_per_iteration"
+        )
+
+
+def validate_bench(cfg: DictConfig | BenchConfig) -> None:
+    """Check a composed ``locomo bench`` config."""
+    b = cfg.bench
+    for key in ("num_envs", "sampler_steps", "repeats", "train_batch", "train_epochs", "train_minibatches"):
+        _positive(f"bench.{key}", getattr(b, key))
+    _positive("bench.threads", b.threads, strict=False)
+    if b.train_iterations < 2:
+        raise ConfigError(
+            "bench.train_iterations", b.train_iterations, "must be >= 2 (the first is a warm-up)"
+        )
+    if b.train_batch % (b.num_envs * b.train_minibatches) != 0:
+        raise ConfigError(
+            "bench.train_batch",
+            b.train_batch,
+            "must be a multiple of bench.num_envs * bench.train_minibatches "
+            f"= {b.num_envs * b.train_minibatches}",
         )
 
 

@@ -95,9 +95,9 @@ class Runner:
             self.normalizer.update(obs_raw)
             obs = self.normalizer(obs_raw)
             actions, log_probs = self.actor.act(obs)
-            values = self._value(obs)
             step = self.env.step(actions)
-            next_values = self._value(self.normalizer(step.final_obs))
+            # V(s_t) and V(s_t+1) of the same episode in one forward pass over [2N, O].
+            values, next_values = self._value(torch.cat((obs, self.normalizer(step.final_obs)))).chunk(2)
             self.buffer.add(
                 obs, actions, log_probs, step.reward, step.terminated, step.truncated, values, next_values
             )

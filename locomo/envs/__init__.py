@@ -31,6 +31,10 @@ def make_vec_env(env_cfg: Any, num_envs: int) -> VecEnv:
     """Build the vector env named by ``env_cfg.backend``."""
     if env_cfg.backend == "gymnasium":
         return GymnasiumVecEnv(env_cfg, num_envs)
+    if env_cfg.backend == "batched":
+        from locomo.envs.batched import BatchedMujocoVecEnv
+
+        return BatchedMujocoVecEnv(env_cfg, num_envs)
     raise ValueError(f"env.backend={env_cfg.backend!r} is not available")
 
 

@@ -1,0 +1,392 @@
+"""``locomo bench``: how fast locomo samples and trains Humanoid-v5 on this machine, against the field.
+
+Samplers (random actions, the same [T, N, A] array for all, auto-reset as each does it):
+
+- ``locomo_sampler``: :class:`~locomo.envs.batched.BatchedMujocoVecEnv`, ``bench.threads`` threads;
+- ``raw_physics``: the physics limit: ``mj_step`` (frame_skip substeps) on N ``MjData`` from the
+  same thread pool, no observation, reward or ``mj_rnePostConstraint`` work; an env is reset
+  (``mj_resetData`` + ``mj_forward``) when its torso height leaves Humanoid-v5's healthy range
+  (1, 2), so it simulates the same mix of standing and falling bodies as the samplers;
+- ``gymnasium_sync`` / ``gymnasium_async``: ``gymnasium.make_vec(..., vectorization_mode=...)``;
+- ``envpool``: ``envpool.make(..., num_threads=threads)`` when EnvPool is importable;
+- ``locomo_gymnasium_backend``: locomo's own ``env.backend=gymnasium`` (for reference).
+
+Trainers, the identical workload (batch ``train_batch`` env steps from ``num_envs`` envs, ``train_epochs``
+passes of ``train_minibatches`` minibatches, 64x64 tanh MLPs, Gaussian policy, value baseline with
+GAE, clipped importance weights, observation normalisation, torch on 1 thread):
+
+- ``locomo_train``: :class:`~locomo.runner.Runner`, env steps / (collect + update) per iteration;
+- ``sb3_ppo``: Stable-Baselines3 PPO on a ``DummyVecEnv`` with ``VecNormalize(norm_reward=False)``,
+  env steps / wall time between the starts of successive rollouts.
+
+Every figure is a median over repeats (samplers interleaved repeat by repeat, so a busy neighbour
+slows all of them alike) or over iterations after a warm-up one. Nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from locomo.config import CONF_DIR, AlgoConfig, EnvConfig, LocomoConfig, validate_config
+from locomo.envs.batched import BatchedMujocoVecEnv, WorkerPool, available_cores, load_task
+from locomo.envs.gymnasium_backend import GymnasiumVecEnv
+
+ENV_ID = "Humanoid-v5"
+HEALTHY_Z = (1.0, 2.0)  # Humanoid-v5's healthy torso height: outside it an episode terminates
+REQUIRED_KEYS = (
+    "locomo_sampler",
+    "raw_physics",
+    "gymnasium_sync",
+    "gymnasium_async",
+    "envpool",
+    "locomo_train",
+    "sb3_ppo",
+)
+QUICK = {
+    "num_envs": 4,
+    "sampler_steps": 20,
+    "repeats": 1,
+    "train_batch": 512,
+    "train_iterations": 2,
+}
+
+Stepper = Callable[[np.ndarray], Any]  # one vector step with actions [N, A]
+
+
+def resolve_threads(threads: int) -> int:
+    """``bench.threads``: 0 means one per core."""
+    return threads if threads > 0 else available_cores()
+
+
+# ---------------------------------------------------------------------------------------------
+# Samplers
+
+
+class RawPhysics:
+    """N MjData of Humanoid-v5 stepped by ``threads`` threads: mj_step and nothing else."""
+
+    def __init__(self, num_envs: int, threads: int) -> None:
+        self.task = load_task(EnvConfig(id=ENV_ID, backend="batched"))
+        self.model = self.task.model
+        self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
+        for d in self.datas:
+            mujoco.mj_forward(self.model, d)
+        self.ctrl = np.zeros((num_envs, self.model.nu))
+        self.pool = WorkerPool(threads)
+        self.indices = list(range(num_envs))
+        self.low, self.high = self.model.actuator_ctrlrange.T
+
+    def _step(self, i: int) -> None:
+        d = self.datas[i]
+        d.ctrl[:] = self.ctrl[i]
+        mujoco.mj_step(self.model, d, self.task.frame_skip)
+        if not HEALTHY_Z[0] < d.qpos[2] < HEALTHY_Z[1]:
+            mujoco.mj_resetData(self.model, d)
+            mujoco.mj_forward(self.model, d)
+
+    def step(self, actions: np.ndarray) -> None:
+        self.ctrl[:] = np.clip(actions, self.low, self.high)
+        self.pool.map(self._step, self.indices)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def make_samplers(settings: Any, seed: int) -> tuple[dict[str, tuple[Stepper, Callable[[], None]]], dict]:
+    """name -> (step, close) for every sampler that can run here; notes on those that cannot."""
+    n, threads = settings.num_envs, resolve_threads(settings.threads)
+    samplers: dict[str, tuple[Stepper, Callable[[], None]]] = {}
+    notes: dict[str, str] = {}
+
+    batched = BatchedMujocoVecEnv(EnvConfig(id=ENV_ID, backend="batched"), n, threads=threads)
+    batched.reset(seed)
+    samplers["locomo_sampler"] = (batched.step, batched.close)
+
+    raw = RawPhysics(n, threads)
+    samplers["raw_physics"] = (raw.step, raw.close)
+
+    for mode in ("sync", "async"):
+        if mode == "async" and not settings.gymnasium_async:
+            notes["gymnasium_async"] = "skipped (bench.gymnasium_async=false)"
+            continue
+        vec = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode=mode)
+        vec.reset(seed=seed)
+        samplers[f"gymnasium_{mode}"] = (vec.step, vec.close)
+
+    if settings.envpool:
+        try:
+            import envpool  # type: ignore[import-not-found]
+
+            pool = envpool.make(
+                ENV_ID, env_type="gymnasium", num_envs=n, batch_size=n, num_threads=threads, seed=seed
+            )
+            pool.reset()
+            samplers["envpool"] = (pool.step, pool.close)
+        except ImportError as exc:
+            notes["envpool"] = f"not installed ({exc}); pip install -e .[bench]"
+    else:
+        notes["envpool"] = "skipped (bench.envpool=false)"
+
+    backend = GymnasiumVecEnv(EnvConfig(id=ENV_ID), n)
+    backend.reset(seed)
+    samplers["locomo_gymnasium_backend"] = (backend.step, backend.close)
+    return samplers, notes
+
+
+def measure_samplers(settings: Any, seed: int) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """env steps/s of each sampler, one figure per repeat."""
+    samplers, notes = make_samplers(settings, seed)
+    n, steps = settings.num_envs, settings.sampler_steps
+    low, high = -0.4, 0.4  # Humanoid-v5's control range
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(low, high, size=(steps, n, 17)).astype(np.float32)
+    rates: dict[str, list[float]] = {name: [] for name in samplers}
+    try:
+        for step, _ in samplers.values():  # warm-up: first calls, page faults, thread start
+            for a in actions[: min(5, steps)]:
+                step(a)
+        for _ in range(settings.repeats):
+            for name, (step, _) in samplers.items():
+                start = time.perf_counter()
+                for a in actions:
+                    step(a)
+                rates[name].append(steps * n / (time.perf_counter() - start))
+    finally:
+        for _, close in samplers.values():
+            close()
+    return rates, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainers
+
+
+def locomo_train_config(settings: Any, seed: int) -> DictConfig:
+    """conf/env/humanoid + conf/algo/clipped, resized to the benchmark's workload."""
+    cfg = OmegaConf.structured(LocomoConfig)
+    cfg.seed = seed
+    cfg.env = OmegaConf.merge(
+        OmegaConf.structured(EnvConfig),
+        OmegaConf.load(CONF_DIR / "env" / "humanoid.yaml"),
+        {"xml_file": None, "threads": settings.threads},  # Gymnasium's own Humanoid-v5 XML, as SB3's
+    )
+    cfg.algo = OmegaConf.merge(
+        OmegaConf.structured(AlgoConfig),
+        OmegaConf.load(CONF_DIR / "algo" / "clipped.yaml"),
+        {"epochs": settings.train_epochs, "minibatches": settings.train_minibatches},
+    )
+    cfg.model.hidden_sizes = [64, 64]
+    cfg.model.activation = "tanh"
+    cfg.train.update(
+        iterations=settings.train_iterations,
+        steps_per_iteration=settings.train_batch,
+        num_envs=settings.num_envs,
+        device="cpu",
+        checkpoint_every=0,
+        torch_threads=1,
+    )
+    cfg.logger.wandb.mode = "disabled"
+    cfg.logger.progress = False
+    validate_config(cfg)
+    return cfg
+
+
+def measure_locomo_train(settings: Any, seed: int, run_dir: Path) -> dict[str, list[float]]:
+    """Per iteration after the first: env steps/s end to end, collect steps/s and update seconds."""
+    from locomo.runner import Runner
+
+    cfg = locomo_train_config(settings, seed)
+    out = run_dir / "locomo_train"
+    out.mkdir(parents=True, exist_ok=True)
+    Runner(cfg, out).run()
+    rows = [json.loads(line) for line in (out / cfg.logger.metrics_file).read_text().splitlines()][1:]
+    return {
+        "train": [r["perf/steps_per_s"] for r in rows],
+        "collect": [r["perf/collect_steps_per_s"] for r in rows],
+        "update_s": [r["perf/update_s"] for r in rows],
+    }
+
+
+def measure_sb3(settings: Any, seed: int) -> list[float] | str:
+    """SB3 PPO's env steps/s per iteration after the first, or why it was not measured."""
+    if not settings.sb3:
+        return "skipped (bench.sb3=false)"
+    try:
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    except ImportError as exc:
+        return f"not installed ({exc}); pip install -e .[bench]"
+
+    class RolloutClock(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.starts: list[float] = []
+
+        def _on_rollout_start(self) -> None:
+            self.starts.append(time.perf_counter())
+
+        def _on_step(self) -> bool:
+            return True
+
+    n, batch = settings.num_envs, settings.train_batch
+    torch.set_num_threads(1)
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make(ENV_ID)] * n), norm_obs=True, norm_reward=False)
+    model = PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=batch // n,
+        batch_size=batch // settings.train_minibatches,
+        n_epochs=settings.train_epochs,
+        learning_rate=3e-4,
+        gamma=0.99,
+        gae_lambda=0.95,
+        clip_range=0.2,
+        ent_coef=0.0,
+        vf_coef=0.5,
+        max_grad_norm=0.5,
+        policy_kwargs={
+            "net_arch": {"pi": [64, 64], "vf": [64, 64]},
+            "activation_fn": torch.nn.Tanh,
+            "log_std_init": -0.5,
+        },
+        device="cpu",
+        seed=seed,
+        verbose=0,
+    )
+    clock = RolloutClock()
+    # One more rollout than timed iterations: iteration k is the time from rollout k to k + 1.
+    model.learn(total_timesteps=(settings.train_iterations + 1) * batch, callback=clock)
+    venv.close()
+    return [batch / (b - a) for a, b in zip(clock.starts[1:-1], clock.starts[2:], strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+def median(values: list[float] | None) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
+    """Measure everything; return the JSON-ready result (the required keys are env steps/s or None)."""
+    load_start = os.getloadavg()
+    samples, notes = measure_samplers(settings, seed)
+    train = measure_locomo_train(settings, seed, run_dir)
+    sb3 = measure_sb3(settings, seed)
+    if isinstance(sb3, str):
+        notes["sb3_ppo"] = sb3
+    else:
+        samples["sb3_ppo"] = sb3
+    samples["locomo_train"] = train["train"]
+    samples["locomo_collect"] = train["collect"]
+
+    result: dict[str, Any] = {key: median(samples.get(key)) for key in REQUIRED_KEYS}
+    result["locomo_gymnasium_backend"] = median(samples.get("locomo_gymnasium_backend"))
+    result["locomo_collect"] = median(train["collect"])
+    result["locomo_update_s"] = median(train["update_s"])
+    result["ratios"] = {
+        "locomo_sampler/raw_physics": ratio(result["locomo_sampler"], result["raw_physics"]),
+        "locomo_sampler/envpool": ratio(result["locomo_sampler"], result["envpool"]),
+        "locomo_train/locomo_sampler": ratio(result["locomo_train"], result["locomo_sampler"]),
+        "locomo_collect/locomo_sampler": ratio(result["locomo_collect"], result["locomo_sampler"]),
+        "locomo_train/sb3_ppo": ratio(result["locomo_train"], result["sb3_ppo"]),
+    }
+    result["samples"] = samples
+    result["notes"] = notes
+    result["settings"] = {
+        "env_id": ENV_ID,
+        **OmegaConf.to_container(settings),
+        "threads_resolved": resolve_threads(settings.threads),
+        "seed": seed,
+    }
+    result["machine"] = {
+        "cores": available_cores(),
+        "load_avg_start": list(load_start),
+        "load_avg_end": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "mujoco": mujoco.__version__,
+        "gymnasium": gym.__version__,
+        "torch": torch.__version__,
+    }
+    return result
+
+
+def _fmt(x: float | None, digits: int = 0) -> str:
+    return "n/a" if x is None else f"{x:,.{digits}f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The human-readable table of a :func:`run_bench` result."""
+    s, m = result["settings"], result["machine"]
+    lines = [
+        f"locomo bench: {s['env_id']}, {s['num_envs']} envs, {s['threads_resolved']} simulator threads, "
+        f"{m['cores']} cores (load avg {m['load_avg_start'][0]:.2f} at start, "
+        f"{m['load_avg_end'][0]:.2f} at end)",
+        f"medians over {s['repeats']} repeats of {s['sampler_steps']} vector steps; "
+        f"training: median over {s['train_iterations'] - 1} iterations after a warm-up",
+        "",
+        f"{'sampler, random actions':44s}{'env steps/s':>14s}",
+    ]
+    rows = [
+        ("locomo batched (env.backend=batched)", "locomo_sampler"),
+        ("raw physics: mj_step only, threads = cores", "raw_physics"),
+        ("EnvPool", "envpool"),
+        ("Gymnasium SyncVectorEnv", "gymnasium_sync"),
+        ("Gymnasium AsyncVectorEnv", "gymnasium_async"),
+        ("locomo env.backend=gymnasium", "locomo_gymnasium_backend"),
+    ]
+    lines += [f"  {label:42s}{_fmt(result[key]):>14s}" for label, key in rows]
+    lines += [
+        "",
+        f"training: batch {s['train_batch']}, {s['train_epochs']} epochs x {s['train_minibatches']} "
+        "minibatches, 64x64 tanh MLPs, Gaussian, value baseline",
+        f"  {'locomo (collect + update)':42s}{_fmt(result['locomo_train']):>14s}",
+        f"  {'  of which collect only':42s}{_fmt(result['locomo_collect']):>14s}",
+        f"  {'  update seconds per iteration':42s}{_fmt(result['locomo_update_s'], 3):>14s}",
+        f"  {'Stable-Baselines3 PPO':42s}{_fmt(result['sb3_ppo']):>14s}",
+        "",
+        "ratios",
+    ]
+    lines += [f"  {name:42s}{_fmt(value, 2):>14s}" for name, value in result["ratios"].items()]
+    for name, note in result["notes"].items():
+        lines.append(f"note: {name}: {note}")
+    return "\n".join(lines)
+
+
+def bench_settings(cfg: DictConfig) -> DictConfig:
+    """``cfg.bench``, shrunk to :data:`QUICK` sizes when ``quick=true``."""
+    settings = cfg.bench.copy()
+    if cfg.quick:
+        settings.update(QUICK)
+    return settings
+
+
+def main(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Run the benchmark, print the table, write the JSON; return the result."""
+    settings = bench_settings(cfg)
+    result = run_bench(settings, cfg.seed, run_dir)
+    out = Path(settings.out) if settings.out else run_dir / "bench.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(format_table(result))
+    print(f"locomo: wrote {out}")
+    return result
