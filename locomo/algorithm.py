@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from locomo import losses, returns
@@ -99,10 +100,12 @@ class PolicyGradient:
     """Owns the optimiser; :meth:`update` turns one batch into ``epochs x minibatches`` steps."""
 
     def __init__(self, actor: Actor, critic: ValueNet | None, cfg: Any, generator: torch.Generator) -> None:
-        self.actor, self.critic, self.cfg = actor, critic, cfg
+        # A plain dataclass: OmegaConf attribute access is slow in the minibatch loop.
+        self.cfg = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+        self.actor, self.critic = actor, critic
         params = list(actor.parameters()) + (list(critic.parameters()) if critic is not None else [])
         self.params = params
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, foreach=True)
         self.generator = generator
 
     def _weights(
@@ -135,20 +138,20 @@ class PolicyGradient:
             perm = torch.randperm(B, generator=self.generator, device="cpu").to(obs.device)
             for k in range(cfg.minibatches):
                 idx = perm[k * minibatch_size : (k + 1) * minibatch_size]
+                dist = self.actor.distribution(obs[idx])  # one policy forward for log-prob and entropy
+                new_log_prob = dist.log_prob(actions[idx])
                 if cfg.importance == "trajectory":
                     # A trajectory's weight needs every step of it, not just this minibatch's.
                     with torch.no_grad():
                         all_new = self.actor.log_prob(obs, actions)
                     weights_all, log_ratio_all = self._weights(all_new, old_log_prob, adv)
                     weights, step_log_ratio = weights_all[idx], log_ratio_all[idx]
-                    new_log_prob = self.actor.log_prob(obs[idx], actions[idx])
                 else:
-                    new_log_prob = self.actor.log_prob(obs[idx], actions[idx])
                     weights, step_log_ratio = self._weights(new_log_prob.detach(), old_log_prob[idx], adv)
                 policy_loss, info = losses.policy_surrogate_loss(
                     new_log_prob, adv.advantages[idx], weights, cfg.clip_ratio
                 )
-                entropy = self.actor.entropy(obs[idx]).mean()
+                entropy = dist.entropy().mean()
                 loss = policy_loss - cfg.entropy_coef * entropy
                 if self.critic is not None and adv.value_targets is not None:
                     v_loss = losses.value_loss(self.critic(obs[idx]), adv.value_targets[idx])
