@@ -158,9 +158,10 @@ UNSTABLE_XML = """<mujoco model="unstable pendulum">
 """
 
 
-def test_mujoco_instability_resets_the_env_and_is_counted(tmp_path: Path):
+def test_mujoco_instability_resets_the_env_and_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A model whose motor is 1e12 times too strong: MuJoCo's bad-qacc warning on every push.
     The batch stays finite, the episodes are cut as truncated, and the runner counts them."""
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working dir
     xml = tmp_path / "unstable.xml"
     xml.write_text(UNSTABLE_XML)
     runner = make_runner(tmp_path, f"env.xml_file={xml}", "train.iterations=1")
