@@ -92,17 +92,19 @@ def train(cfg: DictConfig) -> float:
 
         cfg, resume_path, resume_state = resumed_config(cfg, list(HydraConfig.get().overrides.task))
     validate_config(cfg)
-    from locomo.runner import Runner  # heavy imports only after the config is known good
+    from locomo.checkpoint import RunDirLock  # heavy imports only after the config is known good
+    from locomo.runner import Runner
 
     out = run_dir()
-    runner = Runner(cfg, out, resume=resume_state, resume_path=resume_path)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-    if resume_state is not None:
-        print(
-            f"locomo: resuming {out} at iteration {runner.iteration} ({runner.env_steps} env steps) "
-            f"from {resume_path}"
-        )
-    metrics = runner.run()
+    with RunDirLock(out):  # one process per run dir: a resume of a run still going is refused
+        runner = Runner(cfg, out, resume=resume_state, resume_path=resume_path)
+        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+        if resume_state is not None:
+            print(
+                f"locomo: resuming {out} at iteration {runner.iteration} ({runner.env_steps} env steps) "
+                f"from {resume_path}"
+            )
+        metrics = runner.run()
     ret = metrics.get("rollout/return_mean", float("nan"))
     print(f"locomo: trained {cfg.train.iterations} iterations; mean return {ret:.2f}; run dir {out}")
     return ret

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 
+from locomo.checkpoint import RunDirLock
 from tests.conftest import REPO
 from tests.safety_helpers import call_locomo, cli_env
 
@@ -106,6 +109,7 @@ CATALOGUE = [
     row("resume-key-override-refused", "train resume={run} algo.lr=0.1", 2, "algo.lr='0.1' is invalid: cannot be changed when resuming", category="checkpoint"),
     row("resume-multirun", "train -m resume={run}", 2, "cannot be combined with -m/--multirun", category="checkpoint"),
     row("resume-finished-run", "train resume={run}", 2, "train.iterations=2 is invalid: the run is already at iteration 2", category="checkpoint"),
+    row("resume-run-in-use", "train resume={locked_run} train.iterations=3", 2, "is in use by locomo process", category="checkpoint"),
     row("resume-older-than-newest", "train resume={run}/checkpoints/iter_000001.pt train.iterations=5", 2, "iter_000001.pt is older than the run's newest checkpoint iter_000002.pt", category="checkpoint"),
     # -- at run time
     row("disk-full", f"train {FAST} train.iterations=2", 2, "iter_000002.pt: File too large; no checkpoint had been written yet", category="runtime", subprocess=True, fsize_limit=16_000),
@@ -127,7 +131,7 @@ class Evil:
 
 
 @pytest.fixture(scope="module")
-def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """A finished 2-iteration run plus one file or directory per bad checkpoint input."""
     root = tmp_path_factory.mktemp("catalogue")
     run, files = root / "run", root / "files"
@@ -153,7 +157,10 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.save(
         {**good, "spaces": {"obs_dim": 11, "action_dim": 1, "discrete": False}}, other / "iter_000002.pt"
     )
-    return {"run": run, "files": files, "marker": root / "MARKER"}
+    locked = root / "locked_run"  # a run another process is training in (it holds the run's lock)
+    shutil.copytree(run, locked)
+    with RunDirLock(locked):
+        yield {"run": run, "files": files, "marker": root / "MARKER", "locked_run": locked}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CATALOGUE])
@@ -162,7 +169,8 @@ def test_bad_input(
 ):
     if case.skip_if_cuda and torch.cuda.is_available():
         pytest.skip("checks the no-CUDA error")
-    args = [a.format(run=bad_files["run"], files=bad_files["files"]) for a in shlex.split(case.command)]
+    places = {"run": bad_files["run"], "files": bad_files["files"], "locked_run": bad_files["locked_run"]}
+    args = [a.format(**places) for a in shlex.split(case.command)]
     if case.subprocess:
         limit = case.fsize_limit
 

@@ -36,14 +36,17 @@ CONFIG = [
 
 
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def straight_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: ITERATIONS iterations without interruption."""
-    cwd = tmp_path_factory.mktemp("straight")
-    status, _, err = call_locomo(
-        "train", *CONFIG, f"train.iterations={ITERATIONS}", f"hydra.run.dir={cwd}/run"
-    )
+    run = tmp_path_factory.mktemp("straight") / "run"
+    status, _, err = call_locomo("train", *CONFIG, f"train.iterations={ITERATIONS}", f"hydra.run.dir={run}")
     assert status == 0, err
-    return torch.load(cwd / "run" / "checkpoints" / "last.pt", weights_only=True)
+    return run
+
+
+@pytest.fixture(scope="module")
+def straight_run(straight_run_dir: Path) -> dict:
+    return torch.load(straight_run_dir / "checkpoints" / "last.pt", weights_only=True)
 
 
 def metrics_steps(run: Path) -> list[int]:
@@ -153,3 +156,19 @@ def test_signal_saves_a_checkpoint_and_exits_then_resume_matches(
         assert run_id and final["wandb"]["run_id"] == run_id
         offline_runs = sorted((run / "wandb").glob("offline-run-*"))
         assert len(offline_runs) == 2 and all(d.name.endswith(f"-{run_id}") for d in offline_runs)
+
+
+def test_resume_from_a_checkpoint_outside_a_run_dir_starts_a_new_run_dir(
+    tmp_path: Path, straight_run_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    loose = tmp_path / "shared" / "walker.pt"
+    loose.parent.mkdir()
+    loose.write_bytes((straight_run_dir / "checkpoints" / "last.pt").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    status, out, err = call_locomo("train", f"resume={loose}", f"train.iterations={ITERATIONS + 1}")
+    assert status == 0, err
+    (new_run,) = (tmp_path / "outputs" / "inverted_pendulum").iterdir()
+    assert f"resuming {new_run} at iteration {ITERATIONS}" in out
+    assert metrics_steps(new_run) == [STEPS * (ITERATIONS + 1)]
+    assert load_latest(new_run)[1]["counters"]["iteration"] == ITERATIONS + 1
+    assert _newest_iteration(straight_run_dir) == ITERATIONS  # the original run is untouched

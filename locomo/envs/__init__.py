@@ -74,12 +74,21 @@ class TorchVecEnv:
         )
 
     def get_state(self) -> dict[str, Any]:
-        """The vec env's state with numpy arrays as CPU tensors (checkpoint-ready plain data)."""
-        return arrays_to_tensors(self.env.get_state())
+        """The vec env's state with numpy arrays as CPU tensors (checkpoint-ready plain data).
+
+        Raises NotImplementedError for a backend without ``get_state``.
+        """
+        get_state = getattr(self.env, "get_state", None)
+        if get_state is None:
+            raise NotImplementedError(f"{type(self.env).__name__} cannot save its state")
+        return arrays_to_tensors(get_state())
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`get_state` (tensors back to numpy arrays)."""
-        self.env.set_state(tensors_to_arrays(state))
+        set_state = getattr(self.env, "set_state", None)
+        if set_state is None:
+            raise ValueError(f"{type(self.env).__name__} cannot restore a saved env state")
+        set_state(tensors_to_arrays(state))
 
     def close(self) -> None:
         self.env.close()
