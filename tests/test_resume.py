@@ -49,6 +49,15 @@ def straight_run(straight_run_dir: Path) -> dict:
     return torch.load(straight_run_dir / "checkpoints" / "last.pt", weights_only=True)
 
 
+def assert_same_metrics(run: Path, reference: Path) -> None:
+    """Every metric but wall-clock timings equals the uninterrupted run's (returns included)."""
+    read = lambda r: [json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    for got, want in zip(read(run), read(reference), strict=True):
+        assert {k: v for k, v in got.items() if not k.startswith("perf/")} == {
+            k: v for k, v in want.items() if not k.startswith("perf/")
+        }
+
+
 def metrics_steps(run: Path) -> list[int]:
     return [json.loads(line)["env_steps"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -57,7 +66,9 @@ def first_checkpoint_written(run: Path):
     return lambda: _newest_iteration(run) > 0
 
 
-def test_kill9_at_random_moments_then_resume_matches_uninterrupted_run(tmp_path: Path, straight_run: dict):
+def test_kill9_at_random_moments_then_resume_matches_uninterrupted_run(
+    tmp_path: Path, straight_run: dict, straight_run_dir: Path
+):
     """`kill -9` in five trials, each a fresh process on the same run dir: the first starts the
     run, the others resume it. Kill moments: "after_write" a random 0-0.3 s after the process
     wrote a checkpoint (one is written every iteration); "mid_write" as soon as a checkpoint's
@@ -107,6 +118,7 @@ def test_kill9_at_random_moments_then_resume_matches_uninterrupted_run(tmp_path:
     final = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert_same(learned_state(final), learned_state(straight_run))
     assert metrics_steps(run) == [STEPS * (i + 1) for i in range(ITERATIONS)]  # no gap, no repeat
+    assert_same_metrics(run, straight_run_dir)
 
 
 def _temp_files(directory: Path) -> list[str]:
@@ -120,7 +132,7 @@ def _newest_iteration(run: Path) -> int:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_a_checkpoint_and_exits_then_resume_matches(
-    tmp_path: Path, straight_run: dict, signum: signal.Signals
+    tmp_path: Path, straight_run: dict, straight_run_dir: Path, signum: signal.Signals
 ):
     """SIGTERM (a cluster preempting the job) or Ctrl-C: checkpoint at the iteration boundary, exit
     128 + signal; `resume=` continues in the same run dir to the same parameters."""
@@ -150,6 +162,7 @@ def test_signal_saves_a_checkpoint_and_exits_then_resume_matches(
     final = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert_same(learned_state(final), learned_state(straight_run))
     assert metrics_steps(run) == [STEPS * (i + 1) for i in range(ITERATIONS)]
+    assert_same_metrics(run, straight_run_dir)
     assert len(list((run / "checkpoints").glob("iter_*.pt"))) == 2  # train.keep_checkpoints=2
     if wandb:
         run_id = state["wandb"]["run_id"]
