@@ -15,6 +15,7 @@ from torch import nn
 
 from locomo import losses, returns
 from locomo.buffer import RolloutBatch
+from locomo.guard import check_finite
 from locomo.policy import Actor, ValueNet
 
 
@@ -134,7 +135,7 @@ class PolicyGradient:
         stats: dict[str, list[float]] = {}
         steps = 0
         stop = False
-        for _epoch in range(cfg.epochs):
+        for epoch in range(cfg.epochs):
             perm = torch.randperm(B, generator=self.generator, device="cpu").to(obs.device)
             for k in range(cfg.minibatches):
                 idx = perm[k * minibatch_size : (k + 1) * minibatch_size]
@@ -157,10 +158,13 @@ class PolicyGradient:
                     v_loss = losses.value_loss(self.critic(obs[idx]), adv.value_targets[idx])
                     loss = loss + cfg.value_coef * v_loss
                     info["value_loss"] = float(v_loss.detach())
+                where = f"(epoch {epoch + 1}, minibatch {k + 1})"
+                check_finite("loss", loss.detach(), context=where)  # before it reaches the parameters
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
                 grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm)
+                check_finite("gradients", grad_norm.detach(), context=f"(global norm) {where}")
                 self.optimizer.step()
                 steps += 1
                 info.update(losses.importance_diagnostics(weights, step_log_ratio))

@@ -2,84 +2,259 @@
 
 A checkpoint is a dict::
 
-    {"format": "locomo-checkpoint", "version": 1,
+    {"format": "locomo-checkpoint", "version": 1, "kind": "training",
      "actor": state_dict, "critic": state_dict | None, "obs_normalizer": state_dict,
-     "optimizer": state_dict, "config": plain dict, "counters": {...}, "rng": {...},
-     "spaces": {...}}
+     "optimizer": state_dict, "config": plain dict, "counters": {"iteration", "env_steps"},
+     "rng": {...}, "spaces": {"obs_dim", "action_dim", "discrete"},
+     "env": VecEnv state | None, "obs": [N, O] raw observations | None,
+     "episodes": recent episode records, "wandb": {"run_id": str | None}}
+
+``kind`` is ``training`` for checkpoints a run can resume from, ``nonfinite-diagnostic`` for the
+snapshot written when training stops on NaN/inf (readable, never resumed from).
+
+Crash safety: every file is written to a temporary file in the same directory, fsynced and
+renamed over its target, so a crash (even ``kill -9``) leaves the previous file or the new one,
+never a torn one. ``iter_XXXXXX.pt`` is written first, then ``last.pt`` (a hard link to it where
+the filesystem allows); :func:`load_latest` picks the newest readable ``iter_*.pt``.
 """
 
 from __future__ import annotations
 
 import ast
+import errno
+import fcntl
 import os
 import pickle
 import random
+import re
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from locomo.errors import CheckpointError
+
+__all__ = [
+    "FORMAT",
+    "KIND_DIAGNOSTIC",
+    "KIND_TRAINING",
+    "VERSION",
+    "CheckpointError",
+    "CheckpointManager",
+    "RunDirLock",
+    "assert_plain",
+    "check_spaces",
+    "load",
+    "load_latest",
+    "newest_in_directory",
+    "periodic_iteration",
+    "require_resumable",
+    "restore_rng",
+    "rng_state",
+    "save_atomic",
+]
+
 FORMAT = "locomo-checkpoint"
 VERSION = 1
+KIND_TRAINING = "training"
+KIND_DIAGNOSTIC = "nonfinite-diagnostic"
+_PERIODIC = re.compile(r"^iter_(\d+)\.pt$")
+_PLAIN_SCALARS = (torch.Tensor, str, int, float, bool, type(None))
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be written or read; the message is meant for the user."""
+def assert_plain(obj: Any, where: str = "state") -> None:
+    """Raise TypeError unless ``obj`` is tensors and plain Python types only.
+
+    Such a state loads with ``torch.load(weights_only=True)``; checking before writing means a
+    checkpoint that saves always loads (a numpy scalar would save fine and then fail to load).
+    """
+    if isinstance(obj, _PLAIN_SCALARS) and not isinstance(obj, np.generic):  # np.float64 is a float
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, str | int):
+                raise TypeError(f"{where}: key {key!r} of type {type(key).__name__} is not plain data")
+            assert_plain(value, f"{where}.{key}")
+        return
+    if isinstance(obj, list | tuple):
+        for i, value in enumerate(obj):
+            assert_plain(value, f"{where}[{i}]")
+        return
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}, not plain data")
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` so that a crash leaves either the old file or the new one.
 
-    torch.save to a temporary file in the same directory, fsync, then rename over ``path``.
+    torch.save to a temporary file in the same directory, fsync, then rename over ``path`` and
+    fsync the directory. Any OSError (disk full, no permission, read-only filesystem) becomes a
+    :class:`CheckpointError`; the temporary file is removed and ``path`` is left as it was.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+            if os.fstat(f.fileno()).st_size != f.tell():  # a short write nobody reported
+                raise OSError(errno.EIO, "the file on disk is shorter than what was written")
         os.replace(tmp_name, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(path.parent)
     except BaseException as exc:
         Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from exc
+        os_error = _os_error_behind(exc)
+        if os_error is not None:
+            raise CheckpointError(f"cannot write checkpoint {path}: {os_error.strerror or os_error}") from exc
         raise
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a locomo checkpoint safely (no code execution); clear errors for bad files."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        for candidate in (p / "checkpoints" / "last.pt", p / "last.pt"):
-            if candidate.is_file():
-                p = candidate
-                break
-        else:
-            raise CheckpointError(f"no checkpoint in directory {p} (looked for checkpoints/last.pt)")
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {p} does not exist")
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """The OSError that caused ``exc`` (torch's zip writer re-raises a failed write as RuntimeError)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refusing to load {p}: not a plain-data locomo checkpoint (it holds code or foreign objects)"
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _link_atomic(source: Path, path: Path) -> bool:
+    """Make ``path`` a hard link to ``source``, atomically; False where links are not supported."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return True
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+
+
+def _checkpoint_dir(run_or_checkpoints_dir: Path) -> Path:
+    """The directory holding the checkpoints of a run dir (its checkpoints/) or of itself."""
+    for directory in (run_or_checkpoints_dir / "checkpoints", run_or_checkpoints_dir):
+        if directory.is_dir() and (any(directory.glob("iter_*.pt")) or (directory / "last.pt").is_file()):
+            return directory
+    raise CheckpointError(
+        f"no checkpoint in directory {run_or_checkpoints_dir} (looked for checkpoints/iter_*.pt and last.pt)"
+    )
+
+
+def _periodic_files(directory: Path) -> list[Path]:
+    """``iter_*.pt`` files in ``directory``, oldest iteration first."""
+    numbered = [(int(m.group(1)), f) for f in directory.iterdir() if (m := _PERIODIC.match(f.name))]
+    return [f for _, f in sorted(numbered)]
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a locomo checkpoint safely (no code execution); clear errors for bad files.
+
+    ``path`` is a checkpoint file, a run directory or its ``checkpoints/`` directory (then the
+    newest readable checkpoint in it).
+    """
+    return load_latest(path, map_location)[1]
+
+
+def _load_file(p: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    try:
+        with warnings.catch_warnings():  # torch's "please file an issue" note on foreign pickles
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch.load raises many types for foreign or damaged files
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and found:
+            raise CheckpointError(
+                f"refusing to load {p}: not a plain-data locomo checkpoint (it references "
+                f"{found.group(1)}, code that unpickling would run)"
+            ) from exc
         raise CheckpointError(
             f"cannot read checkpoint {p}: the file is truncated or not a checkpoint"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not a locomo checkpoint")
+    version = state.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(
+            f"{p} has checkpoint format version {version!r}; this locomo reads versions up to {VERSION}"
+        )
     return state
+
+
+def load_latest(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file and its contents; for a directory, its newest readable checkpoint.
+
+    In a directory, periodic checkpoints are tried newest first, so one damaged file (a disk
+    error; atomic writes rule out torn files) falls back to the one before it.
+    """
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p, _load_file(p, map_location)
+    if not p.is_dir():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    directory = _checkpoint_dir(p)
+    files = _periodic_files(directory)[::-1]
+    if (directory / "last.pt").is_file():
+        files.append(directory / "last.pt")
+    errors: list[str] = []
+    for f in files:
+        try:
+            return f, _load_file(f, map_location)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+    raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(errors))
+
+
+def periodic_iteration(path: Path) -> int | None:
+    """The iteration of a periodic checkpoint ``iter_XXXXXX.pt`` from its name, else None."""
+    m = _PERIODIC.match(path.name)
+    return int(m.group(1)) if m else None
+
+
+def newest_in_directory(directory: Path) -> Path | None:
+    """The newest periodic checkpoint file in ``directory`` (by iteration), or None."""
+    periodic = _periodic_files(directory) if directory.is_dir() else []
+    return periodic[-1] if periodic else None
+
+
+def require_resumable(state: dict[str, Any], path: Path) -> None:
+    """Refuse diagnostic snapshots and other non-training checkpoints as a resume source."""
+    kind = state.get("kind", KIND_TRAINING)
+    if kind != KIND_TRAINING:
+        raise CheckpointError(
+            f"{path} is a {kind} snapshot, not a training checkpoint; resume from the run's "
+            "last good checkpoint (its run directory or checkpoints/last.pt)"
+        )
+
+
+def check_spaces(state: dict[str, Any], obs_dim: int, action_dim: int, discrete: bool, env_name: str) -> None:
+    """Raise CheckpointError if the checkpoint's policy does not fit the env's spaces."""
+    saved = state.get("spaces", {})
+    have = (saved.get("obs_dim"), saved.get("action_dim"), saved.get("discrete"))
+    if have != (obs_dim, action_dim, discrete):
+        kind = lambda d: "discrete" if d else "continuous"  # noqa: E731
+        trained_on = state.get("config", {}).get("env", {}).get("name", "?")
+        raise CheckpointError(
+            f"checkpoint was trained on env {trained_on!r} with observation size {have[0]} and "
+            f"{have[1]} {kind(have[2])} actions, but env {env_name!r} has observation size {obs_dim} "
+            f"and {action_dim} {kind(discrete)} actions"
+        )
 
 
 def rng_state(generator: torch.Generator, np_rng: np.random.Generator) -> dict[str, Any]:
@@ -96,6 +271,12 @@ def rng_state(generator: torch.Generator, np_rng: np.random.Generator) -> dict[s
             "uinteger": int(np_state["uinteger"]),
         },
         "python": repr(random.getstate()),
+        # CUDA generators (sampling on the GPU), when CUDA is in use; not exercised by CPU tests.
+        **(
+            {"cuda": list(torch.cuda.get_rng_state_all())}
+            if torch.cuda.is_available() and torch.cuda.is_initialized()
+            else {}
+        ),
     }
 
 
@@ -111,21 +292,80 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator, np_rng: np.ra
         "uinteger": s["uinteger"],
     }
     random.setstate(ast.literal_eval(state["python"]))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 class CheckpointManager:
-    """Writes ``iter_XXXXXX.pt`` every N iterations (keeping the last K) and ``last.pt``."""
+    """Writes ``iter_XXXXXX.pt`` (keeping the newest K) and ``last.pt`` in one directory."""
 
     def __init__(self, directory: Path, keep: int) -> None:
         self.directory, self.keep = directory, keep
+        self.last_saved: Path | None = None
+        if directory.is_dir():  # temporary files of a writer that was killed mid-write
+            for stale in directory.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
 
     def save(self, state: dict[str, Any], iteration: int) -> Path:
-        """Save the periodic checkpoint and last.pt; prune old periodic ones."""
-        state = {"format": FORMAT, "version": VERSION, **state}
+        """Save the periodic checkpoint and last.pt, then prune old periodic ones.
+
+        On failure (CheckpointError) nothing already on disk is touched.
+        """
+        state = {"format": FORMAT, "version": VERSION, "kind": KIND_TRAINING, **state}
+        assert_plain(state)
         path = self.directory / f"iter_{iteration:06d}.pt"
         save_atomic(state, path)
-        save_atomic(state, self.directory / "last.pt")
-        periodic = sorted(self.directory.glob("iter_*.pt"))
-        for old in periodic[: -self.keep]:
+        if not _link_atomic(path, self.directory / "last.pt"):
+            save_atomic(state, self.directory / "last.pt")
+        self.last_saved = path
+        for old in _periodic_files(self.directory)[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
+
+    def save_snapshot(self, state: dict[str, Any], name: str) -> Path:
+        """Write a diagnostic snapshot (never pruned, never picked for resume)."""
+        state = {"format": FORMAT, "version": VERSION, "kind": KIND_DIAGNOSTIC, **state}
+        assert_plain(state)
+        path = self.directory / name
+        save_atomic(state, path)
+        return path
+
+
+class RunDirLock:
+    """An exclusive lock on a run directory while a process trains in it (a context manager).
+
+    Two processes writing one run dir (a resume started while the run is still going) would
+    overwrite each other's checkpoints and metrics; the second one is refused instead. The lock
+    (``flock`` on ``<run>/.lock``) goes away with its process, even after ``kill -9``.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self._file: Any = None
+
+    def __enter__(self) -> RunDirLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise CheckpointError(
+                f"run directory {self.path.parent} is in use by {holder}; wait for it to stop "
+                "(or stop it: it saves a checkpoint on SIGTERM), then resume"
+            ) from exc
+        f.seek(0)
+        f.truncate()
+        f.write(f"locomo process {os.getpid()}")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None

@@ -7,6 +7,7 @@ ranges, choices and files once, before any simulation starts, and raise
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,7 @@ class WandbConfig:
     entity: str | None = None  # W&B entity (team or user); None = your default
     group: str | None = None  # W&B run group, e.g. to compare estimators
     name: str | None = None  # W&B run name; None = W&B's
+    init_timeout: float = 30.0  # seconds to wait for the W&B server before logging offline instead
 
 
 @dataclass
@@ -162,7 +164,10 @@ class VideoConfig(FrameConfig):
 
 @dataclass
 class LocomoConfig:
-    seed: int = 0  # seeds torch, numpy and the envs
+    seed: int = 0  # seeds torch, numpy and the envs (>= 0)
+    # Continue a run: its run directory (or checkpoints/ dir, or one checkpoint file). The config
+    # then comes from the checkpoint; see docs/checkpoints.md for what may still be overridden.
+    resume: str | None = None
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -288,8 +293,13 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 def _positive(key: str, value: Any, strict: bool = True) -> None:
     ok = value > 0 if strict else value >= 0
-    if not ok:
+    if not ok or not math.isfinite(value):
         raise ConfigError(key, value, "must be > 0" if strict else "must be >= 0")
+
+
+def _finite(key: str, value: Any) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(key, value, "must be a finite number")
 
 
 def resolve_xml_file(xml_file: str) -> Path:
@@ -300,9 +310,20 @@ def resolve_xml_file(xml_file: str) -> Path:
     raise ConfigError("env.xml_file", xml_file, f"no such file (looked in {os.getcwd()} and {ASSETS_DIR})")
 
 
+def validate_env_id(env_id: str) -> None:
+    """The Gymnasium id must be registered (checked against gymnasium's registry, no env built)."""
+    import gymnasium
+
+    try:
+        gymnasium.spec(env_id)
+    except gymnasium.error.Error as exc:
+        raise ConfigError("env.id", env_id, f"not a registered Gymnasium env ({exc})") from exc
+
+
 def validate_env(env: DictConfig | EnvConfig) -> None:
     _choice("env.backend", env.backend, BACKENDS)
     _positive("env.threads", env.threads, strict=False)
+    validate_env_id(env.id)
     if env.backend == "batched" and env.id not in BATCHED_ENV_IDS:
         raise ConfigError(
             "env.id",
@@ -314,6 +335,7 @@ def validate_env(env: DictConfig | EnvConfig) -> None:
     if env.max_episode_steps is not None:
         _positive("env.max_episode_steps", env.max_episode_steps)
     for term in env.reward_scales:
+        _finite(f"env.reward_scales.{term}", env.reward_scales[term])
         if env.reward_terms and term not in env.reward_terms:
             allowed = ", ".join(env.reward_terms)
             raise ConfigError(
@@ -383,6 +405,7 @@ def validate_train(train: DictConfig | TrainConfig) -> None:
 
 def validate_logger(logger: DictConfig | LoggerConfig) -> None:
     _choice("logger.wandb.mode", logger.wandb.mode, WANDB_MODES)
+    _positive("logger.wandb.init_timeout", logger.wandb.init_timeout)
 
 
 def validate_behavior(behavior: DictConfig | BehaviorConfig, prefix: str = "behavior") -> None:
@@ -456,6 +479,8 @@ def validate_replay_config(cfg: DictConfig) -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Check a composed training config; raise ConfigError on the first bad value."""
+    if cfg.seed < 0:
+        raise ConfigError("seed", cfg.seed, "must be >= 0 (Gymnasium seeds are non-negative)")
     validate_env(cfg.env)
     validate_algo(cfg.algo)
     validate_model(cfg.model)

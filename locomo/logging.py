@@ -33,10 +33,42 @@ def resolve_wandb_mode(mode: str) -> str:
     return mode
 
 
+def truncate_metrics(path: Path, last_step: int) -> int:
+    """Keep the rows of a metrics file with ``env_steps <= last_step``; return how many were dropped.
+
+    For a resumed run: rows logged after its checkpoint (the run was killed before the next one)
+    are logged again by the resumed run, so they go, and so does a line torn by a kill mid-write.
+    The file is replaced atomically.
+    """
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+                ok = isinstance(row, dict) and row.get("env_steps", last_step + 1) <= last_step
+            except json.JSONDecodeError:
+                ok = False
+            if ok:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            elif line.strip():
+                dropped += 1
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return dropped
+
+
 class MetricsLogger:
     """Appends one JSON object per log call to ``metrics.jsonl`` and mirrors it to W&B.
 
-    The step axis is env steps so far; it never goes backwards.
+    The step axis is env steps so far; it never goes backwards. ``resume_at`` (a resumed run's
+    env steps) first drops the rows logged after that point, so the axis has no repeats.
     """
 
     def __init__(
@@ -46,35 +78,63 @@ class MetricsLogger:
         wandb_cfg: Any,
         config: dict[str, Any],
         run_id: str | None = None,
+        resume_at: int | None = None,
     ) -> None:
         self.path = run_dir / metrics_file
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
         self._last_step = -1
+        if resume_at is not None:
+            truncate_metrics(self.path, resume_at)
+            self._last_step = resume_at
+        self._file = self.path.open("a", encoding="utf-8")
         self.wandb_run: Any = None
         self.wandb_mode = resolve_wandb_mode(wandb_cfg.mode)
         if self.wandb_mode != "disabled":
             self.wandb_run = self._init_wandb(run_dir, wandb_cfg, config, run_id)
 
     def _init_wandb(self, run_dir: Path, wandb_cfg: Any, config: dict[str, Any], run_id: str | None) -> Any:
+        """Start (or, with ``run_id``, continue) the W&B run.
+
+        Online and the server unreachable or not logged in: log offline instead, so nothing is
+        lost (``wandb sync`` uploads it later). Offline failing too: no W&B, training goes on.
+        """
         import wandb
 
-        try:
-            run = wandb.init(
+        def init(mode: str) -> Any:
+            timeout = getattr(wandb_cfg, "init_timeout", None)
+            extra = {} if timeout is None else {"init_timeout": float(timeout)}
+            settings = wandb.Settings(silent=True, console="off", **extra)
+            return wandb.init(
                 project=wandb_cfg.project,
                 entity=wandb_cfg.entity,
                 group=wandb_cfg.group,
                 name=wandb_cfg.name,
                 config=config,
                 dir=str(run_dir),
-                mode=self.wandb_mode,
+                mode=mode,
                 id=run_id,
                 resume="allow" if run_id else None,
-                settings=wandb.Settings(silent=True, console="off"),
+                settings=settings,
             )
+
+        try:
+            run = init(self.wandb_mode)
         except Exception as exc:  # W&B unreachable or misconfigured: keep training, say so once
-            print(f"locomo: W&B disabled for this run ({type(exc).__name__}: {exc})", file=sys.stderr)
-            return None
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if self.wandb_mode != "online":
+                print(f"locomo: W&B disabled for this run ({reason})", file=sys.stderr)
+                return None
+            try:
+                run = init("offline")
+            except Exception as exc2:
+                print(f"locomo: W&B disabled for this run ({reason}; offline: {exc2})", file=sys.stderr)
+                return None
+            self.wandb_mode = "offline"
+            print(
+                f"locomo: W&B online failed ({reason}); logging offline to {run.dir}; "
+                f"upload later with: wandb sync {Path(run.dir).parent}",
+                file=sys.stderr,
+            )
         run.define_metric("env_steps")
         run.define_metric("*", step_metric="env_steps")
         return run
@@ -92,8 +152,13 @@ class MetricsLogger:
             "env_steps": step,
             **{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
         }
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(row) + "\n")
+            self._file.flush()
+        except OSError as exc:  # disk full, quota, file system gone read-only
+            from locomo.errors import CheckpointError
+
+            raise CheckpointError(f"cannot write metrics to {self.path}: {exc.strerror or exc}") from exc
         if self.wandb_run is not None:
             self.wandb_run.log({"env_steps": step, **metrics})
 

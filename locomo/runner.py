@@ -1,12 +1,23 @@
-"""The training loop, and only the loop: collect -> update -> log -> checkpoint."""
+"""The training loop, and only the loop: collect -> update -> log -> checkpoint.
+
+What keeps a run safe lives here too, at the loop's edges: checkpoints at iteration boundaries
+hold everything a bit-exact resume needs (env state and current observation included);
+NaN/inf stops the run with a diagnostic snapshot; SIGINT/SIGTERM finish the iteration, save,
+and exit.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+import signal
+import sys
+import threading
 import time
 from collections import deque
+from dataclasses import asdict
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -17,9 +28,11 @@ from tqdm import tqdm
 from locomo.algorithm import PolicyGradient
 from locomo.behavior import behavior_fractions
 from locomo.buffer import RolloutBatch, RolloutBuffer
-from locomo.checkpoint import CheckpointManager, rng_state
+from locomo.checkpoint import CheckpointError, CheckpointManager, check_spaces, restore_rng, rng_state
 from locomo.config import to_container
-from locomo.envs import EpisodeRecord, TorchVecEnv, make_vec_env
+from locomo.envs import EpisodeRecord, TorchStep, TorchVecEnv, make_vec_env
+from locomo.errors import NonFiniteError, TrainingAborted, TrainingInterrupted
+from locomo.guard import check_finite, check_parameters
 from locomo.logging import MetricsLogger
 from locomo.policy import ObsNormalizer, ValueNet, make_actor
 from locomo.video import TrainingVideos
@@ -38,10 +51,64 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Runner:
-    """Builds env, policy, algorithm and logger from a validated config; :meth:`run` trains."""
+def _warn(message: str) -> None:
+    print(f"locomo: warning: {message}", file=sys.stderr)
 
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+
+class GracefulStop:
+    """SIGINT/SIGTERM handling for the training loop (a context manager).
+
+    The first signal is remembered: the loop finishes the iteration in progress, saves a
+    checkpoint and raises :class:`TrainingInterrupted`. A second signal aborts at once
+    (:class:`TrainingAborted`), keeping the checkpoints already on disk. Outside the main
+    thread (where Python allows no handlers) it does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise TrainingAborted(signum)
+        self.signum = signum
+        name = signal.Signals(signum).name
+        # os.write, not print: a handler may run in the middle of another write to stderr.
+        os.write(
+            2,
+            f"locomo: {name} received; finishing this iteration and saving a checkpoint "
+            f"(send it again to stop at once without saving)\n".encode(),
+        )
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+class Runner:
+    """Builds env, policy, algorithm and logger from a validated config; :meth:`run` trains.
+
+    ``resume`` is a loaded checkpoint (its config must be ``cfg``): the runner then continues
+    it exactly where it stopped; ``resume_path`` is where it came from (the last good checkpoint
+    until this run writes one).
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        resume: dict[str, Any] | None = None,
+        resume_path: Path | None = None,
+    ) -> None:
         self.cfg, self.run_dir = cfg, run_dir
         seed_everything(cfg.seed)
         if cfg.train.torch_threads > 0:
@@ -78,6 +145,41 @@ class Runner:
         self.checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.train.keep_checkpoints)
         self.recent_episodes: deque[EpisodeRecord] = deque(maxlen=100)
         self.videos = TrainingVideos(cfg, run_dir)
+        self.obs_raw: torch.Tensor | None = None  # [N, O] current raw observations (None: not reset)
+        self.wandb_run_id: str | None = None
+        self.resumed = resume is not None
+        self.last_good: Path | None = resume_path
+        self._warned_env_state = False
+        self._batch: RolloutBatch | None = None  # the batch being trained on (for diagnostics)
+        if resume is not None:
+            self._restore(resume)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Load a checkpoint's weights, optimiser, counters, RNGs, env state and observations."""
+        spaces = self.env.spaces
+        check_spaces(state, spaces.obs_dim, spaces.action_dim, spaces.discrete, self.cfg.env.name)
+        try:
+            self.actor.load_state_dict(state["actor"])
+            if self.critic is not None:
+                self.critic.load_state_dict(state["critic"])
+            self.normalizer.load_state_dict(state["obs_normalizer"])
+            self.algorithm.optimizer.load_state_dict(state["optimizer"])
+            self.iteration = int(state["counters"]["iteration"])
+            self.env_steps = int(state["counters"]["env_steps"])
+            restore_rng(state["rng"], self.generator, self.np_rng)
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint does not match its own config: {exc}") from exc
+        env_state, obs = state.get("env"), state.get("obs")
+        if env_state is not None and obs is not None:
+            try:
+                self.env.set_state(env_state)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise CheckpointError(f"cannot restore the env state saved in the checkpoint: {exc}") from exc
+            self.obs_raw = obs.to(self.device)
+        else:
+            _warn("the checkpoint holds no env state: the envs start new episodes (not a bit-exact resume)")
+        self.recent_episodes.extend(EpisodeRecord(**e) for e in state.get("episodes", []))
+        self.wandb_run_id = state.get("wandb", {}).get("run_id")
 
     # -- collection -----------------------------------------------------------------------------
 
@@ -91,11 +193,12 @@ class Runner:
         """Run the policy for T steps in all N envs; return the batch, the next raw obs, episodes."""
         episodes: list[EpisodeRecord] = []
         term_sums: dict[str, float] = {}
-        for _ in range(self.steps_per_env):
+        for t in range(self.steps_per_env):
             self.normalizer.update(obs_raw)
             obs = self.normalizer(obs_raw)
             actions, log_probs = self.actor.act(obs)
             step = self.env.step(actions)
+            self._check_step(step, t)
             # V(s_t) and V(s_t+1) of the same episode in one forward pass over [2N, O].
             values, next_values = self._value(torch.cat((obs, self.normalizer(step.final_obs)))).chunk(2)
             self.buffer.add(
@@ -107,7 +210,23 @@ class Runner:
             obs_raw = step.obs
         return self.buffer.batch(), obs_raw, episodes, term_sums
 
+    def _check_step(self, step: TorchStep, t: int) -> None:
+        """Stop on NaN/inf from the env before it reaches the normaliser or the batch."""
+        when = f"(batch step {t + 1} of {self.steps_per_env})"
+        check_finite("observations", step.obs, ("env", "observation index"), when)
+        check_finite("observations", step.final_obs, ("env", "observation index"), when)
+        check_finite("rewards", step.reward, ("env",), when)
+
     # -- the loop -------------------------------------------------------------------------------
+
+    def _env_state(self) -> dict[str, Any] | None:
+        try:
+            return self.env.get_state()
+        except NotImplementedError as exc:
+            if not self._warned_env_state:
+                _warn(f"{exc}: checkpoints hold no env state, so a resume starts new episodes")
+                self._warned_env_state = True
+            return None
 
     def state(self) -> dict[str, Any]:
         """Everything a replay or resume needs, as plain tensors and Python types."""
@@ -124,13 +243,29 @@ class Runner:
                 "action_dim": self.env.spaces.action_dim,
                 "discrete": self.env.spaces.discrete,
             },
+            # Where the envs are: with these, a resumed run continues bit for bit.
+            "env": self._env_state(),
+            "obs": None if self.obs_raw is None else self.obs_raw.detach().cpu().clone(),
+            "episodes": [asdict(e) for e in self.recent_episodes],
+            "wandb": {"run_id": self.wandb_run_id},
         }
 
     def run(self) -> dict[str, float]:
-        """Train for ``train.iterations``; return the last logged metrics."""
+        """Train until ``train.iterations``; return the last logged metrics.
+
+        Raises NonFiniteError (after writing a diagnostic snapshot), TrainingInterrupted (after
+        saving a checkpoint) and CheckpointError (a checkpoint could not be written).
+        """
         cfg = self.cfg
-        logger = MetricsLogger(self.run_dir, cfg.logger.metrics_file, cfg.logger.wandb, to_container(cfg))
-        obs_raw = self.env.reset(cfg.seed)
+        logger = MetricsLogger(
+            self.run_dir,
+            cfg.logger.metrics_file,
+            cfg.logger.wandb,
+            to_container(cfg),
+            run_id=self.wandb_run_id,
+            resume_at=self.env_steps if self.resumed else None,
+        )
+        self.wandb_run_id = logger.run_id
         bar = tqdm(
             total=cfg.train.iterations,
             initial=self.iteration,
@@ -141,37 +276,97 @@ class Runner:
         )
         metrics: dict[str, float] = {}
         try:
-            while self.iteration < cfg.train.iterations:
-                t0 = time.perf_counter()
-                self.actor.eval()
-                batch, obs_raw, episodes, term_sums = self.collect(obs_raw)
-                t1 = time.perf_counter()
-                self.actor.train()
-                update_info = self.algorithm.update(batch)
-                t2 = time.perf_counter()
-                self.iteration += 1
-                self.env_steps += cfg.train.steps_per_iteration
-                metrics = self._metrics(batch, episodes, term_sums, update_info, t1 - t0, t2 - t1)
-                metrics |= self.videos.maybe_record(
-                    self.iteration, self.actor, self.normalizer, logger, self.env_steps
-                )
-                logger.log(metrics, self.env_steps)
-                bar.update(1)
-                bar.set_postfix(
-                    steps=self.env_steps,
-                    ret=f"{metrics['rollout/return_mean']:.1f}",
-                    len=f"{metrics['rollout/episode_length']:.0f}",
-                    sps=f"{metrics['perf/steps_per_s']:.0f}",
-                )
-                every = cfg.train.checkpoint_every
-                if (every and self.iteration % every == 0) or self.iteration == cfg.train.iterations:
-                    self.checkpoints.save(self.state(), self.iteration)
+            with GracefulStop() as stop:
+                if self.obs_raw is None:  # a new run, or a resume without saved env state
+                    self.obs_raw = self.env.reset(cfg.seed + self.iteration * cfg.train.num_envs)
+                    self._guarded(lambda: check_finite("observations", self.obs_raw, ("env",), "(at reset)"))
+                while self.iteration < cfg.train.iterations:
+                    metrics = self._guarded(self._train_iteration)
+                    metrics |= self.videos.maybe_record(
+                        self.iteration, self.actor, self.normalizer, logger, self.env_steps
+                    )
+                    logger.log(metrics, self.env_steps)
+                    bar.update(1)
+                    bar.set_postfix(
+                        steps=self.env_steps,
+                        ret=f"{metrics['rollout/return_mean']:.1f}",
+                        len=f"{metrics['rollout/episode_length']:.0f}",
+                        sps=f"{metrics['perf/steps_per_s']:.0f}",
+                    )
+                    # Metrics first, then the checkpoint: a crash in between leaves rows after the
+                    # checkpoint, which a resume drops and logs again (no gap, no repeat).
+                    every = cfg.train.checkpoint_every
+                    due = (every and self.iteration % every == 0) or self.iteration == cfg.train.iterations
+                    if due or stop.signum is not None:
+                        self._save_checkpoint()
+                    if stop.signum is not None:
+                        raise TrainingInterrupted(stop.signum, self.iteration, self.last_good, self.run_dir)
         finally:
             bar.close()
             self.videos.close()
             logger.close()
             self.env.close()
         return metrics
+
+    def _save_checkpoint(self) -> None:
+        """Save the periodic checkpoint; on failure say what is still on disk and how to go on."""
+        try:
+            self.last_good = self.checkpoints.save(self.state(), self.iteration)
+        except CheckpointError as exc:
+            kept = (
+                f"the previous checkpoint {self.last_good} is kept; free space or fix the directory, then: "
+                f"locomo train resume={self.run_dir}"
+                if self.last_good is not None
+                else "no checkpoint had been written yet"
+            )
+            raise CheckpointError(f"{exc}; {kept}") from exc
+
+    def _train_iteration(self) -> dict[str, float]:
+        """One collect -> update cycle; advances the counters; returns the iteration's metrics."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.actor.eval()
+        assert self.obs_raw is not None
+        self._batch = None
+        batch, self.obs_raw, episodes, term_sums = self.collect(self.obs_raw)
+        self._batch = batch
+        t1 = time.perf_counter()
+        self.actor.train()
+        update_info = self.algorithm.update(batch)
+        check_parameters(self._named_tensors())
+        t2 = time.perf_counter()
+        self.iteration += 1
+        self.env_steps += cfg.train.steps_per_iteration
+        return self._metrics(batch, episodes, term_sums, update_info, t1 - t0, t2 - t1)
+
+    def _named_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """Every learned tensor: parameters of actor and critic, normaliser statistics."""
+        named = [(f"actor.{n}", p) for n, p in self.actor.named_parameters()]
+        if self.critic is not None:
+            named += [(f"critic.{n}", p) for n, p in self.critic.named_parameters()]
+        named += [(f"obs_normalizer.{n}", b) for n, b in self.normalizer.named_buffers()]
+        return named
+
+    def _guarded(self, fn: Any) -> Any:
+        """Run ``fn``; on NaN/inf write a diagnostic snapshot and re-raise with the iteration."""
+        try:
+            return fn()
+        except NonFiniteError as exc:
+            exc.iteration = self.iteration + 1
+            exc.last_good = self.last_good
+            try:
+                exc.snapshot = self._save_diagnostic(exc)
+            except CheckpointError as write_error:
+                exc.note = f"; the diagnostic snapshot could not be written ({write_error})"
+            raise
+
+    def _save_diagnostic(self, exc: NonFiniteError) -> Path:
+        """``checkpoints/nonfinite_iter_XXXXXX.pt``: the state as it is now and the bad batch."""
+        state = self.state()
+        state["nonfinite"] = {"what": exc.what, "detail": exc.detail, "iteration": exc.iteration}
+        if self._batch is not None:
+            state["batch"] = {k: v.detach().cpu().clone() for k, v in self._batch._asdict().items()}
+        return self.checkpoints.save_snapshot(state, f"nonfinite_iter_{exc.iteration:06d}.pt")
 
     def _metrics(
         self,
@@ -182,6 +377,9 @@ class Runner:
         collect_s: float,
         update_s: float,
     ) -> dict[str, float]:
+        # Episodes cut by a simulator blow-up are counted, not averaged into the returns.
+        unstable = sum(e.unstable for e in episodes)
+        episodes = [e for e in episodes if not e.unstable]
         self.recent_episodes.extend(episodes)
         recent = list(self.recent_episodes)
         nan = float("nan")
@@ -197,6 +395,7 @@ class Runner:
             if episodes
             else nan,
             "rollout/reward_mean": float(batch.rewards.mean()),
+            "rollout/unstable_resets": float(unstable),
             "perf/steps_per_s": steps / max(collect_s + update_s, 1e-9),
             "perf/collect_steps_per_s": steps / max(collect_s, 1e-9),
             "perf/collect_s": collect_s,

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from locomo.behavior import format_counts, label_counts
+from locomo.errors import RenderError
 
 if TYPE_CHECKING:  # heavy (torch, gymnasium): imported where used, so the CLI starts fast
     from locomo.evaluation import Rollout
@@ -50,10 +51,6 @@ _GL_PROBE = (
 
 
 logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO lines under Hydra are noise
-
-
-class RenderError(RuntimeError):
-    """Rendering is impossible here; the message is one line and says how to fix it."""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -33,63 +33,8 @@ def test_train_humanoid_tiny_writes_config_metrics_checkpoint_and_wandb(locomo_c
     assert len(offline) == 1 and offline[0].stat().st_size > 0
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("algo.gamma=1.5", "algo.gamma=1.5 is invalid: must be in (0, 1]"),
-        ("algo.gae_lambda=-0.1", "algo.gae_lambda=-0.1 is invalid: must be in [0, 1]"),
-        ("algo.epochs=0", "algo.epochs=0 is invalid: must be >= 1"),
-        ("algo.lr=-1e-3", "algo.lr=-0.001 is invalid: must be > 0"),
-        (
-            "algo.baseline=median",
-            "algo.baseline='median' is invalid: allowed values are none, mean, optimal, value",
-        ),
-        ("algo.returns=future", "allowed values are total, reward_to_go"),
-        ("algo.importance=both", "allowed values are per_step, trajectory"),
-        ("train.num_envs=0", "train.num_envs=0 is invalid: must be > 0"),
-        ("train.steps_per_iteration=-5", "train.steps_per_iteration=-5 is invalid: must be > 0"),
-        (
-            "env.xml_file=/nonexistent/robot.xml",
-            "env.xml_file='/nonexistent/robot.xml' is invalid: no such file",
-        ),
-        ("train.device=tpu", "allowed values are auto, cpu, cuda"),
-    ],
-)
-def test_bad_config_value_names_the_key_and_fails_before_simulation(locomo_cli, override: str, message: str):
-    result = locomo_cli("train", override, "logger.wandb.mode=disabled")
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not list(locomo_cli.cwd.glob("outputs/*/*/metrics.jsonl"))  # nothing was simulated
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
-def test_cuda_without_cuda_is_a_clear_error(locomo_cli):
-    result = locomo_cli("train", "train.device=cuda")
-    assert result.returncode == 2
-    assert "train.device='cuda' is invalid: CUDA is not available" in result.stderr
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("env=moon_walker", "Could not find 'env/moon_walker'"),
-        ("algo=magic", "Could not find 'algo/magic'"),
-        ("algo.no_such_key=1", "no_such_key"),
-        ("train.iterations=many", "train.iterations"),
-    ],
-)
-def test_hydra_level_errors_are_clear(locomo_cli, override: str, message: str):
-    result = locomo_cli("train", override)
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_unknown_command(locomo_cli):
-    result = locomo_cli("dance")
-    assert result.returncode == 2
-    assert "unknown command 'dance'" in result.stderr
+# Bad inputs (config values, Hydra errors, unknown command, checkpoints, ...) are the catalogue in
+# tests/test_bad_inputs.py, one parametrized test per row of docs/bad_inputs.md.
 
 
 def test_cfg_job_prints_config(locomo_cli):

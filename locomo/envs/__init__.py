@@ -77,5 +77,46 @@ class TorchVecEnv:
             episodes=out.episodes,
         )
 
+    def get_state(self) -> dict[str, Any]:
+        """The vec env's state with numpy arrays as CPU tensors (checkpoint-ready plain data).
+
+        Raises NotImplementedError for a backend without ``get_state``.
+        """
+        get_state = getattr(self.env, "get_state", None)
+        if get_state is None:
+            raise NotImplementedError(f"{type(self.env).__name__} cannot save its state")
+        return arrays_to_tensors(get_state())
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`get_state` (tensors back to numpy arrays)."""
+        set_state = getattr(self.env, "set_state", None)
+        if set_state is None:
+            raise ValueError(f"{type(self.env).__name__} cannot restore a saved env state")
+        set_state(tensors_to_arrays(state))
+
     def close(self) -> None:
         self.env.close()
+
+
+def arrays_to_tensors(obj: Any) -> Any:
+    """Recursively: numpy arrays -> CPU tensors (same dtype), numpy scalars -> Python scalars."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj).copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {key: arrays_to_tensors(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(arrays_to_tensors(value) for value in obj)
+    return obj
+
+
+def tensors_to_arrays(obj: Any) -> Any:
+    """Inverse of :func:`arrays_to_tensors`."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().numpy().copy()
+    if isinstance(obj, dict):
+        return {key: tensors_to_arrays(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(tensors_to_arrays(value) for value in obj)
+    return obj

@@ -5,12 +5,20 @@ Semantics shared by all backends:
   observation of the next episode and ``final_obs`` holds the last one of the old episode.
 - ``terminated`` (the MDP ended: the body fell) is kept apart from ``truncated`` (the time
   limit hit): only truncation may be bootstrapped with a value estimate.
+- A step on which the simulator became unstable (MuJoCo's bad qacc / qpos / qvel warnings: it
+  reset the model's data in the middle of the step) ends that env's episode as *truncated*,
+  with reward 0 on all terms and ``final_obs`` = the last observation before the blow-up; the
+  env is reset, and the episode's record has ``unstable=True``. So a blow-up never puts a
+  diverged or teleported state into the batch; the runner counts these as
+  ``rollout/unstable_resets``.
+- ``get_state`` / ``set_state`` capture and restore everything that decides future steps, so a
+  resumed run continues bit for bit (see :meth:`VecEnv.get_state`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -41,6 +49,8 @@ class EpisodeRecord:
     # Empty for other envs. What the body did (fell forward, walked, ...) is read from exactly
     # these nine keys by locomo/behavior.py (BODY_KEYS); every backend fills all or none of them.
     body: dict[str, float] = field(default_factory=dict)
+    # True: the simulator went unstable (see the module docstring); the episode was cut there.
+    unstable: bool = False
 
 
 class EnvStep(NamedTuple):
@@ -67,6 +77,31 @@ class VecEnv(Protocol):
 
     def step(self, actions: np.ndarray) -> EnvStep:
         """Step every env with actions [N, A] (continuous) or [N] (discrete)."""
+        ...
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything that decides what future ``step`` calls return, as plain data.
+
+        Values are plain Python (None, bool, int, float, str, lists, dicts with str keys) and
+        numpy arrays; :class:`~locomo.envs.TorchVecEnv` turns the arrays into CPU tensors for
+        the checkpoint (``torch.load(weights_only=True)`` reads nothing else) and back.
+
+        Contract (tested for every backend): build a second vec env from the same config, call
+        its ``set_state(first.get_state())``, then step both with the same actions: every
+        ``EnvStep`` is bit-identical, auto-resets and episode records included. So the state
+        holds the simulator state (for MuJoCo: ``mj_getState(mjSTATE_INTEGRATION)`` plus the
+        derived quantities envs read between steps, e.g. ``xipos``), each env's RNG (it draws
+        the initial state of the next episode), time-limit step counters and the running
+        episode statistics (return, length, reward-term sums, start pose).
+
+        Taken only between ``step`` calls. A backend that cannot capture its state raises
+        NotImplementedError; the runner then checkpoints without it, and a resumed run resets
+        its envs (training continues, but not bit for bit).
+        """
+        ...
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (arrays as numpy); no ``reset`` needed first."""
         ...
 
     def close(self) -> None:

@@ -39,7 +39,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import BATCHED_ENV_IDS, ConfigError, resolve_xml_file
 from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo
-from locomo.envs.gymnasium_backend import RewardTerms, body_record
+from locomo.envs.gymnasium_backend import (
+    RewardTerms,
+    body_record,
+    clear_unstable_warnings,
+    invalid_mjcf,
+    went_unstable,
+)
+
+_INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
 
 Fields = dict[str, np.ndarray]  # MjData field name -> [N, *field shape] float64, gathered per env
 
@@ -513,7 +521,10 @@ def load_task(env_cfg: Any) -> Task:
         xml = resolve_xml_file(env_cfg.xml_file)
     else:
         xml = expand_model_path(str(kwargs.get("xml_file", DEFAULT_XML[env_cfg.id])))
-    model = mujoco.MjModel.from_xml_path(str(xml))
+    try:
+        model = mujoco.MjModel.from_xml_path(str(xml))
+    except ValueError as exc:  # MuJoCo could not compile the model
+        raise invalid_mjcf(env_cfg.xml_file or str(xml), exc) from exc
     return TASKS[env_cfg.id](model, kwargs)
 
 
@@ -574,7 +585,8 @@ class BatchedMujocoVecEnv:
         self._lengths = np.zeros(n, dtype=np.int64)
         self._term_sums = {name: np.zeros(n) for name in self.reward_terms.names}
         self._start_pose = np.zeros((n, 7))
-        self._reset_envs(self._all)
+        self._unstable = np.zeros(n, dtype=bool)
+        self._last_obs = self._reset_envs(self._all).astype(np.float32)
 
     def _check_reward_terms(self) -> None:
         """Every ``env.reward_terms`` key must be one the task reports (as Gymnasium's info)."""
@@ -591,10 +603,12 @@ class BatchedMujocoVecEnv:
     # -- the work done on the threads -----------------------------------------------------------
 
     def _step_env(self, i: int) -> None:
-        """Step env ``i`` by frame_skip substeps with its ctrl; gather its fields."""
+        """Step env ``i`` by frame_skip substeps with its ctrl; gather its fields; flag a blow-up."""
         d = self.datas[i]
         self._ctrl_views[i][:] = self._ctrl[i]
+        clear_unstable_warnings(d)
         mujoco.mj_step(self.model, d, self._frame_skip)
+        self._unstable[i] = went_unstable(d)
         if self._rne:
             mujoco.mj_rnePostConstraint(self.model, d)
         for dst, src in self._gather[i]:
@@ -632,7 +646,51 @@ class BatchedMujocoVecEnv:
             np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed + i)))
             for i in range(self.num_envs)
         ]
-        return self._reset_envs(self._all).astype(np.float32)
+        self._last_obs = self._reset_envs(self._all).astype(np.float32)
+        return self._last_obs.copy()
+
+    def get_state(self) -> dict[str, Any]:
+        """See :meth:`locomo.envs.base.VecEnv.get_state`.
+
+        MuJoCo's integration state of every env, plus the gathered fields the next step reads
+        before it simulates (the position the forward velocity is measured from): mj_step
+        recomputes every other derived quantity from the integration state.
+        """
+        integration = np.empty((self.num_envs, mujoco.mj_stateSize(self.model, _INTEGRATION)))
+        for i, d in enumerate(self.datas):
+            mujoco.mj_getState(self.model, d, integration[i], _INTEGRATION)
+        return {
+            "integration": integration,
+            "fields": {name: array.copy() for name, array in self.fields.items()},
+            "rngs": [rng.bit_generator.state for rng in self._rngs],
+            "returns": self._returns.copy(),
+            "lengths": self._lengths.copy(),
+            "term_sums": {name: sums.copy() for name, sums in self._term_sums.items()},
+            "start_pose": self._start_pose.copy(),
+            "last_obs": self._last_obs.copy(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """See :meth:`locomo.envs.base.VecEnv.set_state`."""
+        integration = np.asarray(state["integration"], dtype=np.float64)
+        expected = (self.num_envs, mujoco.mj_stateSize(self.model, _INTEGRATION))
+        if integration.shape != expected:
+            raise ValueError(
+                f"saved env state has shape {integration.shape}, this vec env needs {expected} "
+                "(a different number of envs or model?)"
+            )
+        for i, d in enumerate(self.datas):
+            mujoco.mj_setState(self.model, d, integration[i], _INTEGRATION)
+        for name, array in self.fields.items():
+            array[...] = state["fields"][name]
+        for rng, saved in zip(self._rngs, state["rngs"], strict=True):
+            rng.bit_generator.state = saved
+        self._returns[:] = state["returns"]
+        self._lengths[:] = state["lengths"]
+        for name, sums in self._term_sums.items():
+            sums[:] = state["term_sums"][name]
+        self._start_pose[:] = state["start_pose"]
+        self._last_obs = np.array(state["last_obs"], dtype=np.float32)
 
     def step(self, actions: np.ndarray) -> EnvStep:
         """Step all envs with actions [N, A] (clipped to the bounds), auto-resetting those that end.
@@ -664,6 +722,13 @@ class BatchedMujocoVecEnv:
             }
         else:
             terms64 = {"env": env_reward.astype(np.float64)}
+        unstable = self._unstable.copy()
+        if unstable.any():  # MuJoCo reset those envs mid-step: cut the episode at the last good obs
+            for value in terms64.values():
+                value[unstable] = 0.0
+            terminated = terminated & ~unstable
+            truncated = truncated | unstable
+            obs64[unstable] = self._last_obs[unstable]
         total = sum(terms64.values(), start=np.zeros(n))
         self._returns += total
         for name, value in terms64.items():
@@ -671,7 +736,7 @@ class BatchedMujocoVecEnv:
 
         obs = final_obs = obs64.astype(np.float32)
         episodes: list[EpisodeRecord] = []
-        done = terminated | time_up
+        done = terminated | truncated
         if done.any():
             final_obs = obs.copy()
             ids = np.flatnonzero(done)
@@ -684,10 +749,14 @@ class BatchedMujocoVecEnv:
                         length=int(self._lengths[i]),
                         terminated=bool(terminated[i]),
                         terms={name: float(self._term_sums[name][i]) for name in names},
-                        body=body_record(self._start_pose[i], qpos[i, :7]) if self._free_root else {},
+                        body=body_record(self._start_pose[i], qpos[i, :7])
+                        if self._free_root and not unstable[i]
+                        else {},
+                        unstable=bool(unstable[i]),
                     )
                 )
             obs[ids] = self._reset_envs(ids)
+        self._last_obs = obs  # never written to after this point
         return EnvStep(
             obs,
             total.astype(np.float32),

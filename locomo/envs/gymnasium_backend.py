@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
+from gymnasium.wrappers import TimeLimit
 
-from locomo.config import resolve_xml_file
+from locomo.config import ConfigError, resolve_xml_file
 from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo
 
 
@@ -19,7 +21,21 @@ def make_gymnasium_env(env_cfg: Any, render_mode: str | None = None, **extra: An
     if env_cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
     kwargs.update(extra)
-    return gym.make(env_cfg.id, render_mode=render_mode, disable_env_checker=True, **kwargs)
+    try:
+        return gym.make(env_cfg.id, render_mode=render_mode, disable_env_checker=True, **kwargs)
+    except TypeError as exc:  # a keyword the env does not take
+        user_kwargs = dict(env_cfg.kwargs or {})
+        raise ConfigError("env.kwargs", user_kwargs, f"{env_cfg.id} does not accept them ({exc})") from exc
+    except ValueError as exc:  # MuJoCo could not compile the model
+        if "xml_file" in kwargs:
+            raise invalid_mjcf(env_cfg.xml_file, exc) from exc
+        raise
+
+
+def invalid_mjcf(xml_file: str, exc: Exception) -> ConfigError:
+    """The user-facing error for an ``env.xml_file`` that MuJoCo cannot compile."""
+    first_line = str(exc).strip().splitlines()[0]
+    return ConfigError("env.xml_file", xml_file, f"not a valid MJCF model ({first_line})")
 
 
 def space_info(env: gym.Env) -> SpaceInfo:
@@ -65,6 +81,135 @@ def body_record(start: np.ndarray | None, end: np.ndarray | None) -> dict[str, f
     }
 
 
+# MuJoCo warnings raised when the simulation diverges; MuJoCo then resets mjData mid-step.
+UNSTABLE_WARNINGS = (
+    int(mujoco.mjtWarning.mjWARN_BADQACC),
+    int(mujoco.mjtWarning.mjWARN_BADQPOS),
+    int(mujoco.mjtWarning.mjWARN_BADQVEL),
+)
+_INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
+
+
+def _mujoco_data(env: gym.Env) -> tuple[Any, Any] | None:
+    """(model, data) of a MuJoCo-based env, else None."""
+    unwrapped = env.unwrapped
+    model, data = getattr(unwrapped, "model", None), getattr(unwrapped, "data", None)
+    if isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData):
+        return model, data
+    return None
+
+
+def _time_limit(env: gym.Env) -> TimeLimit | None:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, TimeLimit):
+            return env
+        env = env.env
+    return None
+
+
+def clear_unstable_warnings(data: Any) -> None:
+    """Zero MuJoCo's instability counters, so that a count > 0 after a step means this step blew up."""
+    for w in UNSTABLE_WARNINGS:
+        data.warning[w].number = 0
+
+
+def went_unstable(data: Any) -> bool:
+    """True when MuJoCo raised a bad qacc / qpos / qvel warning since the counters were cleared."""
+    return any(data.warning[w].number > 0 for w in UNSTABLE_WARNINGS)
+
+
+def _data_arrays(data: Any) -> list[str]:
+    """Names of mjData's array fields (state and derived quantities)."""
+    return [n for n in dir(data) if not n.startswith("_") and isinstance(getattr(data, n), np.ndarray)]
+
+
+def pack_arrays(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Many small arrays -> one flat array per dtype plus names and shapes (fewer tensors to save)."""
+    flat: dict[str, list[np.ndarray]] = {}
+    layout = []
+    for name, array in arrays.items():
+        flat.setdefault(array.dtype.str, []).append(array.ravel())
+        layout.append([name, array.dtype.str, list(array.shape)])
+    return {"layout": layout, "data": {dtype: np.concatenate(parts) for dtype, parts in flat.items()}}
+
+
+def unpack_arrays(packed: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack_arrays`."""
+    offsets = dict.fromkeys(packed["data"], 0)
+    out = {}
+    for name, dtype, shape in packed["layout"]:
+        size = int(np.prod(shape, dtype=np.int64))
+        start = offsets[dtype]
+        out[name] = np.asarray(packed["data"][dtype][start : start + size]).reshape(shape)
+        offsets[dtype] = start + size
+    return out
+
+
+def env_state(env: gym.Env) -> dict[str, Any]:
+    """One Gymnasium env's state as plain data and numpy arrays (see ``VecEnv.get_state``).
+
+    MuJoCo envs: the integration state (time, qpos, qvel, act, warm start, controls, applied
+    forces) plus every fixed-size mjData array, because envs read derived quantities between
+    steps (Humanoid's centre of mass comes from ``xipos``, Ant's torso from ``xpos``) and those
+    hold the values of the last substep, which no forward pass recomputes. Classic-control envs
+    (CartPole): their ``state`` vector. Both: the env's RNG and its time-limit step counter.
+    """
+    unwrapped = env.unwrapped
+    time_limit = _time_limit(env)
+    out: dict[str, Any] = {
+        "np_random": unwrapped.np_random.bit_generator.state,
+        "elapsed_steps": None if time_limit is None else time_limit._elapsed_steps,
+    }
+    md = _mujoco_data(env)
+    if md is not None:
+        model, data = md
+        integration = np.empty(mujoco.mj_stateSize(model, _INTEGRATION))
+        mujoco.mj_getState(model, data, integration, _INTEGRATION)
+        out["mujoco"] = {
+            "integration": integration,
+            "arrays": pack_arrays({name: getattr(data, name) for name in _data_arrays(data)}),
+        }
+    elif isinstance(getattr(unwrapped, "state", None), np.ndarray | tuple | list):
+        out["classic"] = {
+            "state": np.array(unwrapped.state, dtype=np.float64),
+            "steps_beyond_terminated": getattr(unwrapped, "steps_beyond_terminated", None),
+        }
+    else:
+        spec_id = env.spec.id if env.spec is not None else type(unwrapped).__name__
+        raise NotImplementedError(f"cannot capture the state of env {spec_id}")
+    return out
+
+
+def set_env_state(env: gym.Env, state: dict[str, Any]) -> None:
+    """Inverse of :func:`env_state`, on an env built from the same config."""
+    env.reset()  # satisfies the order-enforcing wrapper; everything it set is overwritten below
+    unwrapped = env.unwrapped
+    unwrapped.np_random.bit_generator.state = state["np_random"]
+    time_limit = _time_limit(env)
+    if time_limit is not None and state["elapsed_steps"] is not None:
+        time_limit._elapsed_steps = int(state["elapsed_steps"])
+    md = _mujoco_data(env)
+    if "mujoco" in state:
+        if md is None:
+            raise ValueError("saved env state is a MuJoCo state but the env is not MuJoCo-based")
+        model, data = md
+        for name, saved in unpack_arrays(state["mujoco"]["arrays"]).items():
+            current = getattr(data, name, None)
+            # Arrays sized by the contacts of the moment (efc_*, island_*) differ in shape and are
+            # recomputed by the next step's forward pass; everything model-sized is restored.
+            if isinstance(current, np.ndarray) and current.shape == saved.shape:
+                current[...] = saved
+        integration = np.asarray(state["mujoco"]["integration"], dtype=np.float64)
+        if integration.shape != (mujoco.mj_stateSize(model, _INTEGRATION),):
+            raise ValueError("saved MuJoCo state does not fit this model (a different model file?)")
+        mujoco.mj_setState(model, data, integration, _INTEGRATION)
+    elif "classic" in state:
+        saved = state["classic"]
+        unwrapped.state = np.array(saved["state"], dtype=np.float64)
+        if hasattr(unwrapped, "steps_beyond_terminated"):
+            unwrapped.steps_beyond_terminated = saved["steps_beyond_terminated"]
+
+
 class RewardTerms:
     """reward = sum_k scale_k * info[key_k]; with no terms, the env's reward is the term ``env``."""
 
@@ -92,6 +237,8 @@ class GymnasiumVecEnv:
         self._lengths = np.zeros(num_envs, dtype=np.int64)
         self._term_sums = {name: np.zeros(num_envs) for name in self.reward_terms.names}
         self._start_pose: list[np.ndarray | None] = [None] * num_envs
+        self._last_obs = np.zeros((num_envs, self.spaces.obs_dim), dtype=np.float32)
+        self._mujoco = [_mujoco_data(env) for env in self.envs]
 
     def reset(self, seed: int) -> np.ndarray:
         obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)]
@@ -100,7 +247,32 @@ class GymnasiumVecEnv:
         self._lengths[:] = 0
         for sums in self._term_sums.values():
             sums[:] = 0.0
-        return np.stack(obs).astype(np.float32)
+        self._last_obs = np.stack(obs).astype(np.float32)
+        return self._last_obs.copy()
+
+    def get_state(self) -> dict[str, Any]:
+        """See :meth:`locomo.envs.base.VecEnv.get_state`."""
+        return {
+            "envs": [env_state(env) for env in self.envs],
+            "returns": self._returns.copy(),
+            "lengths": self._lengths.copy(),
+            "term_sums": {name: sums.copy() for name, sums in self._term_sums.items()},
+            "start_pose": [None if pose is None else pose.copy() for pose in self._start_pose],
+            "last_obs": self._last_obs.copy(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """See :meth:`locomo.envs.base.VecEnv.set_state`."""
+        if len(state["envs"]) != self.num_envs:
+            raise ValueError(f"saved state has {len(state['envs'])} envs, this vec env {self.num_envs}")
+        for env, saved in zip(self.envs, state["envs"], strict=True):
+            set_env_state(env, saved)
+        self._returns[:] = state["returns"]
+        self._lengths[:] = state["lengths"]
+        for name, sums in self._term_sums.items():
+            sums[:] = state["term_sums"][name]
+        self._start_pose = [None if pose is None else np.array(pose) for pose in state["start_pose"]]
+        self._last_obs = np.array(state["last_obs"], dtype=np.float32)
 
     def _clip(self, actions: np.ndarray) -> np.ndarray:
         if self.spaces.discrete:
@@ -118,8 +290,16 @@ class GymnasiumVecEnv:
         terms = {name: np.empty(n, dtype=np.float32) for name in names}
         episodes: list[EpisodeRecord] = []
         for i, env in enumerate(self.envs):
+            md = self._mujoco[i]
+            if md is not None:
+                clear_unstable_warnings(md[1])
             o, r, term, trunc, info = env.step(actions[i])
-            step_terms = self.reward_terms.compute(float(r), info)
+            unstable = md is not None and went_unstable(md[1])
+            if unstable:  # MuJoCo reset the data mid-step: cut the episode at the last good obs
+                step_terms = {name: 0.0 for name in names}
+                term, trunc, o = False, True, self._last_obs[i]
+            else:
+                step_terms = self.reward_terms.compute(float(r), info)
             total = sum(step_terms.values())
             reward[i] = total
             for name, value in step_terms.items():
@@ -137,7 +317,8 @@ class GymnasiumVecEnv:
                         length=int(self._lengths[i]),
                         terminated=bool(term),
                         terms={name: float(self._term_sums[name][i]) for name in names},
-                        body=body_record(self._start_pose[i], root_pose(env)),
+                        body={} if unstable else body_record(self._start_pose[i], root_pose(env)),
+                        unstable=unstable,
                     )
                 )
                 self._returns[i], self._lengths[i] = 0.0, 0
@@ -146,6 +327,7 @@ class GymnasiumVecEnv:
                 o, _ = env.reset()
                 self._start_pose[i] = root_pose(env)
             obs[i] = o
+        self._last_obs = obs.copy()
         return EnvStep(obs, reward, terminated, truncated, final_obs, terms, episodes)
 
     def close(self) -> None:

@@ -1,0 +1,148 @@
+"""``locomo train resume=<run dir | checkpoint>``: continue a run exactly where it stopped.
+
+Two steps, because Hydra fixes the run directory before the job starts:
+
+1. :func:`prepare_resume_argv` (in ``locomo.cli.main``, before Hydra): finds the newest
+   complete checkpoint, refuses overrides a resumed run cannot honour, and points Hydra's run
+   dir at the checkpoint's run dir (``hydra.run.dir=<run dir>``, ``hydra.output_subdir=null``
+   so the run's original ``.hydra/`` record stays as it was). A checkpoint file that is not in
+   a run's ``checkpoints/`` directory continues in a new run dir.
+2. :func:`resumed_config` (inside the Hydra job): the config is the checkpoint's, with only
+   the overrides in :data:`RESUME_OVERRIDABLE` applied.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from locomo.config import ConfigError, LocomoConfig
+from locomo.errors import CheckpointError
+
+# What a resumed run may change: how long it goes on, how it saves and logs. Everything else
+# (env, algorithm, model, seed, batch sizes, device) comes from the checkpoint, or the resumed
+# run would not continue the same training.
+RESUME_OVERRIDABLE = (
+    "train.iterations",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "logger.progress",
+    "logger.wandb.mode",
+    "logger.wandb.init_timeout",
+)
+_HYDRA_KEYS_SET_BY_RESUME = ("hydra.run.dir", "hydra.output_subdir")
+
+
+def _is_override(arg: str) -> bool:
+    """Command-line arguments that are Hydra overrides (not flags such as ``--cfg job``)."""
+    return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value in single quotes (for paths with spaces or special characters)."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def run_dir_of(checkpoint: Path) -> Path | None:
+    """The run dir a checkpoint belongs to (``<run>/checkpoints/<file>``), else None."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+
+
+def prepare_resume_argv(args: list[str]) -> list[str]:
+    """``locomo train`` arguments with ``resume=`` resolved; unchanged when there is none.
+
+    Raises ConfigError for an override a resume cannot honour and CheckpointError when there
+    is no usable checkpoint, before Hydra creates or touches any directory.
+    """
+    parser = OverridesParser.create()
+    parsed = []
+    for arg in args:
+        if _is_override(arg):
+            try:
+                parsed.append((arg, parser.parse_override(arg)))
+            except HydraException:
+                return args  # a syntax error: Hydra reports it
+    resume_args = [(arg, o) for arg, o in parsed if o.key_or_group == "resume"]
+    if not resume_args or resume_args[-1][1].value() is None:
+        return args
+    value = str(resume_args[-1][1].value())
+    if "-m" in args or "--multirun" in args:
+        raise ConfigError("resume", value, "cannot be combined with -m/--multirun: resume one run at a time")
+    allowed = ", ".join(RESUME_OVERRIDABLE)
+    for arg, o in parsed:
+        key = o.key_or_group
+        if key == "resume" or key in RESUME_OVERRIDABLE:
+            continue
+        if key.startswith("hydra.") and key not in _HYDRA_KEYS_SET_BY_RESUME:
+            continue
+        raise ConfigError(
+            key,
+            arg.split("=", 1)[1] if "=" in arg else arg,
+            f"cannot be changed when resuming: the config comes from the checkpoint (a resume may "
+            f"set only {allowed}); to train with other settings, start a new run",
+        )
+
+    from locomo.checkpoint import load_latest, newest_in_directory, periodic_iteration, require_resumable
+
+    if not Path(value).expanduser().exists():
+        raise CheckpointError(f"resume={value!r}: no such run directory or checkpoint file")
+    path, state = load_latest(value)
+    if path.name == "last.pt":  # last.pt lags iter_*.pt if a run was killed between the two writes
+        path, state = load_latest(path.parent)
+    require_resumable(state, path)
+    run_dir = run_dir_of(path.resolve())
+    newest = newest_in_directory(path.parent)
+    if run_dir is not None and newest is not None and newest.resolve() != path.resolve():
+        iteration = periodic_iteration(path)
+        if iteration is not None and iteration < (periodic_iteration(newest) or 0):
+            raise CheckpointError(
+                f"resume={value!r}: {path.name} is older than the run's newest checkpoint {newest.name}, "
+                "and resuming it in its run dir would overwrite the newer checkpoints and metrics; "
+                "resume the run dir, or copy the checkpoint out of it to continue in a new run dir"
+            )
+    kept = [arg for arg in args if all(arg is not r for r, _ in resume_args)]
+    out = [*kept, f"resume={_quote(str(path.resolve()))}"]
+    if run_dir is not None:
+        out += [f"hydra.run.dir={_quote(str(run_dir))}", "hydra.output_subdir=null"]
+    else:
+        env_name = state.get("config", {}).get("env", {}).get("name", "resumed")
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        out.append(f"hydra.run.dir={_quote(str(Path('outputs') / str(env_name) / stamp))}")
+    return out
+
+
+def resumed_config(cfg: DictConfig, task_overrides: list[str]) -> tuple[DictConfig, Path, dict[str, Any]]:
+    """The checkpoint's config plus the allowed overrides; also the checkpoint path and contents.
+
+    ``cfg.resume`` is the checkpoint file that :func:`prepare_resume_argv` resolved;
+    ``task_overrides`` are the command line's overrides (Hydra's ``overrides.task``).
+    """
+    from locomo.checkpoint import load_latest, require_resumable
+
+    path, state = load_latest(cfg.resume)
+    require_resumable(state, path)
+    try:
+        resumed = OmegaConf.merge(OmegaConf.structured(LocomoConfig), state["config"])
+    except (KeyError, OmegaConfBaseException) as exc:
+        raise CheckpointError(f"{path}: its config does not fit this version of locomo ({exc})") from exc
+    assert isinstance(resumed, DictConfig)
+    parser = OverridesParser.create()
+    for override in parser.parse_overrides(list(task_overrides)):
+        key = override.key_or_group
+        if key in RESUME_OVERRIDABLE:
+            OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
+    resumed.resume = str(path)
+    done = int(state["counters"]["iteration"])
+    if resumed.train.iterations <= done:
+        raise ConfigError(
+            "train.iterations",
+            resumed.train.iterations,
+            f"the run is already at iteration {done}; pass train.iterations=N with N > {done} to train on",
+        )
+    return resumed, path, state

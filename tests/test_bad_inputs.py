@@ -1,0 +1,226 @@
+"""The bad-input catalogue (docs/bad_inputs.md), one test per row.
+
+Each row: an id (also the first column of the docs table), the command line after `locomo`,
+the exit status and a piece of the message it must print. No row may print a traceback. Rows
+run the real `main()` in this process (fast; an escaping exception fails the test instead of
+printing a traceback), or, when they need a process of their own (resource limits, W&B env
+vars), as `python -m locomo` subprocesses.
+
+Adding a row for another command is one line in CATALOGUE. Placeholders in the command line:
+``{run}`` a finished tiny training run, ``{files}`` a directory of prepared bad files (see
+``bad_files``).
+"""
+
+# ruff: noqa: E501  (the catalogue is a table: one row per line)
+from __future__ import annotations
+
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from locomo.checkpoint import RunDirLock
+from tests.conftest import REPO
+from tests.safety_helpers import call_locomo, cli_env
+
+TINY_RUN = [
+    "env=inverted_pendulum",
+    "train.num_envs=2",
+    "train.steps_per_iteration=32",
+    "train.checkpoint_every=1",
+    "logger.progress=false",
+    "logger.wandb.mode=disabled",
+]
+FAST = "env=cartpole logger.wandb.mode=disabled logger.progress=false train.num_envs=2 train.steps_per_iteration=32"
+
+
+@dataclass(frozen=True)
+class BadInput:
+    id: str
+    command: str  # after `locomo`; placeholders {run}, {files}
+    status: int
+    message: str  # must appear in stderr
+    category: str = "config"  # config: must fail before any simulation
+    subprocess: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    fsize_limit: int | None = None  # RLIMIT_FSIZE for the subprocess (bytes)
+    skip_if_cuda: bool = False
+
+
+def row(id: str, command: str, status: int, message: str, **kw) -> BadInput:
+    return BadInput(id, command, status, message, **kw)
+
+
+CATALOGUE = [
+    # -- config values: one line naming the key, the value and what is allowed; exit 2
+    row("gamma-range", "train algo.gamma=1.5", 2, "algo.gamma=1.5 is invalid: must be in (0, 1]"),
+    row("gae-lambda-range", "train algo.gae_lambda=-0.1", 2, "algo.gae_lambda=-0.1 is invalid: must be in [0, 1]"),
+    row("epochs-zero", "train algo.epochs=0", 2, "algo.epochs=0 is invalid: must be >= 1"),
+    row("lr-negative", "train algo.lr=-1e-3", 2, "algo.lr=-0.001 is invalid: must be > 0"),
+    row("lr-infinite", "train algo.lr=inf", 2, "algo.lr=inf is invalid: must be > 0"),
+    row("baseline-choice", "train algo.baseline=median", 2, "algo.baseline='median' is invalid: allowed values are none, mean, optimal, value"),
+    row("returns-choice", "train algo.returns=future", 2, "allowed values are total, reward_to_go"),
+    row("importance-choice", "train algo.importance=both", 2, "allowed values are per_step, trajectory"),
+    row("clip-ratio-range", "train algo.clip_ratio=1.5", 2, "algo.clip_ratio=1.5 is invalid: must be in (0, 1)"),
+    row("num-envs-zero", "train train.num_envs=0", 2, "train.num_envs=0 is invalid: must be > 0"),
+    row("steps-negative", "train train.steps_per_iteration=-5", 2, "train.steps_per_iteration=-5 is invalid: must be > 0"),
+    row("steps-not-multiple", "train train.steps_per_iteration=100 train.num_envs=16", 2, "train.steps_per_iteration=100 is invalid: must be a multiple of train.num_envs=16"),
+    row("keep-checkpoints-zero", "train train.keep_checkpoints=0", 2, "train.keep_checkpoints=0 is invalid: must be > 0"),
+    row("device-choice", "train train.device=tpu", 2, "allowed values are auto, cpu, cuda"),
+    row("cuda-unavailable", "train train.device=cuda", 2, "train.device='cuda' is invalid: CUDA is not available", skip_if_cuda=True),
+    row("activation-choice", "train model.activation=sigmoid", 2, "allowed values are tanh, relu, elu"),
+    row("hidden-sizes-empty", "train model.hidden_sizes=[]", 2, "model.hidden_sizes=[] is invalid: must be a non-empty list"),
+    row("wandb-mode-choice", "train logger.wandb.mode=sometimes", 2, "allowed values are auto, online, offline, disabled"),
+    row("seed-negative", "train seed=-1", 2, "seed=-1 is invalid: must be >= 0"),
+    row("backend-choice", "train env.backend=warp", 2, "allowed values are gymnasium, batched"),
+    row("env-id-unknown", "train env.id=NoSuchEnv-v0", 2, "env.id='NoSuchEnv-v0' is invalid: not a registered Gymnasium env"),
+    row("max-episode-steps-zero", "train env.max_episode_steps=0", 2, "env.max_episode_steps=0 is invalid: must be > 0"),
+    row("reward-term-unknown", "train +env.reward_scales.nope=1", 2, "env.reward_scales.nope=1.0 is invalid: unknown reward term; terms are forward, healthy, ctrl, contact"),
+    row("reward-scale-nan", "train env.reward_scales.forward=nan", 2, "env.reward_scales.forward=nan is invalid: must be a finite number"),
+    row("xml-missing", "train env.xml_file=/nonexistent/robot.xml", 2, "env.xml_file='/nonexistent/robot.xml' is invalid: no such file"),
+    row("xml-not-mjcf", "train env=hopper env.xml_file={files}/not_mjcf.xml", 2, "is invalid: not a valid MJCF model (XML parse error"),
+    row("env-kwarg-unknown", f"train {FAST} env=hopper +env.kwargs.bogus=1", 2, "env.kwargs.bogus=1 is invalid: not an argument of Hopper-v5; it takes"),
+    row("env-kwarg-unknown-gymnasium", f"train {FAST} env=hopper env.backend=gymnasium +env.kwargs.bogus=1", 2, "env.kwargs={'bogus': 1} is invalid: Hopper-v5 does not accept them"),
+    # -- Hydra's own errors, exit 1: unknown group option, unknown key, wrong type, unusable run dir
+    row("env-unknown", "train env=moon_walker", 1, "Could not find 'env/moon_walker'"),
+    row("algo-unknown", "train algo=magic", 1, "Could not find 'algo/magic'"),
+    row("key-unknown", "train algo.no_such_key=1", 1, "Key 'no_such_key' not in 'AlgoConfig'"),
+    row("type-wrong", "train train.iterations=many", 1, "Value 'many' of type 'str' could not be converted to Integer"),
+    row("run-dir-unwritable", f"train {FAST} hydra.run.dir={{files}}/a_file/run", 2, "a_file/run' is invalid: cannot create the run directory (Not a directory)", category="io"),
+    row("command-unknown", "dance", 2, "unknown command 'dance'", subprocess=True),
+    # -- resume and checkpoints, exit 2
+    row("resume-missing", "train resume={files}/no_such_run", 2, "no such run directory or checkpoint file", category="checkpoint"),
+    row("resume-empty-dir", "train resume={files}/empty_dir", 2, "no checkpoint in directory", category="checkpoint"),
+    row("resume-not-checkpoint", "train resume={files}/text.pt", 2, "the file is truncated or not a checkpoint", category="checkpoint"),
+    row("resume-truncated", "train resume={files}/truncated.pt", 2, "the file is truncated or not a checkpoint", category="checkpoint"),
+    row("resume-malicious-zip", "train resume={files}/evil.pt", 2, "refusing to load", category="checkpoint"),
+    row("resume-malicious-pickle", "train resume={files}/evil.pkl", 2, "refusing to load", category="checkpoint"),
+    row("resume-foreign-torch-file", "train resume={files}/state_dict.pt", 2, "state_dict.pt is not a locomo checkpoint", category="checkpoint"),
+    row("resume-diagnostic-snapshot", "train resume={files}/nonfinite_iter_000003.pt", 2, "is a nonfinite-diagnostic snapshot, not a training checkpoint", category="checkpoint"),
+    row("resume-newer-format", "train resume={files}/newer.pt", 2, "has checkpoint format version 99; this locomo reads versions up to 1", category="checkpoint"),
+    row("resume-obs-size-mismatch", "train resume={files}/other_env_run train.iterations=3", 2, "with observation size 11 and 1 continuous actions, but env 'inverted_pendulum' has observation size 4", category="checkpoint"),
+    row("resume-override-refused", "train resume={run} env=cartpole", 2, "env='cartpole' is invalid: cannot be changed when resuming", category="checkpoint"),
+    row("resume-key-override-refused", "train resume={run} algo.lr=0.1", 2, "algo.lr='0.1' is invalid: cannot be changed when resuming", category="checkpoint"),
+    row("resume-multirun", "train -m resume={run}", 2, "cannot be combined with -m/--multirun", category="checkpoint"),
+    row("resume-finished-run", "train resume={run}", 2, "train.iterations=2 is invalid: the run is already at iteration 2", category="checkpoint"),
+    row("resume-run-in-use", "train resume={locked_run} train.iterations=3", 2, "is in use by locomo process", category="checkpoint"),
+    row("resume-older-than-newest", "train resume={run}/checkpoints/iter_000001.pt train.iterations=5", 2, "iter_000001.pt is older than the run's newest checkpoint iter_000002.pt", category="checkpoint"),
+    # -- at run time
+    row("disk-full", f"train {FAST} train.iterations=2", 2, "iter_000002.pt: File too large; no checkpoint had been written yet", category="runtime", subprocess=True, fsize_limit=16_000),
+    row("nonfinite-rewards", f"train {FAST} env=hopper +env.kwargs.forward_reward_weight=inf", 3, "non-finite rewards at iteration 1", category="runtime"),
+    row("nonfinite-observations", f"train {FAST} env=ant +env.kwargs.contact_force_range=[nan,nan]", 3, "non-finite observations at iteration 1", category="runtime"),
+    row("wandb-not-logged-in", f"train {FAST} train.iterations=1 logger.wandb.mode=online", 0, "W&B online failed (UsageError: No API key configured", category="runtime", subprocess=True),
+    row("wandb-unreachable", f"train {FAST} train.iterations=1 logger.wandb.mode=online logger.wandb.init_timeout=2", 0, "W&B online failed (CommError", category="runtime", subprocess=True, env={"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}),
+]  # fmt: skip
+
+
+class Evil:
+    """Unpickling this runs code: it writes the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """A finished 2-iteration run plus one file or directory per bad checkpoint input."""
+    root = tmp_path_factory.mktemp("catalogue")
+    run, files = root / "run", root / "files"
+    status, _, err = call_locomo("train", *TINY_RUN, "train.iterations=2", f"hydra.run.dir={run}")
+    assert status == 0, err
+    files.mkdir()
+    good = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    (files / "empty_dir").mkdir()
+    (files / "a_file").write_text("a file where a directory should be\n")
+    (files / "not_mjcf.xml").write_text("this is not MJCF\n")
+    (files / "text.pt").write_text("hello\n")
+    raw = (run / "checkpoints" / "last.pt").read_bytes()
+    (files / "truncated.pt").write_bytes(raw[: len(raw) // 2])
+    torch.save(
+        {"format": "locomo-checkpoint", "version": 1, "actor": Evil(root / "MARKER")}, files / "evil.pt"
+    )
+    torch.save(Evil(root / "MARKER"), files / "evil.pkl", _use_new_zipfile_serialization=False)
+    torch.save({"weight": torch.zeros(3)}, files / "state_dict.pt")
+    torch.save({**good, "kind": "nonfinite-diagnostic"}, files / "nonfinite_iter_000003.pt")
+    torch.save({**good, "version": 99}, files / "newer.pt")
+    other = files / "other_env_run" / "checkpoints"
+    other.mkdir(parents=True)
+    torch.save(
+        {**good, "spaces": {"obs_dim": 11, "action_dim": 1, "discrete": False}}, other / "iter_000002.pt"
+    )
+    locked = root / "locked_run"  # a run another process is training in (it holds the run's lock)
+    shutil.copytree(run, locked)
+    with RunDirLock(locked):
+        yield {"run": run, "files": files, "marker": root / "MARKER", "locked_run": locked}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CATALOGUE])
+def test_bad_input(
+    case: BadInput, bad_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    if case.skip_if_cuda and torch.cuda.is_available():
+        pytest.skip("checks the no-CUDA error")
+    places = {"run": bad_files["run"], "files": bad_files["files"], "locked_run": bad_files["locked_run"]}
+    args = [a.format(**places) for a in shlex.split(case.command)]
+    if case.subprocess:
+        limit = case.fsize_limit
+
+        def preexec() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        result = subprocess.run(
+            [sys.executable, "-m", "locomo", *args],
+            cwd=tmp_path,
+            env=cli_env(case.env),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=preexec,
+        )
+        status, err = result.returncode, result.stderr
+    else:
+        monkeypatch.chdir(tmp_path)
+        for key, value in case.env.items():
+            monkeypatch.setenv(key, value)
+        status, _, err = call_locomo(*args)
+    assert status == case.status, err
+    assert case.message in err, err
+    assert "Traceback" not in err
+    assert not bad_files["marker"].exists()  # no checkpoint ever ran code
+    if case.category in ("config", "checkpoint"):
+        assert not list(tmp_path.rglob("metrics.jsonl")), "a config error must stop before any simulation"
+    if case.id == "disk-full":  # the error names the file; the checkpoint directory holds no torn file
+        ckpts = list(tmp_path.glob("outputs/*/*/checkpoints"))
+        assert ckpts and not list(ckpts[0].iterdir())
+
+
+def test_catalogue_matches_the_docs():
+    """docs/bad_inputs.md lists every catalogue row (by id) and nothing else."""
+    doc = (REPO / "docs" / "bad_inputs.md").read_text()
+    ids_in_doc = {
+        line.split("|")[1].strip().strip("`") for line in doc.splitlines() if line.startswith("| `")
+    }
+    assert ids_in_doc == {c.id for c in CATALOGUE}
+    assert len(CATALOGUE) >= 25
+
+
+def test_run_fixture_untouched_by_refused_resumes(bad_files: dict[str, Path]):
+    """Refused resumes leave the run as it was (two checkpoints, two metrics rows)."""
+    run = bad_files["run"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "iter_000001.pt",
+        "iter_000002.pt",
+        "last.pt",
+    ]
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
