@@ -10,6 +10,7 @@ Importing this module does not import torch, so a bad command line fails fast.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -230,6 +231,21 @@ examples:
 """
 
 
+# What MuJoCo's Python bindings accept in MUJOCO_GL on Linux; anything else fails `import mujoco`.
+MUJOCO_GL_VALUES = ("egl", "osmesa", "glfw", "glx", "disable")
+
+
+def check_mujoco_gl() -> None:
+    """A bad MUJOCO_GL makes every `import mujoco` raise: say so in one line, before anything runs."""
+    value = os.environ.get("MUJOCO_GL")
+    if value is not None and value.lower().strip() not in (*MUJOCO_GL_VALUES, "disabled", "off", ""):
+        raise ConfigError(
+            "MUJOCO_GL (environment variable)",
+            value,
+            f"allowed values are {', '.join(MUJOCO_GL_VALUES)}; unset, locomo tries egl, then osmesa",
+        )
+
+
 def main() -> None:
     """Entry point of the ``locomo`` script."""
     register_configs()
@@ -244,6 +260,7 @@ def main() -> None:
         )
         sys.exit(2)
     try:
+        check_mujoco_gl()
         args = argv[1:]
         if command == "train":
             from locomo.resume import prepare_resume_argv

@@ -7,7 +7,8 @@ printing a traceback), or, when they need a process of their own (resource limit
 vars), as `python -m locomo` subprocesses.
 
 Adding a row for another command is one line in CATALOGUE. Placeholders in the command line:
-``{run}`` a finished tiny training run, ``{files}`` a directory of prepared bad files (see
+``{run}`` a finished tiny training run, ``{cartpole_run}`` one of cartpole, ``{files}`` a
+directory of prepared bad files (see
 ``bad_files``).
 """
 
@@ -112,6 +113,19 @@ CATALOGUE = [
     row("resume-finished-run", "train resume={run}", 2, "train.iterations=2 is invalid: the run is already at iteration 2", category="checkpoint"),
     row("resume-run-in-use", "train resume={locked_run} train.iterations=3", 2, "is in use by locomo process", category="checkpoint"),
     row("resume-older-than-newest", "train resume={run}/checkpoints/iter_000001.pt train.iterations=5", 2, "iter_000001.pt is older than the run's newest checkpoint iter_000002.pt", category="checkpoint"),
+    # -- render / eval / replay / bench / variance / plot: same one-line errors, exit 2
+    row("eval-checkpoint-missing", "eval checkpoint={files}/no_such_run", 2, "does not exist", category="checkpoint"),
+    row("eval-episodes-zero", "eval checkpoint={run} episodes=0", 2, "episodes=0 is invalid: must be > 0"),
+    row("eval-mode-choice", "eval checkpoint={run} mode=sometimes", 2, "mode='sometimes' is invalid: allowed values are both, deterministic, stochastic"),
+    row("render-checkpoint-unset", "render", 2, "checkpoint=None is invalid: give the checkpoint to load"),
+    row("render-malicious-checkpoint", "render checkpoint={files}/evil.pt", 2, "refusing to load", category="checkpoint"),
+    row("render-width-zero", "render checkpoint={run} width=0", 2, "width=0 is invalid: must be > 0"),
+    row("render-not-mujoco", "render checkpoint={cartpole_run}", 2, "CartPole-v1 is not a MuJoCo env: no video", category="checkpoint"),
+    row("render-gl-invalid", "render checkpoint={run}", 2, "MUJOCO_GL (environment variable)='bogus' is invalid: allowed values are egl, osmesa", subprocess=True, env={"MUJOCO_GL": "bogus"}),
+    row("replay-window-headless", "replay checkpoint={run} viewer=window", 2, "viewer='window' is invalid: no display", env={"DISPLAY": ""}),
+    row("bench-repeats-zero", "bench bench.repeats=0", 2, "bench.repeats=0 is invalid: must be > 0"),
+    row("variance-estimator-unknown", "variance estimators=[total/value]", 2, "estimators='total/value' is invalid: each must be one of total/none"),
+    row("plot-runs-missing", "plot runs={files}/no_such_dir", 2, "is invalid: must be a folder holding runs"),
     # -- at run time
     row("disk-full", f"train {FAST} train.iterations=2", 2, "iter_000002.pt: File too large; no checkpoint had been written yet", category="runtime", subprocess=True, fsize_limit=16_000),
     row("nonfinite-rewards", f"train {FAST} env=hopper +env.kwargs.forward_reward_weight=inf", 3, "non-finite rewards at iteration 1", category="runtime"),
@@ -160,8 +174,19 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
     )
     locked = root / "locked_run"  # a run another process is training in (it holds the run's lock)
     shutil.copytree(run, locked)
+    cartpole_run = root / "cartpole_run"  # a checkpoint of an env that has nothing to film
+    status, _, err = call_locomo(
+        "train", *FAST.split(), "train.iterations=1", f"hydra.run.dir={cartpole_run}"
+    )
+    assert status == 0, err
     with RunDirLock(locked):
-        yield {"run": run, "files": files, "marker": root / "MARKER", "locked_run": locked}
+        yield {
+            "run": run,
+            "files": files,
+            "marker": root / "MARKER",
+            "locked_run": locked,
+            "cartpole_run": cartpole_run,
+        }
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CATALOGUE])
@@ -170,7 +195,7 @@ def test_bad_input(
 ):
     if case.skip_if_cuda and torch.cuda.is_available():
         pytest.skip("checks the no-CUDA error")
-    places = {"run": bad_files["run"], "files": bad_files["files"], "locked_run": bad_files["locked_run"]}
+    places = {k: bad_files[k] for k in ("run", "files", "locked_run", "cartpole_run")}
     args = [a.format(**places) for a in shlex.split(case.command)]
     if case.subprocess:
         limit = case.fsize_limit
