@@ -197,6 +197,7 @@ def locomo_train_config(settings: Any, seed: int) -> DictConfig:
         device="cpu",
         checkpoint_every=0,
         torch_threads=1,
+        update_threads=0,
     )
     cfg.logger.wandb.mode = "disabled"
     cfg.logger.progress = False

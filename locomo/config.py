@@ -107,6 +107,9 @@ class TrainConfig:
     # intra-op threads for torch; 0 = torch's default (one per core). 1 leaves the cores to the
     # simulator threads (env.threads): policy inference on N envs is too small to gain from more.
     torch_threads: int = 1
+    # intra-op threads for torch during the update; 0 = one per core (the simulator threads are
+    # idle then: an update of the default preset is ~12% faster on 2 cores than with 1 thread).
+    update_threads: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms
 
 
@@ -400,6 +403,7 @@ def validate_train(train: DictConfig | TrainConfig) -> None:
     _positive("train.checkpoint_every", train.checkpoint_every, strict=False)
     _positive("train.keep_checkpoints", train.keep_checkpoints)
     _positive("train.torch_threads", train.torch_threads, strict=False)
+    _positive("train.update_threads", train.update_threads, strict=False)
     validate_device("train.device", train.device)
 
 

@@ -111,8 +111,10 @@ class Runner:
     ) -> None:
         self.cfg, self.run_dir = cfg, run_dir
         seed_everything(cfg.seed)
-        if cfg.train.torch_threads > 0:
-            torch.set_num_threads(cfg.train.torch_threads)
+        default_threads = torch.get_num_threads()
+        self.collect_threads = cfg.train.torch_threads or default_threads
+        self.update_threads = cfg.train.update_threads or os.cpu_count() or default_threads
+        torch.set_num_threads(self.collect_threads)
         if cfg.train.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -332,7 +334,11 @@ class Runner:
         self._batch = batch
         t1 = time.perf_counter()
         self.actor.train()
-        update_info = self.algorithm.update(batch)
+        torch.set_num_threads(self.update_threads)
+        try:
+            update_info = self.algorithm.update(batch)
+        finally:
+            torch.set_num_threads(self.collect_threads)
         check_parameters(self._named_tensors())
         t2 = time.perf_counter()
         self.iteration += 1
