@@ -1,11 +1,12 @@
 """The agent actually learns: returns improve past stated thresholds within CI-sized budgets.
 
-Budgets (seed 0, 2 CPU cores):
+Budgets (2 CPU cores; mean return of the last 100 episodes at the end):
 - cartpole, reward-to-go + batch-mean baseline (the lecture's rung 3, `algo=baseline`) with
-  normalised advantages and lr 3e-3: 40 iterations x 2048 steps = 81,920 env steps; mean return
-  of the last 100 episodes >= 195 (reached ~400 here; seeds 1 and 2 gave ~409 and ~407).
+  normalised advantages and lr 3e-3: 40 iterations x 2048 steps = 81,920 env steps, >= 195.
+  Measured: 486 (seed 0, the test's), 455 (seed 1), 449 (seed 2); ~5 s.
 - inverted_pendulum, reward-to-go + value baseline + clipped importance weights
-  (`algo=clipped`): 70 iterations x 2048 steps = 143,360 env steps; >= 900 (reached 1000).
+  (`algo=clipped`): 70 iterations x 2048 steps = 143,360 env steps, >= 900.
+  Measured: 1000 (seed 0), 1000 (seed 1), 988 (seed 2); ~35 s.
 """
 
 from __future__ import annotations
