@@ -41,7 +41,7 @@ def test_variance_command_writes_table_and_figure(locomo_cli):
 
 
 @pytest.mark.slow
-def test_plot_command_groups_a_multirun_by_estimator(locomo_cli):
+def test_multirun_then_plot_groups_runs_by_estimator(locomo_cli):
     sweep = locomo_cli(
         "train",
         "-m",
@@ -53,6 +53,7 @@ def test_plot_command_groups_a_multirun_by_estimator(locomo_cli):
         "hydra.sweep.dir=sweep",
     )
     assert sweep.returncode == 0, sweep.stderr
+    assert len(list((locomo_cli.cwd / "sweep").glob("*/metrics.jsonl"))) == 4  # 2 seeds x 2 baselines
     result = locomo_cli("plot", "runs=sweep")
     assert result.returncode == 0, result.stderr
     assert "algo.baseline=mean: 2 run(s)" in result.stdout

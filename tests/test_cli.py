@@ -41,19 +41,3 @@ def test_cfg_job_prints_config(locomo_cli):
     result = locomo_cli("train", "env=cartpole", "--cfg", "job")
     assert result.returncode == 0, result.stderr
     assert "CartPole-v1" in result.stdout
-
-
-@pytest.mark.slow
-def test_multirun_sweeps_seeds_and_baselines(locomo_cli):
-    result = locomo_cli(
-        "train",
-        "-m",
-        "env=cartpole",
-        "seed=0,1",
-        "algo.baseline=none,mean",
-        *TINY,
-        "logger.wandb.mode=disabled",
-    )
-    assert result.returncode == 0, result.stderr
-    runs = sorted(locomo_cli.cwd.glob("multirun/*/*/metrics.jsonl"))
-    assert len(runs) == 4
