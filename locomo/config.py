@@ -107,9 +107,11 @@ class TrainConfig:
     # intra-op threads for torch; 0 = torch's default (one per core). 1 leaves the cores to the
     # simulator threads (env.threads): policy inference on N envs is too small to gain from more.
     torch_threads: int = 1
-    # intra-op threads for torch during the update; 0 = one per core (the simulator threads are
-    # idle then: an update of the default preset is ~12% faster on 2 cores than with 1 thread).
-    update_threads: int = 0
+    # intra-op threads for torch during the update; 0 = one per core. The simulator threads are
+    # idle then, and on an idle 2-core machine 0 makes the default preset's update ~12% faster;
+    # but when other processes hold the cores, torch's spinning worker threads made iterations
+    # 10-20x slower here, so the default stays 1.
+    update_threads: int = 1
     deterministic: bool = False  # torch.use_deterministic_algorithms
 
 

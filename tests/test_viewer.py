@@ -1,0 +1,91 @@
+"""`locomo replay` opens MuJoCo's interactive viewer when a display exists (a real X server: Xvfb)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, TINY, run_locomo
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("Xvfb") is None or shutil.which("xdotool") is None,
+    reason="needs Xvfb and xdotool (Debian: apt-get install xvfb xdotool; .ci/run installs them)",
+)
+
+
+def free_display() -> tuple[str, Path]:
+    for n in range(90, 190):
+        socket = Path(f"/tmp/.X11-unix/X{n}")
+        if not socket.exists() and not Path(f"/tmp/.X{n}-lock").exists():
+            return f":{n}", socket
+    raise RuntimeError("no free X display number")
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
+    from PIL import ImageGrab
+
+    trained = run_locomo(
+        "train",
+        *TINY,
+        "env=inverted_pendulum",
+        "logger.wandb.mode=disabled",
+        "video.enabled=false",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr
+    display, socket = free_display()
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24"], stderr=subprocess.DEVNULL)
+    replay = None
+    try:
+        wait_for(socket.exists, 15, "Xvfb")
+        env = {**os.environ, "PYTHONPATH": str(REPO), "DISPLAY": display, "MUJOCO_GL": "glfw"}
+        replay = subprocess.Popen(
+            [sys.executable, "-m", "locomo", "replay", f"checkpoint={tmp_path / 'run'}", "viewer=window"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def viewer_window() -> str:
+            found = subprocess.run(
+                ["xdotool", "search", "--name", "^MuJoCo : "], env=env, capture_output=True, text=True
+            )
+            return found.stdout.strip()
+
+        assert wait_for(viewer_window, 90, "the viewer window")
+        time.sleep(2.0)  # let it draw a few frames of the episode
+        screen = np.asarray(ImageGrab.grab(xdisplay=display))
+        assert replay.poll() is None, replay.communicate()  # still playing: it loops until closed
+        # The window shows the scene and the viewer's panels: far from a blank screen.
+        assert screen.std() > 10.0
+        assert len(np.unique(screen.reshape(-1, 3), axis=0)) > 50
+    finally:
+        if replay is not None:
+            replay.terminate()
+            out, err = replay.communicate(timeout=30)
+        xvfb.terminate()
+        xvfb.wait(timeout=10)
+    # It simulated the episode and said what it got before opening the window.
+    assert "(deterministic): return" in out, (out, err)
+    assert "Traceback" not in err, err
