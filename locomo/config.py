@@ -76,6 +76,7 @@ class AlgoConfig:
     gamma: float = 0.99  # discount, in (0, 1]
     gae_lambda: float = 0.95  # GAE lambda in [0, 1], used with the value baseline
     normalize_advantages: bool = True  # standardise advantages over the batch
+    normalize_rewards: bool = False  # divide rewards by the running std of the discounted return
     epochs: int = 1  # gradient passes over each batch (>1 reuses it with importance weights)
     minibatches: int = 1  # minibatches per pass
     importance: str = "per_step"  # per_step ratio | trajectory product of ratios

@@ -75,6 +75,34 @@ class ObsNormalizer(nn.Module):
         return z.clamp(-self.clip, self.clip)
 
 
+class RewardScaler(nn.Module):
+    """Divides rewards by the running std of each env's discounted return (saved with the model).
+
+    R_n <- gamma * R_n * (1 - done_n) + r_n  per env n;  r / sqrt(Var[R] + eps), clipped to +-clip.
+    The scale of the returns stops depending on the task's reward units, which keeps the value
+    loss (and its share of a clipped gradient norm) in range; advantages change by a positive
+    constant factor per batch, so the estimator's direction is unchanged. (The same trick as
+    Stable-Baselines3's VecNormalize(norm_reward=True) and Gymnasium's NormalizeReward.)
+    """
+
+    def __init__(self, num_envs: int, gamma: float, enabled: bool = True, clip: float = 10.0) -> None:
+        super().__init__()
+        self.enabled, self.gamma, self.clip = enabled, gamma, clip
+        self.returns_std = ObsNormalizer(1, enabled=enabled)
+        self.register_buffer("running_return", torch.zeros(num_envs, dtype=torch.float64))
+
+    @torch.no_grad()
+    def forward(self, rewards: torch.Tensor, episode_end: torch.Tensor) -> torch.Tensor:
+        """Scaled rewards [N] for rewards [N]; episode_end [N] bool resets R_n after this step."""
+        if not self.enabled:
+            return rewards
+        self.running_return.mul_(self.gamma).add_(rewards.to(torch.float64))
+        self.returns_std.update(self.running_return.unsqueeze(1))
+        scale = torch.sqrt(self.returns_std.var + self.returns_std.eps).to(rewards.dtype)
+        self.running_return.masked_fill_(episode_end, 0.0)
+        return (rewards / scale).clamp(-self.clip, self.clip)
+
+
 class Actor(nn.Module):
     """Common interface of the policies: distribution, log-prob, entropy, action selection."""
 

@@ -34,7 +34,7 @@ from locomo.envs import EpisodeRecord, TorchStep, TorchVecEnv, make_vec_env
 from locomo.errors import NonFiniteError, TrainingAborted, TrainingInterrupted
 from locomo.guard import check_finite, check_parameters
 from locomo.logging import MetricsLogger
-from locomo.policy import ObsNormalizer, ValueNet, make_actor
+from locomo.policy import ObsNormalizer, RewardScaler, ValueNet, make_actor
 from locomo.video import TrainingVideos
 
 
@@ -132,6 +132,9 @@ class Runner:
             else None
         )
         self.normalizer = ObsNormalizer(spaces.obs_dim, enabled=m.normalize_observations).to(self.device)
+        self.reward_scaler = RewardScaler(
+            cfg.train.num_envs, cfg.algo.gamma, enabled=cfg.algo.normalize_rewards
+        ).to(self.device)
         self.algorithm = PolicyGradient(self.actor, self.critic, cfg.algo, self.generator)
         self.steps_per_env = cfg.train.steps_per_iteration // cfg.train.num_envs
         self.buffer = RolloutBuffer(
@@ -165,6 +168,8 @@ class Runner:
             if self.critic is not None:
                 self.critic.load_state_dict(state["critic"])
             self.normalizer.load_state_dict(state["obs_normalizer"])
+            if "reward_scaler" in state:
+                self.reward_scaler.load_state_dict(state["reward_scaler"])
             self.algorithm.optimizer.load_state_dict(state["optimizer"])
             self.iteration = int(state["counters"]["iteration"])
             self.env_steps = int(state["counters"]["env_steps"])
@@ -203,8 +208,9 @@ class Runner:
             self._check_step(step, t)
             # V(s_t) and V(s_t+1) of the same episode in one forward pass over [2N, O].
             values, next_values = self._value(torch.cat((obs, self.normalizer(step.final_obs)))).chunk(2)
+            rewards = self.reward_scaler(step.reward, step.terminated | step.truncated)
             self.buffer.add(
-                obs, actions, log_probs, step.reward, step.terminated, step.truncated, values, next_values
+                obs, actions, log_probs, rewards, step.terminated, step.truncated, values, next_values
             )
             episodes.extend(step.episodes)
             for name, value in step.terms.items():
@@ -236,6 +242,7 @@ class Runner:
             "actor": self.actor.state_dict(),
             "critic": None if self.critic is None else self.critic.state_dict(),
             "obs_normalizer": self.normalizer.state_dict(),
+            "reward_scaler": self.reward_scaler.state_dict(),
             "optimizer": self.algorithm.optimizer.state_dict(),
             "config": to_container(self.cfg),
             "counters": {"iteration": self.iteration, "env_steps": self.env_steps},
@@ -351,6 +358,7 @@ class Runner:
         if self.critic is not None:
             named += [(f"critic.{n}", p) for n, p in self.critic.named_parameters()]
         named += [(f"obs_normalizer.{n}", b) for n, b in self.normalizer.named_buffers()]
+        named += [(f"reward_scaler.{n}", b) for n, b in self.reward_scaler.named_buffers()]
         return named
 
     def _guarded(self, fn: Any) -> Any:
@@ -400,6 +408,7 @@ class Runner:
             "rollout/terminated_fraction": float(np.mean([e.terminated for e in episodes]))
             if episodes
             else nan,
+            # As trained on: scaled when algo.normalize_rewards (the raw terms are reward_terms/*).
             "rollout/reward_mean": float(batch.rewards.mean()),
             "rollout/unstable_resets": float(unstable),
             "perf/steps_per_s": steps / max(collect_s + update_s, 1e-9),

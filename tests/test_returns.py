@@ -111,3 +111,19 @@ def test_normalize():
     x = returns.normalize(torch.tensor([1.0, 2.0, 3.0, 4.0]))
     assert abs(float(x.mean())) < 1e-6
     assert abs(float(x.std()) - 1.0) < 1e-6
+
+
+def test_reward_scaler_divides_by_running_std_of_discounted_return():
+    from locomo.policy import RewardScaler
+
+    scaler = RewardScaler(num_envs=1, gamma=0.5).double()
+    seen = []
+    for r, end in [(1.0, False), (1.0, False), (1.0, True), (4.0, False)]:
+        out = scaler(torch.tensor([r], dtype=torch.float64), torch.tensor([end]))
+        # R: 1, 1.5, 1.75, then reset after the episode end: 4
+        seen.append({1: 1.0, 2: 1.5, 3: 1.75, 4: 4.0}[len(seen) + 1])
+        std = torch.tensor(seen, dtype=torch.float64).var(unbiased=False).add(1e-8).sqrt()
+        assert float(out) == pytest.approx(min(r / float(std), 10.0))
+    disabled = RewardScaler(num_envs=2, gamma=0.9, enabled=False)
+    rewards = torch.tensor([3.0, -2.0])
+    assert torch.equal(disabled(rewards, torch.tensor([False, True])), rewards)

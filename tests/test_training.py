@@ -86,3 +86,15 @@ def test_device_auto_picks_cpu_without_cuda():
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
+
+
+def test_reward_normalisation_trains_and_is_checkpointed(tmp_path):
+    cfg = compose("env=hopper", "algo.normalize_rewards=true", *TINY)
+    runner = Runner(cfg, tmp_path)
+    metrics = runner.run()
+    assert math.isfinite(metrics["losses/policy"])
+    state = runner.state()["reward_scaler"]
+    assert state["returns_std.count"] == 2 * 128  # one update per step of the 2 iterations
+    assert state["running_return"].shape == (4,)
+    raw_reward_per_step = sum(v for k, v in metrics.items() if k.startswith("rollout/reward_terms/"))
+    assert metrics["rollout/reward_mean"] != pytest.approx(raw_reward_per_step)  # trained on scaled rewards
