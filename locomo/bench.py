@@ -186,7 +186,12 @@ def locomo_train_config(settings: Any, seed: int) -> DictConfig:
     cfg.algo = OmegaConf.merge(
         OmegaConf.structured(AlgoConfig),
         OmegaConf.load(CONF_DIR / "algo" / "clipped.yaml"),
-        {"epochs": settings.train_epochs, "minibatches": settings.train_minibatches},
+        # SB3's PPO runs without reward normalisation: the same work on both sides.
+        {
+            "epochs": settings.train_epochs,
+            "minibatches": settings.train_minibatches,
+            "normalize_rewards": False,
+        },
     )
     cfg.model.hidden_sizes = [64, 64]
     cfg.model.activation = "tanh"
