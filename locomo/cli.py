@@ -42,6 +42,15 @@ from locomo.errors import (
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, RenderError)
 
 
+def exit_for(exc: Exception) -> None:
+    """One line on stderr and the exit status of a user-facing error (see locomo.errors)."""
+    if isinstance(exc, TrainingInterrupted):
+        print(f"locomo: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_status)
+    print(f"locomo: error: {exc}", file=sys.stderr)
+    sys.exit(EXIT_NONFINITE if isinstance(exc, NonFiniteError) else EXIT_USER_ERROR)
+
+
 def user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Turn user errors into one line on stderr and an exit status (no traceback).
 
@@ -52,15 +61,8 @@ def user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     def wrapper(cfg: DictConfig) -> Any:
         try:
             return fn(cfg)
-        except USER_ERRORS as exc:
-            print(f"locomo: error: {exc}", file=sys.stderr)
-            sys.exit(EXIT_USER_ERROR)
-        except NonFiniteError as exc:
-            print(f"locomo: error: {exc}", file=sys.stderr)
-            sys.exit(EXIT_NONFINITE)
-        except TrainingInterrupted as exc:
-            print(f"locomo: {exc}", file=sys.stderr)
-            sys.exit(exc.exit_status)
+        except (*USER_ERRORS, NonFiniteError, TrainingInterrupted) as exc:
+            exit_for(exc)
 
     return wrapper
 
@@ -269,9 +271,8 @@ def main() -> None:
         check_run_dir(args)
         sys.argv = [f"locomo {command}", *args]
         COMMANDS[command]()
-    except USER_ERRORS as exc:
-        print(f"locomo: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+    except USER_ERRORS as exc:  # raised before Hydra starts (resume, run dir, MUJOCO_GL)
+        exit_for(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C outside the training loop, or a second signal inside it
         message = str(exc) or "interrupted; the checkpoints already on disk are kept"
         print(f"locomo: {message}", file=sys.stderr)
