@@ -222,7 +222,8 @@ class Runner:
         """Stop on NaN/inf from the env before it reaches the normaliser or the batch."""
         when = f"(batch step {t + 1} of {self.steps_per_env})"
         check_finite("observations", step.obs, ("env", "observation index"), when)
-        check_finite("observations", step.final_obs, ("env", "observation index"), when)
+        if step.episodes:  # final_obs differs from obs only in envs whose episode just ended
+            check_finite("observations", step.final_obs, ("env", "observation index"), when)
         check_finite("rewards", step.reward, ("env",), when)
 
     # -- the loop -------------------------------------------------------------------------------
