@@ -39,15 +39,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import BATCHED_ENV_IDS, ConfigError, resolve_xml_file
 from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo
-from locomo.envs.gymnasium_backend import (
-    RewardTerms,
-    body_record,
-    clear_unstable_warnings,
-    invalid_mjcf,
-    went_unstable,
-)
+from locomo.envs.gymnasium_backend import UNSTABLE_WARNINGS, RewardTerms, body_record, invalid_mjcf
 
 _INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
+# MuJoCo's bad qpos / qvel / qacc warnings are adjacent in mjtWarning: one slice of
+# ``MjData.warning.number`` clears and reads them all (a per-warning loop costs ~2 us per env step).
+_UNSTABLE = slice(min(UNSTABLE_WARNINGS), max(UNSTABLE_WARNINGS) + 1)
+assert set(range(_UNSTABLE.start, _UNSTABLE.stop)) == set(UNSTABLE_WARNINGS)
 
 Fields = dict[str, np.ndarray]  # MjData field name -> [N, *field shape] float64, gathered per env
 
@@ -121,9 +119,12 @@ class Task:
         return f["qpos"][:, :1].copy()
 
     def evaluate(
-        self, f: Fields, before: np.ndarray, actions: np.ndarray
+        self, f: Fields, before: np.ndarray, after: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Env reward [N], terminated [N] bool and the info dict (name -> [N]) after a step."""
+        """Env reward [N], terminated [N] bool and the info dict (name -> [N]) after a step.
+
+        ``before`` and ``after`` are :meth:`position` [N, 1 or 2] before and after the step.
+        """
         raise NotImplementedError
 
     def reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -168,6 +169,7 @@ class Humanoid(Task):
     def __init__(self, model: mujoco.MjModel, kwargs: dict[str, Any]) -> None:
         super().__init__(model, kwargs)
         self.body_mass = model.body_mass.copy()
+        self.total_mass = self.body_mass.sum()
 
     def observe(self, f: Fields) -> np.ndarray:
         a = self.args
@@ -187,14 +189,14 @@ class Humanoid(Task):
 
     def position(self, f: Fields) -> np.ndarray:
         # mass_center(): (body_mass^T xipos) / sum(body_mass), x and y
-        num = np.einsum("b,nbj->nj", self.body_mass, f["xipos"])
-        return (num / self.body_mass.sum())[:, 0:2].copy()
+        num = np.einsum("b,nbj->nj", self.body_mass, f["xipos"][:, :, :2])
+        return num / self.total_mass
 
     def evaluate(
-        self, f: Fields, before: np.ndarray, actions: np.ndarray
+        self, f: Fields, before: np.ndarray, after: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         a = self.args
-        xy_velocity = (self.position(f) - before) / self.dt
+        xy_velocity = (after - before) / self.dt
         x_velocity = xy_velocity[:, 0]
         min_z, max_z = a["healthy_z_range"]
         z = f["qpos"][:, 2]
@@ -253,10 +255,10 @@ class Walker2d(Task):
         return (min_z < z) & (z < max_z) & (min_angle < angle) & (angle < max_angle)
 
     def evaluate(
-        self, f: Fields, before: np.ndarray, actions: np.ndarray
+        self, f: Fields, before: np.ndarray, after: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         a = self.args
-        x_after = f["qpos"][:, 0]
+        x_after = after[:, 0]
         x_velocity = (x_after - before[:, 0]) / self.dt
         healthy = self.healthy(f)
         forward_reward = a["forward_reward_weight"] * x_velocity
@@ -318,10 +320,10 @@ class HalfCheetah(Task):
         return np.concatenate((position, f["qvel"]), axis=1)
 
     def evaluate(
-        self, f: Fields, before: np.ndarray, actions: np.ndarray
+        self, f: Fields, before: np.ndarray, after: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         a = self.args
-        x_after = f["qpos"][:, 0]
+        x_after = after[:, 0]
         x_velocity = (x_after - before[:, 0]) / self.dt
         forward_reward = a["forward_reward_weight"] * x_velocity
         ctrl_cost = a["ctrl_cost_weight"] * np.sum(np.square(actions), axis=1)
@@ -376,10 +378,10 @@ class Ant(Task):
         return f["xpos"][:, self.main_body, :2].copy()
 
     def evaluate(
-        self, f: Fields, before: np.ndarray, actions: np.ndarray
+        self, f: Fields, before: np.ndarray, after: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         a = self.args
-        xy_velocity = (self.position(f) - before) / self.dt
+        xy_velocity = (after - before) / self.dt
         x_velocity = xy_velocity[:, 0]
         qpos = f["qpos"]
         state = np.concatenate((qpos, f["qvel"]), axis=1)
@@ -416,7 +418,7 @@ class InvertedPendulum(Task):
         return np.concatenate((f["qpos"], f["qvel"]), axis=1)
 
     def evaluate(
-        self, f: Fields, before: np.ndarray, actions: np.ndarray
+        self, f: Fields, before: np.ndarray, after: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         obs = self.observe(f)
         terminated = ~np.isfinite(obs).all(axis=1) | (np.abs(obs[:, 1]) > 0.2)
@@ -554,9 +556,13 @@ class BatchedMujocoVecEnv:
         self.fields: Fields = {
             name: np.zeros((n, *getattr(probe, name).shape), dtype=np.float64) for name in task.fields
         }
+        # Instability counters of every env after its last step (cleared before each step).
+        self._unstable_counts = np.zeros((n, _UNSTABLE.stop - _UNSTABLE.start), dtype=np.int32)
+        self._unstable_views = [d.warning.number[_UNSTABLE] for d in self.datas]
         # Per env: (destination row, MjData view) pairs, so a gather is a few np.copyto calls.
         self._gather = [
             [(self.fields[name][i], getattr(d, name)) for name in task.fields]
+            + [(self._unstable_counts[i], self._unstable_views[i])]
             for i, d in enumerate(self.datas)
         ]
         self._ctrl_views = [d.ctrl for d in self.datas]
@@ -585,7 +591,7 @@ class BatchedMujocoVecEnv:
         self._lengths = np.zeros(n, dtype=np.int64)
         self._term_sums = {name: np.zeros(n) for name in self.reward_terms.names}
         self._start_pose = np.zeros((n, 7))
-        self._unstable = np.zeros(n, dtype=bool)
+        self._position = task.position(self.fields)  # [N, 1 or 2] position after the last step
         self._last_obs = self._reset_envs(self._all).astype(np.float32)
 
     def _check_reward_terms(self) -> None:
@@ -593,7 +599,8 @@ class BatchedMujocoVecEnv:
         if not self.reward_terms.keys:
             return
         probe = {k: v[:1] for k, v in self.fields.items()}
-        _, _, info = self.task.evaluate(probe, self.task.position(probe), np.zeros((1, self.model.nu)))
+        position = self.task.position(probe)
+        _, _, info = self.task.evaluate(probe, position, position, np.zeros((1, self.model.nu)))
         for name, key in self.reward_terms.keys.items():
             if key not in info:
                 raise ConfigError(
@@ -603,12 +610,11 @@ class BatchedMujocoVecEnv:
     # -- the work done on the threads -----------------------------------------------------------
 
     def _step_env(self, i: int) -> None:
-        """Step env ``i`` by frame_skip substeps with its ctrl; gather its fields; flag a blow-up."""
+        """Step env ``i`` by frame_skip substeps with its ctrl; gather its fields and blow-up counts."""
         d = self.datas[i]
         self._ctrl_views[i][:] = self._ctrl[i]
-        clear_unstable_warnings(d)
+        self._unstable_views[i].fill(0)  # a count > 0 after the step means this step blew up
         mujoco.mj_step(self.model, d, self._frame_skip)
-        self._unstable[i] = went_unstable(d)
         if self._rne:
             mujoco.mj_rnePostConstraint(self.model, d)
         for dst, src in self._gather[i]:
@@ -634,10 +640,11 @@ class BatchedMujocoVecEnv:
         self._lengths[indices] = 0
         for sums in self._term_sums.values():
             sums[indices] = 0.0
-        qpos = self.fields["qpos"]
+        fields = {k: v[indices] for k, v in self.fields.items()}
+        self._position[indices] = self.task.position(fields)
         if self._free_root:
-            self._start_pose[indices] = qpos[indices, :7]
-        return self.task.observe({k: v[indices] for k, v in self.fields.items()})
+            self._start_pose[indices] = fields["qpos"][:, :7]
+        return self.task.observe(fields)
 
     # -- VecEnv ---------------------------------------------------------------------------------
 
@@ -683,6 +690,7 @@ class BatchedMujocoVecEnv:
             mujoco.mj_setState(self.model, d, integration[i], _INTEGRATION)
         for name, array in self.fields.items():
             array[...] = state["fields"][name]
+        self._position = self.task.position(self.fields)
         for rng, saved in zip(self._rngs, state["rngs"], strict=True):
             rng.bit_generator.state = saved
         self._returns[:] = state["returns"]
@@ -699,13 +707,13 @@ class BatchedMujocoVecEnv:
         """
         actions = np.clip(actions, self.spaces.action_low, self.spaces.action_high)
         task, n = self.task, self.num_envs
-        before = task.position(self.fields)
         self._ctrl[:] = actions
         self.pool.map(self._step_env, self._all_list)
 
         f = self.fields
+        before, self._position = self._position, task.position(f)
         obs64 = task.observe(f)
-        env_reward, terminated, info = task.evaluate(f, before, actions)
+        env_reward, terminated, info = task.evaluate(f, before, self._position, actions)
         self._lengths += 1
         time_up = (
             self._lengths >= self.max_episode_steps
@@ -717,12 +725,12 @@ class BatchedMujocoVecEnv:
         names = self.reward_terms.names
         if self.reward_terms.keys:
             terms64 = {
-                name: self.reward_terms.scales[name] * info[key].astype(np.float64)
+                name: np.multiply(self.reward_terms.scales[name], info[key], dtype=np.float64)
                 for name, key in self.reward_terms.keys.items()
             }
         else:
             terms64 = {"env": env_reward.astype(np.float64)}
-        unstable = self._unstable.copy()
+        unstable = self._unstable_counts.any(axis=1)
         if unstable.any():  # MuJoCo reset those envs mid-step: cut the episode at the last good obs
             for value in terms64.values():
                 value[unstable] = 0.0
