@@ -16,7 +16,7 @@ class RolloutBatch(NamedTuple):
     rewards: torch.Tensor  # [T, N]
     terminated: torch.Tensor  # [T, N] bool: terminal state reached at t
     truncated: torch.Tensor  # [T, N] bool: time limit hit at t (not terminal)
-    values: torch.Tensor  # [T, N] V(s_t) at collection time (zeros without a value net)
+    values: torch.Tensor  # [T, N] V(s_t) before the update (zeros without a value net)
     next_values: torch.Tensor  # [T, N] V(s_{t+1}) of the same episode (see returns.py)
 
     @property
@@ -52,14 +52,14 @@ class RolloutBuffer:
         rewards: torch.Tensor,
         terminated: torch.Tensor,
         truncated: torch.Tensor,
-        values: torch.Tensor,
-        next_values: torch.Tensor,
     ) -> None:
-        """Store one step for all envs: obs [N, O], actions [N, A]/[N], the rest [N]."""
+        """Store one step for all envs: obs [N, O], actions [N, A]/[N], the rest [N].
+
+        ``values`` and ``next_values`` are filled for the whole batch at once by the runner.
+        """
         t = self.t
         self.obs[t], self.actions[t], self.log_probs[t] = obs, actions, log_probs
         self.rewards[t], self.terminated[t], self.truncated[t] = rewards, terminated, truncated
-        self.values[t], self.next_values[t] = values, next_values
         self.t += 1
 
     def batch(self) -> RolloutBatch:

@@ -22,6 +22,16 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 from locomo.envs.base import SpaceInfo
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+
+def gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """log N(a; mu, diag(std^2)) summed over action dims: actions, mean [B, A], std [A] -> [B].
+
+    The operations of ``Independent(Normal(mean, std), 1).log_prob`` in the same order, so the same
+    bits, without building distribution objects (they cost more than the math on one env step).
+    """
+    return (-((actions - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI).sum(-1)
 
 
 def mlp(
@@ -43,7 +53,12 @@ def mlp(
 
 
 class ObsNormalizer(nn.Module):
-    """Running mean/variance of observations (Chan et al. parallel update); saved with the model."""
+    """Running mean/variance of observations (Chan et al. parallel update); saved with the model.
+
+    Folding a batch of n with mean m_b and variance v_b into c samples with mean m and variance v:
+
+        t = c + n,  d = m_b - m,  m <- m + d n / t,  v <- v c / t + v_b n / t + d^2 c n / t^2
+    """
 
     def __init__(self, obs_dim: int, enabled: bool = True, clip: float = 10.0, eps: float = 1e-8) -> None:
         super().__init__()
@@ -51,6 +66,19 @@ class ObsNormalizer(nn.Module):
         self.register_buffer("mean", torch.zeros(obs_dim, dtype=torch.float64))
         self.register_buffer("var", torch.ones(obs_dim, dtype=torch.float64))
         self.register_buffer("count", torch.tensor(0.0, dtype=torch.float64))
+        # Caches for the per-step hot path, dropped whenever the buffers may have changed:
+        # (mean, std) in the dtype of the observations, and the count as a Python float (so the
+        # update's weights are plain numbers, not tensor ops and, on a GPU, no sync).
+        self._affine: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._count: float | None = None
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self._affine, self._count = None, None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, *args, **kwargs):  # type: ignore[no-untyped-def]  # .to(), .cuda(), .double()
+        self._affine, self._count = None, None
+        return super()._apply(*args, **kwargs)
 
     @torch.no_grad()
     def update(self, obs: torch.Tensor) -> None:
@@ -60,19 +88,23 @@ class ObsNormalizer(nn.Module):
         x = obs.to(torch.float64)
         # Two-pass variance: as exact as x.var(0), ~5x faster on small batches (runs every env step).
         batch_mean, n = x.mean(0), x.shape[0]
-        batch_var = (x - batch_mean).square().mean(0)
-        total = self.count + n
-        delta = batch_mean - self.mean
-        self.mean += delta * n / total
-        self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
-        self.count.copy_(total)
+        batch_var = (x - batch_mean).square_().mean(0)
+        c = float(self.count) if self._count is None else self._count
+        t = c + n
+        delta = batch_mean.sub_(self.mean)
+        self.mean.add_(delta, alpha=n / t)
+        self.var.mul_(c / t).add_(batch_var, alpha=n / t).add_(delta.square_(), alpha=c * n / t**2)
+        self.count.fill_(t)
+        self._affine, self._count = None, t
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Normalised obs [B, O], clipped to +-clip."""
         if not self.enabled:
             return obs
-        z = (obs - self.mean.to(obs.dtype)) / torch.sqrt(self.var.to(obs.dtype) + self.eps)
-        return z.clamp(-self.clip, self.clip)
+        if self._affine is None or self._affine[0].dtype != obs.dtype:
+            self._affine = (self.mean.to(obs.dtype), torch.sqrt(self.var.to(obs.dtype) + self.eps))
+        mean, std = self._affine
+        return ((obs - mean) / std).clamp(-self.clip, self.clip)
 
 
 class RewardScaler(nn.Module):
@@ -122,6 +154,13 @@ class Actor(nn.Module):
         """Entropy of pi_theta(. | s) for obs [B, O] -> [B]."""
         return self.distribution(obs).entropy()
 
+    def log_prob_and_entropy(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi_theta(a | s) [B] and the mean entropy (a scalar) from one forward pass over obs [B, O]."""
+        dist = self.distribution(obs)
+        return dist.log_prob(actions), dist.entropy().mean()
+
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample (or take the mode of) actions for obs [B, O]; return (actions, log_prob [B])."""
         dist = self.distribution(obs)
@@ -149,6 +188,29 @@ class GaussianActor(Actor):
         # training loop's own checks, with a message that says where they came from.
         std = self.log_std.exp().expand_as(mean)
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return gaussian_log_prob(actions, self.mean_net(obs), self.log_std.exp())
+
+    def log_prob_and_entropy(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # The std does not depend on the state, so neither does the entropy:
+        # H = sum_j (1/2 + log(2 pi)/2 + log sigma_j), the same for every sample.
+        std = self.log_std.exp()
+        entropy = (0.5 + _LOG_SQRT_2PI + std.log()).sum()
+        return gaussian_log_prob(actions, self.mean_net(obs), std), entropy
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        # What Actor.act does with the distribution, on the collection hot path without it:
+        # Normal.sample draws torch.normal(mean, std) without grad, so the same numbers.
+        mean, std = self.mean_net(obs), self.log_std.exp()
+        if deterministic:
+            actions = mean
+        else:
+            with torch.no_grad():
+                actions = torch.normal(mean, std.expand_as(mean))
+        return actions, gaussian_log_prob(actions, mean, std)
 
     def mode(self, dist: Distribution) -> torch.Tensor:
         return dist.mean
