@@ -13,11 +13,15 @@ Samplers (random actions, the same [T, N, A] array for all, auto-reset as each d
 
 Trainers, the identical workload (batch ``train_batch`` env steps from ``num_envs`` envs, ``train_epochs``
 passes of ``train_minibatches`` minibatches, 64x64 tanh MLPs, Gaussian policy, value baseline with
-GAE, clipped importance weights, observation normalisation, torch on 1 thread):
+GAE, clipped importance weights, observation normalisation):
 
-- ``locomo_train``: :class:`~locomo.runner.Runner`, env steps / (collect + update) per iteration;
+- ``locomo_train``: :class:`~locomo.runner.Runner` with the default thread settings (torch on one
+  thread while collecting and while updating, ``train.torch_threads=1 train.update_threads=1``),
+  env steps / (collect + update) per iteration;
+- ``locomo_train_all_cores``: the same with ``train.update_threads=0``: the update on every core
+  (faster on an idle machine, much slower when another process holds a core, hence not the default);
 - ``sb3_ppo``: Stable-Baselines3 PPO on a ``DummyVecEnv`` with ``VecNormalize(norm_reward=False)``,
-  env steps / wall time between the starts of successive rollouts.
+  torch on one thread, env steps / wall time between the starts of successive rollouts.
 
 Every figure is a median over repeats (samplers interleaved repeat by repeat, so a busy neighbour
 slows all of them alike) or over iterations after a warm-up one. Nothing here asserts a speed.
@@ -174,8 +178,11 @@ def measure_samplers(settings: Any, seed: int) -> tuple[dict[str, list[float]], 
 # Trainers
 
 
-def locomo_train_config(settings: Any, seed: int) -> DictConfig:
-    """conf/env/humanoid + conf/algo/clipped, resized to the benchmark's workload."""
+def locomo_train_config(settings: Any, seed: int, update_threads: int | None = None) -> DictConfig:
+    """conf/env/humanoid + conf/algo/clipped, resized to the benchmark's workload.
+
+    Thread settings are the defaults of ``train``, unless ``update_threads`` is given.
+    """
     cfg = OmegaConf.structured(LocomoConfig)
     cfg.seed = seed
     cfg.env = OmegaConf.merge(
@@ -201,21 +208,23 @@ def locomo_train_config(settings: Any, seed: int) -> DictConfig:
         num_envs=settings.num_envs,
         device="cpu",
         checkpoint_every=0,
-        torch_threads=1,
-        update_threads=0,
     )
+    if update_threads is not None:
+        cfg.train.update_threads = update_threads
     cfg.logger.wandb.mode = "disabled"
     cfg.logger.progress = False
     validate_config(cfg)
     return cfg
 
 
-def measure_locomo_train(settings: Any, seed: int, run_dir: Path) -> dict[str, list[float]]:
+def measure_locomo_train(
+    settings: Any, seed: int, run_dir: Path, name: str, update_threads: int | None = None
+) -> dict[str, list[float]]:
     """Per iteration after the first: env steps/s end to end, collect steps/s and update seconds."""
     from locomo.runner import Runner
 
-    cfg = locomo_train_config(settings, seed)
-    out = run_dir / "locomo_train"
+    cfg = locomo_train_config(settings, seed, update_threads)
+    out = run_dir / name
     out.mkdir(parents=True, exist_ok=True)
     Runner(cfg, out).run()
     rows = [json.loads(line) for line in (out / cfg.logger.metrics_file).read_text().splitlines()][1:]
@@ -296,7 +305,8 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
     """Measure everything; return the JSON-ready result (the required keys are env steps/s or None)."""
     load_start = os.getloadavg()
     samples, notes = measure_samplers(settings, seed)
-    train = measure_locomo_train(settings, seed, run_dir)
+    train = measure_locomo_train(settings, seed, run_dir, "locomo_train")
+    all_cores = measure_locomo_train(settings, seed, run_dir, "locomo_train_all_cores", update_threads=0)
     sb3 = measure_sb3(settings, seed)
     if isinstance(sb3, str):
         notes["sb3_ppo"] = sb3
@@ -304,16 +314,22 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
         samples["sb3_ppo"] = sb3
     samples["locomo_train"] = train["train"]
     samples["locomo_collect"] = train["collect"]
+    samples["locomo_train_all_cores"] = all_cores["train"]
 
     result: dict[str, Any] = {key: median(samples.get(key)) for key in REQUIRED_KEYS}
     result["locomo_gymnasium_backend"] = median(samples.get("locomo_gymnasium_backend"))
     result["locomo_collect"] = median(train["collect"])
     result["locomo_update_s"] = median(train["update_s"])
+    result["locomo_train_all_cores"] = median(all_cores["train"])
+    result["locomo_update_s_all_cores"] = median(all_cores["update_s"])
     result["ratios"] = {
         "locomo_sampler/raw_physics": ratio(result["locomo_sampler"], result["raw_physics"]),
         "locomo_sampler/envpool": ratio(result["locomo_sampler"], result["envpool"]),
         "locomo_train/locomo_sampler": ratio(result["locomo_train"], result["locomo_sampler"]),
         "locomo_collect/locomo_sampler": ratio(result["locomo_collect"], result["locomo_sampler"]),
+        "locomo_train_all_cores/locomo_sampler": ratio(
+            result["locomo_train_all_cores"], result["locomo_sampler"]
+        ),
         "locomo_train/sb3_ppo": ratio(result["locomo_train"], result["sb3_ppo"]),
     }
     result["samples"] = samples
@@ -365,9 +381,11 @@ def format_table(result: dict[str, Any]) -> str:
         "",
         f"training: batch {s['train_batch']}, {s['train_epochs']} epochs x {s['train_minibatches']} "
         "minibatches, 64x64 tanh MLPs, Gaussian, value baseline",
-        f"  {'locomo (collect + update)':42s}{_fmt(result['locomo_train']):>14s}",
+        f"  {'locomo, default threads (collect + update)':42s}{_fmt(result['locomo_train']):>14s}",
         f"  {'  of which collect only':42s}{_fmt(result['locomo_collect']):>14s}",
         f"  {'  update seconds per iteration':42s}{_fmt(result['locomo_update_s'], 3):>14s}",
+        f"  {'locomo, train.update_threads=0':42s}{_fmt(result['locomo_train_all_cores']):>14s}",
+        f"  {'  update seconds per iteration':42s}{_fmt(result['locomo_update_s_all_cores'], 3):>14s}",
         f"  {'Stable-Baselines3 PPO':42s}{_fmt(result['sb3_ppo']):>14s}",
         "",
         "ratios",
