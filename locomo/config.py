@@ -109,9 +109,9 @@ class TrainConfig:
     # simulator threads (env.threads): policy inference on N envs is too small to gain from more.
     torch_threads: int = 1
     # intra-op threads for torch during the update; 0 = one per core. The simulator threads are
-    # idle then, and on an idle 2-core machine 0 makes the default preset's update ~12% faster;
-    # but when other processes hold the cores, torch's spinning worker threads made iterations
-    # 10-20x slower here, so the default stays 1.
+    # idle then, and on an idle 2-core machine 0 makes the default preset's update ~10% faster
+    # (0.30-0.33 s vs 0.35 s); but with one other busy process it took 0.75-2.0 s (torch's
+    # worker threads wait on each other whenever one is descheduled), so the default stays 1.
     update_threads: int = 1
     deterministic: bool = False  # torch.use_deterministic_algorithms
 
