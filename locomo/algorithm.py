@@ -56,8 +56,8 @@ def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor) -> Advantage
         values, rewards = batch.values, batch.rewards
         gae = returns.gae(rewards, values, batch.next_values, end, term, cfg.gamma, cfg.gae_lambda)
         # reward_to_go with a value baseline is GAE(lambda); total keeps r(tau) - V(s_t).
-        adv = gae if cfg.returns == "reward_to_go" else weighted_returns() - batch.values
-        value_targets = (gae + batch.values).flatten()
+        adv = gae if cfg.returns == "reward_to_go" else weighted_returns() - values
+        value_targets = (gae + values).flatten()
     elif cfg.baseline == "mean":
         ret = weighted_returns()
         b = returns.mean_baseline(ret)

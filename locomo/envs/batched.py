@@ -39,13 +39,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import BATCHED_ENV_IDS, ConfigError, resolve_xml_file
 from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo
-from locomo.envs.gymnasium_backend import UNSTABLE_WARNINGS, RewardTerms, body_record, invalid_mjcf
+from locomo.envs.gymnasium_backend import UNSTABLE_SLICE, RewardTerms, body_record, invalid_mjcf
 
 _INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
-# MuJoCo's bad qpos / qvel / qacc warnings are adjacent in mjtWarning: one slice of
-# ``MjData.warning.number`` clears and reads them all (a per-warning loop costs ~2 us per env step).
-_UNSTABLE = slice(min(UNSTABLE_WARNINGS), max(UNSTABLE_WARNINGS) + 1)
-assert set(range(_UNSTABLE.start, _UNSTABLE.stop)) == set(UNSTABLE_WARNINGS)
 
 Fields = dict[str, np.ndarray]  # MjData field name -> [N, *field shape] float64, gathered per env
 
@@ -557,8 +553,8 @@ class BatchedMujocoVecEnv:
             name: np.zeros((n, *getattr(probe, name).shape), dtype=np.float64) for name in task.fields
         }
         # Instability counters of every env after its last step (cleared before each step).
-        self._unstable_counts = np.zeros((n, _UNSTABLE.stop - _UNSTABLE.start), dtype=np.int32)
-        self._unstable_views = [d.warning.number[_UNSTABLE] for d in self.datas]
+        self._unstable_counts = np.zeros((n, UNSTABLE_SLICE.stop - UNSTABLE_SLICE.start), dtype=np.int32)
+        self._unstable_views = [d.warning.number[UNSTABLE_SLICE] for d in self.datas]
         # Per env: (destination row, MjData view) pairs, so a gather is a few np.copyto calls.
         self._gather = [
             [(self.fields[name][i], getattr(d, name)) for name in task.fields]
