@@ -95,6 +95,26 @@ def optimal_baseline_for(
     return returns.optimal_baseline(ret.flatten(), sq)
 
 
+def adaptive_lr(
+    lr: float, kl: float, threshold: float, factor: float = 1.5, lr_min: float = 1e-6, lr_max: float = 1e-2
+) -> float:
+    """The KL-adaptive step size after one epoch whose mean approx KL was ``kl``.
+
+    lr / factor (not below lr_min) when kl > 2 threshold; lr * factor (not above lr_max) when
+    kl < threshold / 2; else unchanged. Steps that moved the policy too far shrink the next ones.
+    """
+    if kl > 2.0 * threshold:
+        return max(lr / factor, lr_min)
+    if kl < 0.5 * threshold:
+        return min(lr * factor, lr_max)
+    return lr
+
+
+def linear_lr(base_lr: float, progress: float) -> float:
+    """base_lr * (1 - progress), progress in [0, 1] the fraction of training done."""
+    return base_lr * max(0.0, 1.0 - progress)
+
+
 class PolicyGradient:
     """Owns the optimiser; :meth:`update` turns one batch into ``epochs x minibatches`` steps."""
 
@@ -107,6 +127,20 @@ class PolicyGradient:
         # Fused Adam: one kernel for all parameters (~3x faster than foreach on CPU for these sizes).
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)
         self.generator = generator
+
+    @property
+    def lr(self) -> float:
+        """The optimiser's current step size (saved with its state in checkpoints)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def begin_update(self, progress: float) -> None:
+        """Called before each update with the fraction of training done (the linear schedule)."""
+        if self.cfg.lr_schedule == "linear":
+            self._set_lr(linear_lr(self.cfg.lr, progress))
 
     def _weights(
         self, new_log_prob_all: torch.Tensor, old_log_prob_all: torch.Tensor, adv: Advantages
@@ -131,10 +165,16 @@ class PolicyGradient:
         B = obs.shape[0]
         minibatch_size = B // cfg.minibatches
 
+        critic, value_targets = self.critic, adv.value_targets
+        if critic is not None and value_targets is not None:
+            critic.update_stats(value_targets)
+            value_targets = critic.normalize_targets(value_targets)
+
         stats: dict[str, list[float]] = {}
         steps = 0
         stop = False
         for epoch in range(cfg.epochs):
+            epoch_kl: list[float] = []
             perm = torch.randperm(B, generator=self.generator, device="cpu").to(obs.device)
             for k in range(cfg.minibatches):
                 idx = perm[k * minibatch_size : (k + 1) * minibatch_size]
@@ -154,8 +194,8 @@ class PolicyGradient:
                     new_log_prob, adv.advantages[idx], weights, cfg.clip_ratio
                 )
                 loss = policy_loss - cfg.entropy_coef * entropy
-                if self.critic is not None and adv.value_targets is not None:
-                    v_loss = losses.value_loss(self.critic(mb_obs), adv.value_targets[idx])
+                if critic is not None and value_targets is not None:
+                    v_loss = losses.value_loss(critic.normalized(mb_obs), value_targets[idx])
                     loss = loss + cfg.value_coef * v_loss
                     info["value_loss"] = float(v_loss.detach())
                 where = f"(epoch {epoch + 1}, minibatch {k + 1})"
@@ -175,9 +215,12 @@ class PolicyGradient:
                 )
                 for key, value in info.items():
                     stats.setdefault(key, []).append(value)
+                epoch_kl.append(info["approx_kl"])
                 if cfg.target_kl is not None and info["approx_kl"] > cfg.target_kl:
                     stop = True
                     break
+            if cfg.lr_schedule == "adaptive":
+                self._set_lr(adaptive_lr(self.lr, sum(epoch_kl) / len(epoch_kl), cfg.kl_threshold))
             if stop:
                 break
 
@@ -195,6 +238,7 @@ class PolicyGradient:
             "is/clip_fraction": mean["clip_fraction"],
             "is/gradient_steps": float(steps),
             "is/early_stop": float(stop),
+            "losses/lr": self.lr,
         }
         if "value_loss" in mean:
             out["losses/value"] = mean["value_loss"]

@@ -31,6 +31,9 @@ BACKENDS = ("gymnasium", "batched")
 QUALITIES = ("fast", "full")
 EVAL_MODES = ("both", "deterministic", "stochastic")
 VIEWERS = ("auto", "window", "video")
+PLOT_KINDS = ("curves", "behavior")
+ACTION_BOUNDS = ("clip", "none")
+LR_SCHEDULES = ("constant", "linear", "adaptive")
 # Gymnasium ids whose formulas locomo/envs/batched.py reproduces (env.backend=batched).
 BATCHED_ENV_IDS = (
     "Humanoid-v5",
@@ -86,6 +89,13 @@ class AlgoConfig:
     value_coef: float = 0.5  # weight of the value regression loss
     entropy_coef: float = 0.0  # weight of the entropy bonus
     max_grad_norm: float | None = None  # clip the global gradient norm; None = off
+    # regress V on value targets standardised by their running mean/std (the critic's output is
+    # de-standardised for the advantages), so the value loss keeps one scale as returns grow
+    normalize_values: bool = False
+    # constant | linear (decays to 0 at train.iterations) | adaptive (per epoch: lr / 1.5 when the
+    # approx KL > 2 kl_threshold, lr * 1.5 when < kl_threshold / 2, within [1e-6, 1e-2])
+    lr_schedule: str = "constant"
+    kl_threshold: float = 0.008  # the approx KL per epoch the adaptive schedule steers towards
     optimal_baseline_chunk: int = 1024  # samples per vmap chunk for the optimal baseline's grads
 
 
@@ -95,6 +105,11 @@ class ModelConfig:
     activation: str = "tanh"  # tanh | relu | elu
     init_log_std: float = -0.5  # initial state-independent log-std of the Gaussian policy
     normalize_observations: bool = True  # running mean/std observation normalisation
+    # Box actions. clip: the Gaussian is over actions normalised to [-1, 1] within the env's
+    # bounds, the stored and executed action is its clip, log-probs are the clipped Gaussian's;
+    # none: the Gaussian is in the env's units and the env clips (checkpoints saved before this
+    # key existed behave so)
+    action_bounds: str = "clip"
 
 
 @dataclass
@@ -196,6 +211,9 @@ class RenderConfig(FrameConfig):
     grid: bool = True  # write one video with every rollout side by side
     per_episode: bool = True  # write one video per rollout
     sheet: bool = True  # write a PNG contact sheet: a row of snapshots per rollout
+    # compare checkpoints of checkpoint's run: its iter_XXXXXX.pt at these iterations, one column
+    # each, the same seeds in every column (one video and one sheet); null = render one checkpoint
+    iterations: list[int] | None = None
     behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
 
 
@@ -250,7 +268,11 @@ class PlotConfig:
     runs: str = MISSING  # a folder holding runs (e.g. a multirun folder)
     metric: str = "rollout/return_mean"  # the metrics.jsonl column to plot
     group_by: list[str] | None = None  # override keys that name a curve; None = all but seed
-    out: str | None = None  # PNG path; None = <runs>/curves.png
+    out: str | None = None  # PNG path; None = <runs>/curves.png (kind=behavior: <runs>/behavior.png)
+    # curves: `metric` against env steps, a curve per group; behavior: the behaviour-label mix of
+    # the finished episodes as a stacked area (all runs' episodes pooled)
+    kind: str = "curves"
+    window: int = 10  # kind=behavior: iterations pooled per point (episodes finish unevenly)
 
 
 @dataclass
@@ -374,10 +396,14 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
     _positive("algo.value_coef", algo.value_coef, strict=False)
     _positive("algo.entropy_coef", algo.entropy_coef, strict=False)
     _positive("algo.optimal_baseline_chunk", algo.optimal_baseline_chunk)
+    _choice("algo.lr_schedule", algo.lr_schedule, LR_SCHEDULES)
+    _positive("algo.kl_threshold", algo.kl_threshold)
 
 
 def validate_model(model: DictConfig | ModelConfig) -> None:
     _choice("model.activation", model.activation, ACTIVATIONS)
+    _choice("model.action_bounds", model.action_bounds, ACTION_BOUNDS)
+    _finite("model.init_log_std", model.init_log_std)
     if len(model.hidden_sizes) == 0 or any(h < 1 for h in model.hidden_sizes):
         raise ConfigError(
             "model.hidden_sizes", list(model.hidden_sizes), "must be a non-empty list of widths >= 1"
@@ -463,10 +489,18 @@ def _validate_checkpoint_command(cfg: DictConfig, command: str) -> None:
     validate_behavior(cfg.behavior)
 
 
+def validate_plot(cfg: DictConfig | PlotConfig) -> None:
+    """Check a composed ``locomo plot`` config (beyond ``runs``, which the command checks)."""
+    _choice("kind", cfg.kind, PLOT_KINDS)
+    _positive("window", cfg.window)
+
+
 def validate_render_config(cfg: DictConfig) -> None:
     """Check a composed ``locomo render`` config."""
     _validate_checkpoint_command(cfg, "render")
     _positive("episodes", cfg.episodes)
+    if cfg.iterations is not None and (len(cfg.iterations) == 0 or any(i < 1 for i in cfg.iterations)):
+        raise ConfigError("iterations", list(cfg.iterations), "must be a non-empty list of iterations >= 1")
     validate_frames(cfg)
 
 
@@ -519,6 +553,22 @@ def validate_bench(cfg: DictConfig | BenchConfig) -> None:
             "must be a multiple of bench.num_envs * bench.train_minibatches "
             f"= {b.num_envs * b.train_minibatches}",
         )
+
+
+# Keys added after checkpoints were first written, with the value that reproduces how those
+# checkpoints behaved (a key's schema default may differ: it is what a new run gets).
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"model": {"action_bounds": "none"}}
+
+
+def upgrade_saved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config with the keys it predates set to the behaviour it was trained with."""
+    out = dict(saved)
+    for group, keys in LEGACY_DEFAULTS.items():
+        section = dict(out.get(group) or {})
+        for key, value in keys.items():
+            section.setdefault(key, value)
+        out[group] = section
+    return out
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

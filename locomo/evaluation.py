@@ -28,7 +28,7 @@ from torch.distributions import Categorical, Independent, Normal
 from locomo import checkpoint
 from locomo.behavior import Behavior, format_counts, label_counts, label_episode
 from locomo.checkpoint import CheckpointError
-from locomo.config import ConfigError
+from locomo.config import ConfigError, upgrade_saved_config
 from locomo.envs.base import EpisodeRecord, SpaceInfo
 from locomo.envs.gymnasium_backend import RewardTerms, body_record, make_gymnasium_env, root_pose, space_info
 from locomo.policy import Actor, ObsNormalizer, make_actor
@@ -77,7 +77,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     missing = [key for key in ("actor", "obs_normalizer", "config", "spaces") if key not in state]
     if missing:
         raise CheckpointError(f"{file} lacks {', '.join(missing)}: not a policy checkpoint")
-    cfg = OmegaConf.create(state["config"])
+    cfg = OmegaConf.create(upgrade_saved_config(state["config"]))
     spaces = state["spaces"]
     info = SpaceInfo(
         obs_dim=int(spaces["obs_dim"]),
@@ -85,7 +85,9 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         action_dim=int(spaces["action_dim"]),
     )
     model = cfg.model
-    actor = make_actor(info, list(model.hidden_sizes), model.activation, model.init_log_std)
+    actor = make_actor(
+        info, list(model.hidden_sizes), model.activation, model.init_log_std, model.action_bounds
+    )
     normalizer = ObsNormalizer(info.obs_dim, enabled=model.normalize_observations)
     try:
         actor.load_state_dict(state["actor"])
@@ -147,7 +149,7 @@ def select_action(
         return torch.multinomial(dist.probs.cpu(), 1, generator=generator).squeeze(-1)
     assert isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)
     normal = dist.base_dist
-    return torch.normal(normal.loc.cpu(), normal.scale.cpu(), generator=generator)
+    return actor.bound(torch.normal(normal.loc.cpu(), normal.scale.cpu(), generator=generator))
 
 
 def mujoco_state(env: gym.Env) -> tuple[np.ndarray, np.ndarray] | None:
@@ -183,7 +185,8 @@ def rollout(
     terminated = False
     while True:
         obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device).unsqueeze(0)
-        action = select_action(actor, normalizer(obs_t), deterministic, generator)[0].cpu().numpy()
+        action = select_action(actor, normalizer(obs_t), deterministic, generator)
+        action = actor.env_action(action.to(device))[0].cpu().numpy()
         action = int(action) if spaces.discrete else np.clip(action, spaces.action_low, spaces.action_high)
         obs, reward, term, trunc, info = env.step(action)
         step_terms = terms.compute(float(reward), info)

@@ -8,6 +8,20 @@ state-independent std sigma it is
 
 (a log-std-weighted squared error), for a categorical it is minus the cross-entropy of the
 logits against the taken action.
+
+Bounded actions (``model.action_bounds=clip``, every Box env by default): the Gaussian lives in
+normalised units u in which the env's bounds [low, high] are [-1, 1]; the env executes
+``low + (a + 1) (high - low) / 2`` with a = clip(u, -1, 1), and a is what is stored. The policy
+over executed actions is then the *clipped* (censored) Gaussian, so the stored log-likelihood is
+that of the executed action (Fujita & Maeda 2018, "Clipped Action Policy Gradient"), per dim j:
+
+    log pi(a_j|s) = log N(a_j; mu_j, sigma_j)        if -1 < a_j < 1
+                  = log Phi((-1 - mu_j) / sigma_j)    if a_j = -1   (the mass clipped to -1)
+                  = log Phi((mu_j - 1) / sigma_j)     if a_j = +1   (the mass clipped to +1)
+
+Its score function has the same expectation as the unclipped one and a smaller variance.
+``model.action_bounds=none`` keeps the Gaussian in the env's own units and lets the env clip,
+with the log-likelihood of the unclipped sample (how checkpoints before this option behave).
 """
 
 from __future__ import annotations
@@ -32,6 +46,36 @@ def gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor, std: torch.Tens
     bits, without building distribution objects (they cost more than the math on one env step).
     """
     return (-((actions - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI).sum(-1)
+
+
+def log_ndtr(x: torch.Tensor) -> torch.Tensor:
+    """log Phi(x), the log of the standard normal CDF, finite far into both tails.
+
+    x < 0: log(erfc(-x / sqrt 2) / 2) = log(erfcx(-x / sqrt 2) / 2) - x^2 / 2 (erfcx(z) = e^(z^2)
+    erfc(z) does not underflow); x >= 0: log1p(-erfc(x / sqrt 2) / 2). The same numbers as
+    ``torch.special.log_ndtr``, from ops that torch.func's vmap batches (the optimal baseline's
+    per-sample gradients); each branch sees only its own half of x, so neither sends inf or NaN
+    into the other's gradient.
+    """
+    z_neg = x.clamp(max=0.0) / math.sqrt(2)
+    z_pos = x.clamp(min=0.0) / math.sqrt(2)
+    negative = torch.log(0.5 * torch.special.erfcx(-z_neg)) - z_neg * z_neg
+    positive = torch.log1p(-0.5 * torch.special.erfc(z_pos))
+    return torch.where(x < 0, negative, positive)
+
+
+def clipped_gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """log-likelihood of a = clip(u, -1, 1), u ~ N(mu, diag(std^2)): actions, mean [B, A], std [A] -> [B].
+
+    Inside (-1, 1) the Gaussian density; at the bounds the log of the mass beyond them,
+    log Phi((mu - 1) / std) at +1 and log Phi((-1 - mu) / std) at -1 (:func:`log_ndtr` stays
+    finite far in the tail, where Phi itself underflows).
+    """
+    inner = -((actions - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI
+    upper = log_ndtr((mean - 1.0) / std)
+    lower = log_ndtr((-1.0 - mean) / std)
+    per_dim = torch.where(actions >= 1.0, upper, torch.where(actions <= -1.0, lower, inner))
+    return per_dim.sum(-1)
 
 
 def mlp(
@@ -171,16 +215,41 @@ class Actor(nn.Module):
         """The most likely action of a distribution."""
         raise NotImplementedError
 
+    def bound(self, samples: torch.Tensor) -> torch.Tensor:
+        """The action stored and executed for raw draws of :meth:`distribution` (identity here)."""
+        return samples
+
+    def env_action(self, actions: torch.Tensor) -> torch.Tensor:
+        """Stored actions [B, A] in the env's units (identity: the policy acts in them)."""
+        return actions
+
 
 class GaussianActor(Actor):
-    """a ~ N(mu_theta(s), diag(exp(log_std))^2), log-std a free parameter (state-independent)."""
+    """a ~ N(mu_theta(s), diag(exp(log_std))^2), log-std a free parameter (state-independent).
+
+    With ``bounds=(low, high)`` ([A] each, finite) the Gaussian is over normalised actions and
+    the stored action is its clip to [-1, 1] (see the module docstring); ``action_scale`` and
+    ``action_offset`` map it to the env's units and are saved with the weights.
+    """
 
     def __init__(
-        self, obs_dim: int, action_dim: int, hidden: list[int], activation: str, init_log_std: float
+        self,
+        obs_dim: int,
+        action_dim: int,
+        hidden: list[int],
+        activation: str,
+        init_log_std: float,
+        bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         super().__init__()
         self.mean_net = mlp(obs_dim, hidden, action_dim, activation, out_gain=0.01)
         self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+        self.clipped = bounds is not None
+        if bounds is not None:
+            low, high = (torch.as_tensor(b, dtype=torch.float32).reshape(action_dim) for b in bounds)
+            self.register_buffer("action_scale", (high - low) / 2)
+            self.register_buffer("action_offset", (high + low) / 2)
+        self._log_prob_fn = clipped_gaussian_log_prob if self.clipped else gaussian_log_prob
 
     def distribution(self, obs: torch.Tensor) -> Distribution:
         mean = self.mean_net(obs)
@@ -190,16 +259,17 @@ class GaussianActor(Actor):
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return gaussian_log_prob(actions, self.mean_net(obs), self.log_std.exp())
+        return self._log_prob_fn(actions, self.mean_net(obs), self.log_std.exp())
 
     def log_prob_and_entropy(
         self, obs: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # The std does not depend on the state, so neither does the entropy:
-        # H = sum_j (1/2 + log(2 pi)/2 + log sigma_j), the same for every sample.
+        # H = sum_j (1/2 + log(2 pi)/2 + log sigma_j), the same for every sample. (With clipped
+        # actions it is the entropy of the Gaussian before the clip: what the bonus widens.)
         std = self.log_std.exp()
         entropy = (0.5 + _LOG_SQRT_2PI + std.log()).sum()
-        return gaussian_log_prob(actions, self.mean_net(obs), std), entropy
+        return self._log_prob_fn(actions, self.mean_net(obs), std), entropy
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         # What Actor.act does with the distribution, on the collection hot path without it:
@@ -210,10 +280,19 @@ class GaussianActor(Actor):
         else:
             with torch.no_grad():
                 actions = torch.normal(mean, std.expand_as(mean))
-        return actions, gaussian_log_prob(actions, mean, std)
+        actions = self.bound(actions)
+        return actions, self._log_prob_fn(actions, mean, std)
 
     def mode(self, dist: Distribution) -> torch.Tensor:
-        return dist.mean
+        return self.bound(dist.mean)
+
+    def bound(self, samples: torch.Tensor) -> torch.Tensor:
+        return samples.clamp(-1.0, 1.0) if self.clipped else samples
+
+    def env_action(self, actions: torch.Tensor) -> torch.Tensor:
+        if not self.clipped:
+            return actions
+        return torch.addcmul(self.action_offset, actions, self.action_scale)
 
 
 class CategoricalActor(Actor):
@@ -232,18 +311,61 @@ class CategoricalActor(Actor):
 
 
 class ValueNet(nn.Module):
-    """V_phi(s): obs [B, O] -> [B]."""
+    """V_phi(s): obs [B, O] -> [B], in the units of the (possibly scaled) rewards.
 
-    def __init__(self, obs_dim: int, hidden: list[int], activation: str):
+    With ``normalize_values`` the network regresses standardised targets (V - m) / s, with m, s
+    the running mean and std of the value targets (``value_stats``, saved with the weights), and
+    :meth:`forward` returns m + s * net(obs).
+    """
+
+    def __init__(self, obs_dim: int, hidden: list[int], activation: str, normalize_values: bool = False):
         super().__init__()
         self.net = mlp(obs_dim, hidden, 1, activation, out_gain=1.0)
+        self.value_stats = ObsNormalizer(1) if normalize_values else None
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def _mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        stats = self.value_stats
+        assert stats is not None
+        return stats.mean.float(), torch.sqrt(stats.var + stats.eps).float()
+
+    def normalized(self, obs: torch.Tensor) -> torch.Tensor:
+        """The network's own output [B]: standardised values when ``normalize_values``, else V."""
         return self.net(obs).squeeze(-1)
 
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        value = self.normalized(obs)
+        if self.value_stats is None:
+            return value
+        mean, std = self._mean_std()
+        return value * std + mean
 
-def make_actor(spaces: SpaceInfo, hidden: list[int], activation: str, init_log_std: float) -> Actor:
-    """The policy that fits the action space."""
+    def update_stats(self, targets: torch.Tensor) -> None:
+        """Fold a batch of value targets [B] into the running statistics (no-op without them)."""
+        if self.value_stats is not None:
+            self.value_stats.update(targets.detach().unsqueeze(1))
+
+    def normalize_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """Targets [B] in the units :meth:`normalized` regresses."""
+        if self.value_stats is None:
+            return targets
+        mean, std = self._mean_std()
+        return (targets - mean) / std
+
+
+def make_actor(
+    spaces: SpaceInfo, hidden: list[int], activation: str, init_log_std: float, action_bounds: str = "none"
+) -> Actor:
+    """The policy that fits the action space.
+
+    ``action_bounds``: ``clip`` acts in normalised units within the space's bounds (which must be
+    finite; a checkpoint's saved bounds replace them on load), ``none`` in the env's units.
+    """
     if spaces.discrete:
         return CategoricalActor(spaces.obs_dim, spaces.action_dim, hidden, activation)
-    return GaussianActor(spaces.obs_dim, spaces.action_dim, hidden, activation, init_log_std)
+    bounds = None
+    if action_bounds == "clip":
+        low, high = spaces.action_low, spaces.action_high
+        if low is None or high is None:  # rebuilt from a checkpoint: load_state_dict sets them
+            low, high = -torch.ones(spaces.action_dim), torch.ones(spaces.action_dim)
+        bounds = (torch.as_tensor(low), torch.as_tensor(high))
+    return GaussianActor(spaces.obs_dim, spaces.action_dim, hidden, activation, init_log_std, bounds)

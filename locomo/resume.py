@@ -22,7 +22,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from locomo.config import ConfigError, LocomoConfig
+from locomo.config import ConfigError, LocomoConfig, upgrade_saved_config
 from locomo.errors import CheckpointError
 
 # What a resumed run may change: how long it goes on, how it saves and logs. Everything else
@@ -128,7 +128,7 @@ def resumed_config(cfg: DictConfig, task_overrides: list[str]) -> tuple[DictConf
     path, state = load_latest(cfg.resume)
     require_resumable(state, path)
     try:
-        resumed = OmegaConf.merge(OmegaConf.structured(LocomoConfig), state["config"])
+        resumed = OmegaConf.merge(OmegaConf.structured(LocomoConfig), upgrade_saved_config(state["config"]))
     except (KeyError, OmegaConfBaseException) as exc:
         raise CheckpointError(f"{path}: its config does not fit this version of locomo ({exc})") from exc
     assert isinstance(resumed, DictConfig)

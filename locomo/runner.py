@@ -139,9 +139,13 @@ class Runner:
         self.env = TorchVecEnv(make_vec_env(cfg.env, cfg.train.num_envs), self.device)
         spaces = self.env.spaces
         m = cfg.model
-        self.actor = make_actor(spaces, list(m.hidden_sizes), m.activation, m.init_log_std).to(self.device)
+        self.actor = make_actor(
+            spaces, list(m.hidden_sizes), m.activation, m.init_log_std, m.action_bounds
+        ).to(self.device)
         self.critic = (
-            ValueNet(spaces.obs_dim, list(m.hidden_sizes), m.activation).to(self.device)
+            ValueNet(spaces.obs_dim, list(m.hidden_sizes), m.activation, cfg.algo.normalize_values).to(
+                self.device
+            )
             if cfg.algo.baseline == "value"
             else None
         )
@@ -214,7 +218,7 @@ class Runner:
             self.normalizer.update(obs_raw)
             obs = self.normalizer(obs_raw)
             actions, log_probs = self.actor.act(obs)
-            step = self.env.step(actions)
+            step = self.env.step(self.actor.env_action(actions))
             self._check_step(step, t)
             if step.episodes and self.critic is not None:
                 # The value net runs once after the loop; keep what it needs of the episodes that
@@ -381,6 +385,7 @@ class Runner:
         self.actor.train()
         torch.set_num_threads(self.update_threads)
         try:
+            self.algorithm.begin_update(self.iteration / cfg.train.iterations)
             update_info = self.algorithm.update(batch)
         finally:
             torch.set_num_threads(self.collect_threads)
