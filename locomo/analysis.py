@@ -185,5 +185,94 @@ def plot_curves(runs_dir: Path, metric: str, keys: list[str] | None, path: Path)
     return {label: len(runs) for label, runs in groups.items()}
 
 
+def behavior_mix(rows: list[dict[str, Any]], window: int) -> tuple[list[float], dict[str, list[float]]]:
+    """Label fractions of finished episodes over windows of ``window`` consecutive rows.
+
+    Each row's ``behavior/<label>`` fractions are weighted by its ``rollout/episodes`` (rows where
+    no labelled episode finished carry no weight), so a window's fractions are those of all the
+    episodes that finished in it. Returns the env steps at each window's end and, per label
+    (in :data:`locomo.behavior.LABELS` order), its fraction in each window (NaN: none finished).
+    """
+    from locomo.behavior import LABELS
+
+    steps: list[float] = []
+    mix: dict[str, list[float]] = {label: [] for label in LABELS}
+    for start in range(0, len(rows), window):
+        chunk = rows[start : start + window]
+        counts = dict.fromkeys(LABELS, 0.0)
+        for row in chunk:
+            n = row.get("rollout/episodes") or 0.0
+            for label in LABELS:
+                counts[label] += n * (row.get(f"behavior/{label}") or 0.0)
+        total = sum(counts.values())
+        steps.append(float(chunk[-1]["env_steps"]))
+        for label in LABELS:
+            mix[label].append(counts[label] / total if total > 0 else float("nan"))
+    return steps, mix
+
+
+# Falls in warm-to-red colours, standing grey, walking in greens: the lecture's road reads left to right.
+BEHAVIOR_COLORS = {
+    "collapsed": "#7f7f7f",
+    "fell_backward": "#8c2d04",
+    "fell_sideways": "#d94801",
+    "fell_forward": "#fd8d3c",
+    "stood_still": "#bdbdbd",
+    "walked_backward": "#c7e9c0",
+    "walked_sideways": "#74c476",
+    "walked_forward": "#238b45",
+}
+
+
+def plot_behavior(runs_dir: Path, window: int, path: Path) -> dict[str, float]:
+    """Stacked area of the behaviour mix against env steps, episodes of all runs under ``runs_dir`` pooled.
+
+    Returns the mix of the last window.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    files = sorted(runs_dir.glob("**/metrics.jsonl"))
+    if not files:
+        raise ConfigError("runs", str(runs_dir), "no metrics.jsonl below this folder")
+    runs = [read_metrics(f) for f in files]
+    length = min(len(r) for r in runs)
+    # Pool the runs row by row (same iteration), so a window counts every run's episodes.
+    pooled = []
+    for i in range(length):
+        rows = [r[i] for r in runs]
+        episodes = sum(row.get("rollout/episodes") or 0.0 for row in rows)
+        merged: dict[str, Any] = {"env_steps": rows[0]["env_steps"], "rollout/episodes": episodes}
+        for key in {k for row in rows for k in row if k.startswith("behavior/")}:
+            weighted = sum((row.get("rollout/episodes") or 0.0) * (row.get(key) or 0.0) for row in rows)
+            merged[key] = weighted / episodes if episodes else 0.0
+        pooled.append(merged)
+    steps, mix = behavior_mix(pooled, window)
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    # Bottom to top in the order of BEHAVIOR_COLORS (falls, then standing, then walking).
+    order = [*BEHAVIOR_COLORS, *(label for label in mix if label not in BEHAVIOR_COLORS)]
+    labels = [label for label in order if np.nansum(np.array(mix[label])) > 0]
+    ax.stackplot(
+        np.array(steps) / 1e6,
+        [np.nan_to_num(np.array(mix[label])) for label in labels],
+        labels=labels,
+        colors=[BEHAVIOR_COLORS.get(label, "#333333") for label in labels],
+    )
+    ax.set_xlabel("env steps (millions)")
+    ax.set_ylabel("fraction of finished episodes")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(steps[0] / 1e6, steps[-1] / 1e6)
+    handles, names = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], names[::-1], fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(f"what the body did ({len(runs)} run(s), windows of {window} iterations)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return {label: values[-1] for label, values in mix.items()}
+
+
 def write_json(data: Any, path: Path) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")

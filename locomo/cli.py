@@ -27,6 +27,7 @@ from locomo.config import (
     validate_bench,
     validate_config,
     validate_eval_config,
+    validate_plot,
     validate_render_config,
     validate_replay_config,
 )
@@ -181,6 +182,14 @@ def plot(cfg: DictConfig) -> None:
     runs = Path(cfg.runs).expanduser()
     if not runs.is_dir():
         raise ConfigError("runs", cfg.runs, "must be a folder holding runs")
+    validate_plot(cfg)
+    if cfg.kind == "behavior":
+        out = Path(cfg.out) if cfg.out else runs / "behavior.png"
+        last = analysis.plot_behavior(runs, cfg.window, out)
+        mix = ", ".join(f"{label} {share:.0%}" for label, share in last.items() if share > 0)
+        print(f"last window: {mix or 'no finished episodes'}")
+        print(f"locomo: wrote {out}")
+        return
     out = Path(cfg.out) if cfg.out else runs / "curves.png"
     counts = analysis.plot_curves(runs, cfg.metric, list(cfg.group_by) if cfg.group_by else None, out)
     for label, n in counts.items():

@@ -314,6 +314,7 @@ class TileStream:
     rollout: Rollout
     index: int  # episode index shown on the tile
     stride: int
+    title: str | None = None  # the tile's first line; None = "episode <index>  seed <seed>"
     _cache: tuple[int, np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -333,7 +334,7 @@ class TileStream:
         ended = t == r.record.length
         status = ("  fell" if r.record.terminated else "  end") if ended else ""
         lines = [
-            f"episode {self.index}  seed {r.seed}",
+            self.title or f"episode {self.index}  seed {r.seed}",
             f"step {t}/{r.record.length}{status}",
             f"return {r.returns_so_far[t]:.1f}",
         ]
@@ -350,9 +351,13 @@ def video_frames(
     columns: int | None,
     stats: VideoStats,
     first_index: int = 1,
+    titles: Sequence[str] | None = None,
 ) -> Iterator[np.ndarray]:
     """Frames [rows * H, cols * W, 3] of a grid video of ``rollouts`` (one tile: a plain video)."""
-    tiles = [TileStream(r, first_index + i, stride) for i, r in enumerate(rollouts)]
+    tiles = [
+        TileStream(r, first_index + i, stride, None if titles is None else titles[i])
+        for i, r in enumerate(rollouts)
+    ]
     renders_before, seconds_before = renderer.frames, renderer.seconds
     for k in range(max(tile.num_frames for tile in tiles)):
         images = [tile.frame(k, renderer, stats) for tile in tiles]
@@ -412,20 +417,32 @@ def write_rollout_video(
     fps: float | None,
     columns: int | None = None,
     first_index: int = 1,
+    titles: Sequence[str] | None = None,
 ) -> VideoStats:
-    """One mp4 of ``rollouts`` (a grid when several), real-time playback; returns the timings."""
+    """One mp4 of ``rollouts`` (a grid when several), real-time playback; returns the timings.
+
+    ``titles`` (one per rollout) replace the tiles' "episode i  seed s" line.
+    """
     if any(r.qpos is None for r in rollouts):
         raise RenderError("these rollouts carry no MuJoCo states: only MuJoCo envs can be filmed")
     stride, video_fps = frame_stride(rollouts[0].control_dt, fps)
     stats = VideoStats()
-    write_mp4(path, video_frames(rollouts, renderer, stride, columns, stats, first_index), video_fps, stats)
+    frames = video_frames(rollouts, renderer, stride, columns, stats, first_index, titles)
+    write_mp4(path, frames, video_fps, stats)
     return stats
 
 
 def contact_sheet(
-    rollouts: Sequence[Rollout], renderer: FrameRenderer, snapshots: int = 6, first_index: int = 1
+    rollouts: Sequence[Rollout],
+    renderer: FrameRenderer,
+    snapshots: int = 6,
+    first_index: int = 1,
+    titles: Sequence[str] | None = None,
 ) -> Image.Image:
-    """A PNG-ready picture: one row per rollout, ``snapshots`` evenly spaced states from reset to end."""
+    """A PNG-ready picture: one row per rollout, ``snapshots`` evenly spaced states from reset to end.
+
+    A row's first tile is headed by ``titles[i]`` when given (else tau_i).
+    """
     rows = []
     for i, r in enumerate(rollouts):
         assert r.qpos is not None and r.qvel is not None
@@ -434,7 +451,8 @@ def contact_sheet(
         tiles = []
         for j, t in enumerate(steps):
             image = renderer.render(r.qpos[t], r.qvel[t])
-            lines = [f"tau_{first_index + i}  t={t * r.control_dt:.2f}s"]
+            name = titles[i] if titles is not None and j == 0 else f"tau_{first_index + i}"
+            lines = [f"{name}  t={t * r.control_dt:.2f}s"]
             if j == len(steps) - 1:
                 lines.append(f"return {r.returns_so_far[t]:.1f}")
             tiles.append(draw_overlay(image, lines, label, tag=j == len(steps) - 1))
@@ -559,6 +577,8 @@ def render_main(cfg: Any) -> list[Path]:
     from locomo.evaluation import load_policy, run_episodes
 
     torch.set_num_threads(1)
+    if cfg.iterations:
+        return render_comparison(cfg)
     policy = load_policy(cfg.checkpoint)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else Path("videos") / policy.run_name
     mode = "deterministic" if cfg.deterministic else "stochastic"
@@ -605,6 +625,78 @@ def render_main(cfg: Any) -> list[Path]:
         f"(rollouts {total.rollout_s:.1f} s, render {total.render_s:.1f} s, overlay {total.overlay_s:.1f} s, "
         f"encode {total.encode_s:.1f} s)"
     )
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+def comparison_checkpoints(checkpoint: str, iterations: Sequence[int]) -> list[Path]:
+    """``iter_XXXXXX.pt`` of ``checkpoint``'s run for each iteration; ConfigError names what exists."""
+    from locomo.config import ConfigError
+    from locomo.evaluation import checkpoint_run_dir, resolve_checkpoint_path
+
+    folder = checkpoint_run_dir(resolve_checkpoint_path(checkpoint)) / "checkpoints"
+    paths = [folder / f"iter_{it:06d}.pt" for it in iterations]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        have = sorted(int(p.stem[5:]) for p in folder.glob("iter_*.pt") if p.stem[5:].isdigit())
+        raise ConfigError(
+            "iterations", list(iterations), f"no {missing[0]}; this run has checkpoints of iterations {have}"
+        )
+    return paths
+
+
+def render_comparison(cfg: Any) -> list[Path]:
+    """``locomo render iterations=[...]``: the same seeds under several checkpoints of one run.
+
+    One column per checkpoint (titled with its iteration and env steps), one row per episode:
+    ``<run>_iters_<a>-<b>-..._seed<seed>_<mode>.mp4`` and a PNG sheet with a row per tile.
+    """
+    from locomo.evaluation import load_policy, run_episodes
+
+    paths = comparison_checkpoints(cfg.checkpoint, list(cfg.iterations))
+    policies = [load_policy(p) for p in paths]
+    mode = "deterministic" if cfg.deterministic else "stochastic"
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else Path("videos") / policies[0].run_name
+    stem = f"iters_{'-'.join(str(i) for i in cfg.iterations)}_seed{cfg.seed}_{mode}"
+    per_policy: list[list[Rollout]] = []
+    titles: list[str] = []
+    start = time.perf_counter()
+    for it, policy in zip(cfg.iterations, policies, strict=True):
+        env = policy.make_env()
+        try:
+            rollouts = run_episodes(
+                policy, env, cfg.episodes, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True
+            )
+            per_policy.append(rollouts)
+        finally:
+            env.close()
+        steps = policy.counters.get("env_steps", 0)
+        titles.append(f"iter {it} ({steps / 1e6:.1f}M steps)")
+    rollout_s = time.perf_counter() - start
+    # Row e holds episode e under every checkpoint, left to right in training order.
+    tiles = [per_policy[c][e] for e in range(cfg.episodes) for c in range(len(policies))]
+    tile_titles = [titles[c] for _ in range(cfg.episodes) for c in range(len(policies))]
+    env = policies[0].make_env()
+    model = _model_of(env)
+    written: list[Path] = []
+    with FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
+        if cfg.grid:
+            path = out_dir / f"{stem}.mp4"
+            write_rollout_video(path, tiles, renderer, cfg.fps, len(policies), 1, tile_titles)
+            written.append(path)
+        if cfg.sheet:
+            path = out_dir / f"{stem}_sheet.png"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            contact_sheet(tiles, renderer, titles=tile_titles).save(path, optimize=True)
+            written.append(path)
+    env.close()
+    for title, rollouts in zip(titles, per_policy, strict=True):
+        counts = format_counts(label_counts(r.behavior for r in rollouts))
+        mean_ret = sum(r.record.ret for r in rollouts) / len(rollouts)
+        mean_len = sum(r.record.length for r in rollouts) / len(rollouts)
+        print(f"{title:<24} return {mean_ret:9.1f}  length {mean_len:6.0f}  {counts}")
+    print(f"rollouts {rollout_s:.1f} s")
     for path in written:
         print(f"wrote {path}")
     return written
