@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -65,3 +66,33 @@ def test_plot_of_a_missing_folder_is_a_clear_error(locomo_cli):
     result = locomo_cli("plot", "runs=nowhere")
     assert result.returncode == 2
     assert "runs='nowhere' is invalid: must be a folder holding runs" in result.stderr
+
+
+def test_behavior_mix_weights_rows_by_their_finished_episodes():
+    from locomo.analysis import behavior_mix
+
+    rows = [
+        {"env_steps": 10, "rollout/episodes": 3.0, "behavior/fell_forward": 1.0},
+        {"env_steps": 20, "rollout/episodes": 1.0, "behavior/walked_forward": 1.0},
+        {"env_steps": 30, "rollout/episodes": 0.0},  # nothing finished: no weight, no label keys
+        {"env_steps": 40, "rollout/episodes": 0.0},
+    ]
+    steps, mix = behavior_mix(rows, window=2)
+    assert steps == [20.0, 40.0]
+    assert mix["fell_forward"][0] == 0.75 and mix["walked_forward"][0] == 0.25
+    assert math.isnan(mix["fell_forward"][1])  # a window where no episode finished
+
+
+def test_plot_behavior_draws_a_run(locomo_cli):
+    runs = locomo_cli.cwd / "runs" / "r"
+    runs.mkdir(parents=True)
+    rows = [
+        {"iteration": i, "env_steps": 100 * i, "rollout/episodes": 4.0, "behavior/fell_forward": 1 - i / 10,
+         "behavior/walked_forward": i / 10}
+        for i in range(1, 11)
+    ]
+    (runs / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = locomo_cli("plot", f"runs={runs.parent}", "kind=behavior", "window=5")
+    assert result.returncode == 0, result.stderr
+    assert (runs.parent / "behavior.png").stat().st_size > 10_000
+    assert "last window: fell_forward 20%, walked_forward 80%" in result.stdout

@@ -38,6 +38,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         "video.width=160",
         "video.height=120",
         "video.max_steps=40",
+        "train.checkpoint_every=1",  # iter_000001.pt and iter_000002.pt, for render iterations=[1,2]
         cwd=cwd,
     )
     assert result.returncode == 0, result.stderr
@@ -76,6 +77,25 @@ def test_render_writes_grid_per_episode_videos_and_a_sheet(trained):
     assert grid_frames.shape[0] == max(first.shape[0], iio.imread(episodes[1]).shape[0])
     assert "render cost:" in result.stdout and "ms per rendered frame" in result.stdout
     assert not (cwd / ".hydra").exists() and not list(cwd.glob("*.log"))  # no Hydra clutter
+
+
+def test_render_compares_checkpoints_of_one_run_side_by_side(trained):
+    cwd, run = trained
+    result = run_locomo(
+        "render", f"checkpoint={run}", "iterations=[1,2]", "episodes=2", "seed=3", *SMALL_VIDEO, cwd=cwd
+    )
+    assert result.returncode == 0, result.stderr
+    out = cwd / "videos" / f"humanoid_{run.name}"
+    frames = iio.imread(out / "iters_1-2_seed3_stochastic.mp4")
+    assert frames.shape[1:] == (240, 320, 3)  # a column per checkpoint, a row per episode
+    sheet = iio.imread(out / "iters_1-2_seed3_stochastic_sheet.png")
+    assert sheet.shape[0] == 4 * 120  # a row per tile
+    assert re.search(r"^iter 1 \(0\.0M steps\)\s+return", result.stdout, re.M)
+    assert re.search(r"^iter 2 \(0\.0M steps\)\s+return", result.stdout, re.M)
+    # The same seeds under one checkpoint: the first checkpoint's rollouts are the plain render's.
+    missing = run_locomo("render", f"checkpoint={run}", "iterations=[1,7]", *SMALL_VIDEO, cwd=cwd)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "iter_000007.pt" in missing.stderr and "checkpoints of iterations [1, 2]" in missing.stderr
 
 
 def test_eval_table_json_and_replay_reproduces_its_returns(trained):
