@@ -160,9 +160,7 @@ def plot_curves(runs_dir: Path, metric: str, keys: list[str] | None, path: Path)
     import matplotlib.pyplot as plt
     import numpy as np
 
-    files = sorted(runs_dir.glob("**/metrics.jsonl"))
-    if not files:
-        raise ConfigError("runs", str(runs_dir), "no metrics.jsonl below this folder")
+    files = metrics_files(runs_dir)
     groups: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
     for f, label in zip(files, run_labels([f.parent for f in files], keys), strict=True):
         groups[label].append(read_metrics(f))
@@ -224,8 +222,16 @@ BEHAVIOR_COLORS = {
 }
 
 
-def plot_behavior(runs_dir: Path, window: int, path: Path) -> dict[str, float]:
-    """Stacked area of the behaviour mix against env steps, episodes of all runs under ``runs_dir`` pooled.
+def metrics_files(runs_dir: Path) -> list[Path]:
+    """Every metrics.jsonl under ``runs_dir``; ConfigError (key ``runs``) when there is none."""
+    files = sorted(runs_dir.glob("**/metrics.jsonl"))
+    if not files:
+        raise ConfigError("runs", str(runs_dir), "no metrics.jsonl below this folder")
+    return files
+
+
+def plot_behavior(files: list[Path], window: int, path: Path) -> dict[str, float]:
+    """Stacked area of the behaviour mix against env steps, the episodes of all runs' ``files`` pooled.
 
     Returns the mix of the last window.
     """
@@ -235,10 +241,9 @@ def plot_behavior(runs_dir: Path, window: int, path: Path) -> dict[str, float]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    files = sorted(runs_dir.glob("**/metrics.jsonl"))
-    if not files:
-        raise ConfigError("runs", str(runs_dir), "no metrics.jsonl below this folder")
-    runs = [read_metrics(f) for f in files]
+    runs = [rows for rows in (read_metrics(f) for f in files) if rows]
+    if not runs:
+        raise ConfigError("runs", ", ".join(map(str, files)), "no rows logged yet")
     length = min(len(r) for r in runs)
     # Pool the runs row by row (same iteration), so a window counts every run's episodes.
     pooled = []
@@ -251,6 +256,8 @@ def plot_behavior(runs_dir: Path, window: int, path: Path) -> dict[str, float]:
             merged[key] = weighted / episodes if episodes else 0.0
         pooled.append(merged)
     steps, mix = behavior_mix(pooled, window)
+    if all(np.isnan(values).all() for values in mix.values()):
+        raise ConfigError("runs", ", ".join(map(str, files)), "no behaviour labels logged")
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
     # Bottom to top in the order of BEHAVIOR_COLORS (falls, then standing, then walking).
     order = [*BEHAVIOR_COLORS, *(label for label in mix if label not in BEHAVIOR_COLORS)]

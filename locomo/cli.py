@@ -185,7 +185,7 @@ def plot(cfg: DictConfig) -> None:
     validate_plot(cfg)
     if cfg.kind == "behavior":
         out = Path(cfg.out) if cfg.out else runs / "behavior.png"
-        last = analysis.plot_behavior(runs, cfg.window, out)
+        last = analysis.plot_behavior(analysis.metrics_files(runs), cfg.window, out)
         mix = ", ".join(f"{label} {share:.0%}" for label, share in last.items() if share > 0)
         print(f"last window: {mix or 'no finished episodes'}")
         print(f"locomo: wrote {out}")

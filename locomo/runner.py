@@ -29,7 +29,7 @@ from locomo.algorithm import PolicyGradient
 from locomo.behavior import behavior_fractions
 from locomo.buffer import RolloutBatch, RolloutBuffer
 from locomo.checkpoint import CheckpointError, CheckpointManager, check_spaces, restore_rng, rng_state
-from locomo.config import to_container
+from locomo.config import ConfigError, to_container
 from locomo.envs import EpisodeRecord, TorchStep, TorchVecEnv, make_vec_env
 from locomo.errors import NonFiniteError, TrainingAborted, TrainingInterrupted
 from locomo.guard import check_finite, check_parameters
@@ -350,6 +350,7 @@ class Runner:
                     due = (every and self.iteration % every == 0) or self.iteration == cfg.train.iterations
                     if due or stop.signum is not None:
                         self._save_checkpoint()
+                        self._chart_behavior(logger)
                     if stop.signum is not None:
                         raise TrainingInterrupted(stop.signum, self.iteration, self.last_good, self.run_dir)
         finally:
@@ -358,6 +359,22 @@ class Runner:
             logger.close()
             self.env.close()
         return metrics
+
+    def _chart_behavior(self, logger: MetricsLogger) -> None:
+        """W&B ``charts/behavior``: the run's behaviour mix so far as a stacked area (as ``locomo plot``)."""
+        if logger.wandb_run is None or self.env.spaces.discrete:
+            return
+        import wandb
+
+        from locomo.analysis import plot_behavior
+
+        path = self.run_dir / "behavior.png"
+        window = max(1, self.iteration // 50)  # about 50 points, however long the run
+        try:
+            plot_behavior([logger.path], window, path)
+        except ConfigError:  # no labelled episodes (an env without a root body): nothing to draw
+            return
+        logger.log_media("charts/behavior", wandb.Image(str(path)), self.env_steps)
 
     def _save_checkpoint(self) -> None:
         """Save the periodic checkpoint; on failure say what is still on disk and how to go on."""

@@ -61,6 +61,9 @@ def test_training_writes_labelled_videos_and_logs_them_to_wandb(trained):
     (offline,) = run.glob("wandb/offline-run-*")
     media = sorted((offline / "files" / "media" / "videos").rglob("*.mp4"))
     assert len(media) == 2 and all(p.stat().st_size > 1000 for p in media)
+    # The behaviour mix as a stacked-area chart, drawn at each checkpoint (every iteration here).
+    charts = sorted((offline / "files" / "media" / "images").rglob("charts/behavior*.png"))
+    assert len(charts) == 2 and (run / "behavior.png").stat().st_size > 5000
 
 
 def test_render_writes_grid_per_episode_videos_and_a_sheet(trained):
