@@ -27,6 +27,7 @@ from locomo.config import (
     validate_bench,
     validate_config,
     validate_eval_config,
+    validate_export_config,
     validate_plot,
     validate_render_config,
     validate_replay_config,
@@ -144,6 +145,16 @@ def evaluate(cfg: DictConfig) -> None:
     eval_main(cfg)
 
 
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="export")
+@user_errors
+def export(cfg: DictConfig) -> None:
+    """A checkpoint's policy alone (actor + normaliser) for shipping, evaluated, with a JSON summary."""
+    validate_export_config(cfg)
+    from locomo.evaluation import export_main
+
+    export_main(cfg)
+
+
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="replay")
 @user_errors
 def replay(cfg: DictConfig) -> None:
@@ -212,6 +223,7 @@ COMMANDS: dict[str, Callable[[], Any]] = {
     "render": render,
     "eval": evaluate,
     "replay": replay,
+    "export": export,
     "variance": variance,
     "plot": plot,
     "bench": bench,
@@ -224,6 +236,7 @@ commands:
   render    labelled videos of a checkpoint's rollouts: grid, per episode, PNG sheet
   eval      return, length, distance and behaviour counts over N seeded episodes (table + JSON)
   replay    one episode in the MuJoCo viewer; headless: a video instead
+  export    a checkpoint's policy alone (under 2 MB for the walker), evaluated, with a JSON summary
   variance  compare the estimators' gradient variance at one policy (table, JSON, PNG)
   plot      return curves of several runs, e.g. a multirun comparing estimators
   bench     sampler and training throughput vs Gymnasium, EnvPool, raw mj_step, SB3 (Humanoid-v5)
@@ -235,6 +248,8 @@ examples:
   locomo render checkpoint=outputs/humanoid/<run>/checkpoints/last.pt episodes=6
   locomo eval checkpoint=outputs/humanoid/<run> episodes=20 seed=0
   locomo replay checkpoint=outputs/humanoid/<run> seed=0
+  locomo replay checkpoint=walker                      # the walker shipped in assets/
+  locomo export checkpoint=outputs/humanoid/<run> out=assets/walker.pt
   locomo plot runs=multirun/<date_time>
   locomo variance env=humanoid_forward batches=16
   locomo bench quick=true

@@ -231,6 +231,18 @@ class EvalConfig:
 
 
 @dataclass
+class ExportConfig:
+    """``locomo export``: a checkpoint's policy alone (for shipping), with its evaluation beside it."""
+
+    checkpoint: str | None = None  # a checkpoint file, or a run directory (-> checkpoints/last.pt)
+    out: str = "walker.pt"  # the policy file to write; its evaluation goes to <out without .pt>.json
+    episodes: int = 20  # deterministic evaluation episodes; episode i is seeded with seed + i
+    seed: int = 0  # seed of the first evaluation episode
+    max_steps: int | None = None  # steps per episode at most; null = the env's time limit
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
+
+
+@dataclass
 class ReplayConfig(FrameConfig):
     """``locomo replay``: one episode in the MuJoCo viewer (or, headless, a video)."""
 
@@ -307,6 +319,7 @@ def register_configs() -> None:
     cs.store(name="render_schema", node=RenderConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="replay_schema", node=ReplayConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="bench_schema", node=BenchConfig)
 
 
@@ -509,6 +522,14 @@ def validate_eval_config(cfg: DictConfig) -> None:
     _validate_checkpoint_command(cfg, "eval")
     _positive("episodes", cfg.episodes)
     _choice("mode", cfg.mode, EVAL_MODES)
+
+
+def validate_export_config(cfg: DictConfig) -> None:
+    """Check a composed ``locomo export`` config."""
+    _validate_checkpoint_command(cfg, "export")
+    _positive("episodes", cfg.episodes)
+    if not str(cfg.out).endswith(".pt"):
+        raise ConfigError("out", cfg.out, "must be a .pt file (its evaluation is written beside it as .json)")
 
 
 def validate_replay_config(cfg: DictConfig) -> None:

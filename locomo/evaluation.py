@@ -28,7 +28,7 @@ from torch.distributions import Categorical, Independent, Normal
 from locomo import checkpoint
 from locomo.behavior import Behavior, format_counts, label_counts, label_episode
 from locomo.checkpoint import CheckpointError
-from locomo.config import ConfigError, upgrade_saved_config
+from locomo.config import ASSETS_DIR, ConfigError, upgrade_saved_config
 from locomo.envs.base import EpisodeRecord, SpaceInfo
 from locomo.envs.gymnasium_backend import RewardTerms, body_record, make_gymnasium_env, root_pose, space_info
 from locomo.policy import Actor, ObsNormalizer, make_actor
@@ -61,13 +61,27 @@ def checkpoint_run_dir(path: Path) -> Path:
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
-    """A checkpoint file as given, or ``checkpoints/last.pt`` (or ``last.pt``) inside a directory."""
+    """A checkpoint file as given, or ``checkpoints/last.pt`` (or ``last.pt``) inside a directory.
+
+    A bare name that is no file here, e.g. ``walker``, names a policy shipped in ``assets/``
+    (``assets/walker.pt``).
+    """
     p = Path(path).expanduser()
     if p.is_dir():
         for candidate in (p / "checkpoints" / "last.pt", p / "last.pt"):
             if candidate.is_file():
                 return candidate
+    if not p.exists() and len(p.parts) == 1:
+        for candidate in (ASSETS_DIR / p.name, ASSETS_DIR / f"{p.name}.pt"):
+            if candidate.is_file():
+                return candidate
     return p
+
+
+def output_root(policy: LoadedPolicy) -> Path:
+    """Where a command writes what it makes of a policy by default: its run directory, or, for a
+    policy shipped in ``assets/`` (part of the installed package), the working directory."""
+    return Path(".") if policy.path.parent.resolve() == ASSETS_DIR.resolve() else policy.run_dir
 
 
 def load_policy(path: str | Path) -> LoadedPolicy:
@@ -306,7 +320,7 @@ def eval_main(cfg: DictConfig) -> dict[str, Any]:
     out = (
         Path(cfg.output)
         if cfg.output
-        else policy.run_dir / "eval" / f"{policy.path.stem}_seed{cfg.seed}.json"
+        else output_root(policy) / "eval" / f"{policy.path.stem}_seed{cfg.seed}.json"
     )
     report = {
         "checkpoint": str(policy.path),
@@ -328,4 +342,62 @@ def eval_main(cfg: DictConfig) -> dict[str, Any]:
     print(f"{policy.path} (iteration {iteration}, {policy.cfg.env.name}), seeds {cfg.seed}..{last_seed}")
     print(format_table(results))
     print(f"wrote {out}")
+    return report
+
+
+# What a shipped policy keeps of a training checkpoint: enough to act, evaluate and render.
+POLICY_KEYS = ("format", "version", "actor", "obs_normalizer", "config", "spaces", "counters")
+
+
+def training_command(run_dir: Path) -> str | None:
+    """``locomo train <overrides>`` as the run was started (its .hydra/overrides.yaml), if known."""
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides.is_file():
+        return None
+    import yaml
+
+    args = yaml.safe_load(overrides.read_text(encoding="utf-8")) or []
+    return " ".join(["locomo train", *map(str, args)])
+
+
+def export_main(cfg: DictConfig) -> dict[str, Any]:
+    """``locomo export``: a training checkpoint's policy alone (actor and observation normaliser,
+    no critic or optimiser), evaluated; writes ``out`` and, beside it, ``<out>.json`` with the
+    training command, the counters and the evaluation summary (deterministic mode)."""
+    torch.set_num_threads(1)
+    source = load_policy(cfg.checkpoint)
+    state = checkpoint.load(source.path, map_location="cpu")
+    out = Path(cfg.out).expanduser()
+    policy_state = {key: state[key] for key in POLICY_KEYS if key in state}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.save_atomic(policy_state, out)
+    except (OSError, CheckpointError) as exc:
+        raise ConfigError("out", str(out), f"cannot write there ({exc})") from exc
+    exported = load_policy(out)  # what users will load: evaluate exactly that
+    env = exported.make_env()
+    try:
+        rollouts = run_episodes(exported, env, cfg.episodes, cfg.seed, True, cfg.behavior, cfg.max_steps)
+    finally:
+        env.close()
+    summary = summarize(rollouts)
+    report = {
+        "policy": out.name,
+        "source": str(source.path),
+        "training_command": training_command(source.run_dir),
+        "env": exported.cfg.env.name,
+        "counters": exported.counters,
+        "eval_command": (
+            f"locomo eval checkpoint={out} episodes={cfg.episodes} seed={cfg.seed} mode=deterministic"
+        ),
+        "deterministic": {k: v for k, v in summary.items() if k != "per_episode"},
+        "per_episode": summary["per_episode"],
+    }
+    summary_path = out.with_suffix(".json")
+    summary_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    size_mb = out.stat().st_size / 2**20
+    iteration = exported.counters.get("iteration", "?")
+    print(f"{out} ({size_mb:.2f} MB) from {source.path} (iteration {iteration})")
+    print(format_table({"deterministic": summary}))
+    print(f"wrote {out} and {summary_path}")
     return report

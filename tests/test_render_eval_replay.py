@@ -101,6 +101,27 @@ def test_render_compares_checkpoints_of_one_run_side_by_side(trained):
     assert "iter_000007.pt" in missing.stderr and "checkpoints of iterations [1, 2]" in missing.stderr
 
 
+def test_export_writes_the_policy_alone_with_its_evaluation(trained):
+    cwd, run = trained
+    out = cwd / "shipped" / "p.pt"
+    result = run_locomo("export", f"checkpoint={run}", f"out={out}", "episodes=2", "max_steps=30", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    state = torch.load(out, weights_only=True)
+    assert set(state) == {"format", "version", "actor", "obs_normalizer", "config", "spaces", "counters"}
+    assert out.stat().st_size < (run / "checkpoints" / "last.pt").stat().st_size / 2  # no critic, no Adam
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["training_command"].startswith("locomo train ") and report["counters"]["iteration"] == 2
+    assert report["deterministic"]["episodes"] == 2 and len(report["per_episode"]) == 2
+    # The exported file evaluates exactly as the checkpoint it came from.
+    flags = ["episodes=2", "max_steps=30", "mode=deterministic", f"output={cwd / 'e.json'}"]
+    again = run_locomo("eval", f"checkpoint={out}", *flags, cwd=cwd)
+    assert again.returncode == 0, again.stderr
+    evaluated = json.loads((cwd / "e.json").read_text())["modes"]["deterministic"]
+    assert evaluated["return_mean"] == pytest.approx(report["deterministic"]["return_mean"], rel=1e-9)
+    bad = run_locomo("export", f"checkpoint={run}", "out=p.json", cwd=cwd)
+    assert bad.returncode == 2 and "out='p.json' is invalid: must be a .pt file" in bad.stderr
+
+
 def test_eval_table_json_and_replay_reproduces_its_returns(trained):
     cwd, run = trained
     # The same step cap as the replays below (SMALL_VIDEO's max_steps), so episode 0 is the same episode.
