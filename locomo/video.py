@@ -610,6 +610,7 @@ def render_main(cfg: Any) -> list[Path]:
             written.append(path)
         if cfg.sheet:
             sheet_path = out_dir / f"{stem}_sheet.png"
+            out_dir.mkdir(parents=True, exist_ok=True)  # no video may have made it (grid=false per_episode=false)
             contact_sheet(rollouts, renderer).save(sheet_path, optimize=True)
             written.append(sheet_path)
     for i, r in enumerate(rollouts):
