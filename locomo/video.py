@@ -451,8 +451,11 @@ def contact_sheet(
         tiles = []
         for j, t in enumerate(steps):
             image = renderer.render(r.qpos[t], r.qvel[t])
-            name = titles[i] if titles is not None and j == 0 else f"tau_{first_index + i}"
-            lines = [f"{name}  t={t * r.control_dt:.2f}s"]
+            clock = f"t={t * r.control_dt:.2f}s"
+            if titles is None:
+                lines = [f"tau_{first_index + i}  {clock}"]
+            else:  # titled rows (one checkpoint each): the title once, then the time
+                lines = [f"{titles[i]}  {clock}" if j == 0 else clock]
             if j == len(steps) - 1:
                 lines.append(f"return {r.returns_so_far[t]:.1f}")
             tiles.append(draw_overlay(image, lines, label, tag=j == len(steps) - 1))
@@ -610,7 +613,8 @@ def render_main(cfg: Any) -> list[Path]:
             written.append(path)
         if cfg.sheet:
             sheet_path = out_dir / f"{stem}_sheet.png"
-            out_dir.mkdir(parents=True, exist_ok=True)  # no video may have made it (grid=false per_episode=false)
+            # No video may have made the folder (grid=false per_episode=false).
+            out_dir.mkdir(parents=True, exist_ok=True)
             contact_sheet(rollouts, renderer).save(sheet_path, optimize=True)
             written.append(sheet_path)
     for i, r in enumerate(rollouts):
