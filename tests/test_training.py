@@ -102,3 +102,22 @@ def test_reward_normalisation_trains_and_is_checkpointed(tmp_path):
     assert state["running_return"].shape == (4,)
     raw_reward_per_step = sum(v for k, v in metrics.items() if k.startswith("rollout/reward_terms/"))
     assert metrics["rollout/reward_mean"] != pytest.approx(raw_reward_per_step)  # trained on scaled rewards
+
+
+def test_videos_wandb_and_the_iteration_budget_do_not_change_training(tmp_path):
+    """Iteration k of a run is the same whatever the run films, logs or plans to train for.
+
+    (So a longer run's checkpoint k stands for the default job's final one, as the README uses.)
+    """
+    small = ["env=humanoid", "train.num_envs=4", "train.steps_per_iteration=128", "logger.progress=false"]
+    video = ["video.every=1", "video.episodes=1", "video.max_steps=20", "video.width=64", "video.height=48"]
+    filmed = compose(*small, "train.iterations=2", *video, "logger.wandb.mode=offline")
+    plain = compose(*small, "train.iterations=3", "train.checkpoint_every=2", *QUIET[:1], "video.enabled=false")
+    Runner(filmed, tmp_path / "filmed").run()
+    Runner(plain, tmp_path / "plain").run()
+    a = torch.load(tmp_path / "filmed" / "checkpoints" / "iter_000002.pt", weights_only=True)
+    b = torch.load(tmp_path / "plain" / "checkpoints" / "iter_000002.pt", weights_only=True)
+    for net in ("actor", "critic", "obs_normalizer"):
+        assert a[net].keys() == b[net].keys()
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
+    assert torch.equal(a["obs"], b["obs"])
