@@ -47,9 +47,12 @@ __all__ = [
     "RunDirLock",
     "assert_plain",
     "check_spaces",
+    "describe_fallback",
     "load",
+    "load_file",
     "load_latest",
     "newest_in_directory",
+    "periodic_files",
     "periodic_iteration",
     "require_resumable",
     "restore_rng",
@@ -157,7 +160,7 @@ def _checkpoint_dir(run_or_checkpoints_dir: Path) -> Path:
     )
 
 
-def _periodic_files(directory: Path) -> list[Path]:
+def periodic_files(directory: Path) -> list[Path]:
     """``iter_*.pt`` files in ``directory``, oldest iteration first."""
     numbered = [(int(m.group(1)), f) for f in directory.iterdir() if (m := _PERIODIC.match(f.name))]
     return [f for _, f in sorted(numbered)]
@@ -172,7 +175,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return load_latest(path, map_location)[1]
 
 
-def _load_file(p: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_file(p: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     try:
         with warnings.catch_warnings():  # torch's "please file an issue" note on foreign pickles
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -197,28 +200,47 @@ def _load_file(p: Path, map_location: str | torch.device = "cpu") -> dict[str, A
     return state
 
 
-def load_latest(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+def load_latest(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    skipped: list[tuple[Path, str]] | None = None,
+) -> tuple[Path, dict[str, Any]]:
     """A checkpoint file and its contents; for a directory, its newest readable checkpoint.
 
     In a directory, periodic checkpoints are tried newest first, so one damaged file (a disk
-    error; atomic writes rule out torn files) falls back to the one before it.
+    error, a file truncated by hand; atomic writes rule out torn files) falls back to the one
+    before it. The damaged files passed over are appended to ``skipped`` as (file, reason), so
+    that the caller can say which checkpoint it used instead.
     """
     p = Path(path).expanduser()
     if p.is_file():
-        return p, _load_file(p, map_location)
+        return p, load_file(p, map_location)
     if not p.is_dir():
         raise CheckpointError(f"checkpoint {p} does not exist")
     directory = _checkpoint_dir(p)
-    files = _periodic_files(directory)[::-1]
+    files = periodic_files(directory)[::-1]
     if (directory / "last.pt").is_file():
         files.append(directory / "last.pt")
-    errors: list[str] = []
+    errors: list[tuple[Path, str]] = []
     for f in files:
         try:
-            return f, _load_file(f, map_location)
+            found = f, load_file(f, map_location)
         except CheckpointError as exc:
-            errors.append(str(exc))
-    raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(errors))
+            errors.append((f, str(exc)))
+            continue
+        if skipped is not None:
+            skipped.extend(errors)
+        return found
+    raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(e for _, e in errors))
+
+
+def describe_fallback(used: Path, skipped: list[tuple[Path, str]]) -> str | None:
+    """A warning that newer checkpoints were damaged and ``used`` was taken instead (None if not)."""
+    newer = [(f, reason) for f, reason in skipped if f.name != "last.pt"]
+    if not newer:
+        return None
+    reasons = "; ".join(reason for _, reason in newer)
+    return f"{reasons}; using {used}, the newest intact checkpoint"
 
 
 def periodic_iteration(path: Path) -> int | None:
@@ -229,7 +251,7 @@ def periodic_iteration(path: Path) -> int | None:
 
 def newest_in_directory(directory: Path) -> Path | None:
     """The newest periodic checkpoint file in ``directory`` (by iteration), or None."""
-    periodic = _periodic_files(directory) if directory.is_dir() else []
+    periodic = periodic_files(directory) if directory.is_dir() else []
     return periodic[-1] if periodic else None
 
 
@@ -319,7 +341,7 @@ class CheckpointManager:
         if not _link_atomic(path, self.directory / "last.pt"):
             save_atomic(state, self.directory / "last.pt")
         self.last_saved = path
-        for old in _periodic_files(self.directory)[: -self.keep]:
+        for old in periodic_files(self.directory)[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
 

@@ -174,6 +174,8 @@ class LocomoConfig:
     # Continue a run: its run directory (or checkpoints/ dir, or one checkpoint file). The config
     # then comes from the checkpoint; see docs/checkpoints.md for what may still be overridden.
     resume: str | None = None
+    # A new run in a run dir that already holds a run is refused; true deletes that run's files first.
+    overwrite: bool = False
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
