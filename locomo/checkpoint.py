@@ -25,10 +25,12 @@ import errno
 import fcntl
 import os
 import pickle
+import pickletools
 import random
 import re
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +184,13 @@ def load_file(p: Path, map_location: str | torch.device = "cpu") -> dict[str, An
             state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch.load raises many types for foreign or damaged files
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if isinstance(exc, pickle.UnpicklingError) and found:
+        code = found.group(1) if found else None
+        if code is None and isinstance(exc, pickle.UnpicklingError):
+            code = code_reference(p)  # other pickle protocols fail on an opcode before naming it
+        if isinstance(exc, pickle.UnpicklingError) and code is not None:
             raise CheckpointError(
                 f"refusing to load {p}: not a plain-data locomo checkpoint (it references "
-                f"{found.group(1)}, code that unpickling would run)"
+                f"{code}, code that unpickling would run)"
             ) from exc
         raise CheckpointError(
             f"cannot read checkpoint {p}: the file is truncated or not a checkpoint"
@@ -198,6 +203,41 @@ def load_file(p: Path, map_location: str | torch.device = "cpu") -> dict[str, An
             f"{p} has checkpoint format version {version!r}; this locomo reads versions up to {VERSION}"
         )
     return state
+
+
+# Globals a plain torch.save of tensors and containers references; any other one is code.
+_DATA_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.set", "builtins.frozenset")
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """The globals a pickle references, read opcode by opcode (nothing is unpickled or run)."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                names.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a damaged pickle: report what was read before the damage
+        pass
+    return names
+
+
+def code_reference(path: Path) -> str | None:
+    """The first global in a pickle or torch zip checkpoint that is not plain data (None if none)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(member) if member is not None else b""
+        else:
+            data = path.read_bytes()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return next((g for g in _pickle_globals(data) if not g.startswith(_DATA_GLOBALS)), None)
 
 
 def load_latest(

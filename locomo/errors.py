@@ -23,9 +23,21 @@ import tempfile
 import traceback
 from pathlib import Path
 
+# How to get offscreen rendering (said wherever rendering fails).
+GL_FIX = (
+    "fix: install EGL (apt-get install libegl1) or OSMesa (apt-get install libosmesa6) and set "
+    "MUJOCO_GL=egl or MUJOCO_GL=osmesa"
+)
+
 EXIT_UNEXPECTED = 1
 EXIT_USER_ERROR = 2
 EXIT_NONFINITE = 3
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (multi-line messages of libraries, on one line)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def write_traceback(exc: BaseException, directory: Path | None) -> Path | None:
