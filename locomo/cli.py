@@ -10,6 +10,7 @@ Importing this module does not import torch, so a bad command line fails fast.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import sys
@@ -25,6 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from locomo.config import (
     CONF_DIR,
     ConfigError,
+    PlotConfig,
+    refuse_unknown_keys,
     register_configs,
     validate_bench,
     validate_config,
@@ -36,11 +39,13 @@ from locomo.errors import (
     EXIT_NONFINITE,
     EXIT_UNEXPECTED,
     EXIT_USER_ERROR,
+    GL_FIX,
     CheckpointError,
     NonFiniteError,
     RenderError,
     StoppedBySignal,
     TrainingInterrupted,
+    first_line,
     write_traceback,
 )
 
@@ -63,8 +68,7 @@ def report_unexpected(exc: BaseException, directory: Path | None) -> None:
     when there is no run dir of its own (commands that write into the working directory).
     """
     where = write_traceback(exc, directory)
-    first = str(exc).strip().splitlines()
-    reason = f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+    reason = first_line(exc)
     notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", []))
     saved = f"full traceback in {where}" if where is not None else "the traceback could not be written"
     print(f"locomo: error: unexpected failure ({reason}){notes}; {saved}", file=sys.stderr)
@@ -249,7 +253,9 @@ def variance(cfg: DictConfig) -> None:
     """Measure each estimator's gradient variance over independent batches from one policy."""
     validate_config(cfg)
     from locomo import analysis
+    from locomo.preflight import check_resources
 
+    check_resources(cfg)
     out = run_dir()
     table = analysis.measure_gradient_variance(cfg, out)
     analysis.write_json(table, out / "gradient_variance.json")
@@ -268,6 +274,11 @@ def plot(cfg: DictConfig) -> None:
     """Plot a metric of several runs against env steps (mean over seeds, min-max band)."""
     from locomo import analysis
 
+    if OmegaConf.is_missing(cfg, "runs"):
+        raise ConfigError(
+            "runs", None, "give the folder holding the runs, e.g. locomo plot runs=multirun/<date_time>"
+        )
+    refuse_unknown_keys(cfg, PlotConfig)
     runs = Path(cfg.runs).expanduser()
     if not runs.is_dir():
         raise ConfigError("runs", cfg.runs, "must be a folder holding runs")
@@ -351,7 +362,9 @@ def hydra_record_args(args: list[str]) -> tuple[list[str], str | None]:
         return args, None
     subdir = values[-1] if values else ".hydra"
     kept = [a for a in args if not a.startswith("hydra.output_subdir=")]
-    return [*kept, "hydra.output_subdir=null"], subdir
+    # Next to the other overrides: argparse refuses overrides on both sides of a flag (--cfg job).
+    at = next((i for i, a in enumerate(kept) if "=" in a and not a.startswith("-")), len(kept))
+    return [*kept[:at], "hydra.output_subdir=null", *kept[at:]], subdir
 
 
 # MUJOCO_GL values that load an OpenGL library when mujoco is imported.
@@ -372,9 +385,7 @@ def check_mujoco_import(command: str) -> None:
     except Exception as exc:  # PyOpenGL fails inside mujoco's import in its own ways
         for name in [m for m in sys.modules if m.split(".")[0] in ("mujoco", "OpenGL")]:
             del sys.modules[name]  # a half-imported module would fail again
-        from locomo.video import GL_FIX, _first_line
-
-        problem = f"MUJOCO_GL={value} does not work here ({_first_line(exc)})"
+        problem = f"MUJOCO_GL={value} does not work here ({first_line(exc)})"
         if command in ("render", "replay"):
             raise RenderError(f"{problem}; {GL_FIX}") from exc
         os.environ["MUJOCO_GL"] = "disable"
@@ -418,6 +429,8 @@ def main() -> None:
         )
         sys.exit(2)
     _HYDRA_RECORD["subdir"] = None
+    # PyOpenGL logs an INFO line on import, which Hydra's job logging would print.
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)
     try:
         with sigterm_as_exception(command):
             check_mujoco_gl()
