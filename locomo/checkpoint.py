@@ -255,6 +255,8 @@ def load_latest(
     p = Path(path).expanduser()
     if p.is_file():
         return p, load_file(p, map_location)
+    if p.exists() and not p.is_dir():  # /dev/zero would be read for ever
+        raise CheckpointError(f"checkpoint {p} is not a regular file or a directory")
     if not p.is_dir():
         raise CheckpointError(f"checkpoint {p} does not exist")
     directory = _checkpoint_dir(p)
@@ -407,8 +409,13 @@ class RunDirLock:
         self._file: Any = None
 
     def __enter__(self) -> RunDirLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self.path.open("a+", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = self.path.open("a+", encoding="utf-8")
+        except OSError as exc:  # a directory where the lock file goes, a read-only file system
+            raise CheckpointError(
+                f"cannot lock run directory {self.path.parent}: {self.path}: {exc.strerror or exc}"
+            ) from exc
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

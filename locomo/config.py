@@ -308,6 +308,11 @@ def _positive(key: str, value: Any, strict: bool = True) -> None:
         raise ConfigError(key, value, "must be > 0" if strict else "must be >= 0")
 
 
+def _at_most(key: str, value: Any, limit: int) -> None:
+    if value > limit:
+        raise ConfigError(key, value, f"must be at most {limit} (0 = one per CPU core)")
+
+
 def _finite(key: str, value: Any) -> None:
     if not math.isfinite(value):
         raise ConfigError(key, value, "must be a finite number")
@@ -315,6 +320,10 @@ def _finite(key: str, value: Any) -> None:
 
 # Seeds reach numpy's legacy seeding (np.random.seed), which takes 0 .. 2**32 - 1.
 MAX_SEED = 2**32 - 1
+# Threads per pool: beyond this many, threads only add scheduling cost (and each has a stack).
+MAX_THREADS = 1024
+# Names in a run dir that locomo writes itself: the metrics file must not be one of them.
+RUN_DIR_NAMES = ("config.yaml", "checkpoints", "videos", "wandb", "eval", ".hydra", ".lock", "traceback.log")
 # The most episodes ``locomo render`` films in one call (each is a video and a tile of the grid).
 MAX_RENDER_EPISODES = 100
 
@@ -378,6 +387,7 @@ def validate_env_id(env_id: str) -> None:
 def validate_env(env: DictConfig | EnvConfig) -> None:
     _choice("env.backend", env.backend, BACKENDS)
     _positive("env.threads", env.threads, strict=False)
+    _at_most("env.threads", env.threads, MAX_THREADS)
     validate_env_id(env.id)
     if env.backend == "batched" and env.id not in BATCHED_ENV_IDS:
         raise ConfigError(
@@ -430,6 +440,7 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
 
 def validate_model(model: DictConfig | ModelConfig) -> None:
     _choice("model.activation", model.activation, ACTIVATIONS)
+    _finite("model.init_log_std", model.init_log_std)
     if len(model.hidden_sizes) == 0 or any(h < 1 for h in model.hidden_sizes):
         raise ConfigError(
             "model.hidden_sizes", list(model.hidden_sizes), "must be a non-empty list of widths >= 1"
@@ -457,8 +468,9 @@ def validate_train(train: DictConfig | TrainConfig) -> None:
         )
     _positive("train.checkpoint_every", train.checkpoint_every, strict=False)
     _positive("train.keep_checkpoints", train.keep_checkpoints)
-    _positive("train.torch_threads", train.torch_threads, strict=False)
-    _positive("train.update_threads", train.update_threads, strict=False)
+    for key in ("torch_threads", "update_threads"):
+        _positive(f"train.{key}", train[key], strict=False)
+        _at_most(f"train.{key}", train[key], MAX_THREADS)
     validate_device("train.device", train.device)
 
 
@@ -475,6 +487,12 @@ def validate_logger(logger: DictConfig | LoggerConfig) -> None:
             "logger.metrics_file",
             logger.metrics_file,
             "must be a file name inside the run directory (no absolute path, no '..'), e.g. metrics.jsonl",
+        )
+    if name.parts[0] in RUN_DIR_NAMES:
+        raise ConfigError(
+            "logger.metrics_file",
+            logger.metrics_file,
+            f"{name.parts[0]} is a name locomo uses itself in a run dir; choose another, e.g. metrics.jsonl",
         )
     _positive("logger.wandb.init_timeout", logger.wandb.init_timeout)
 

@@ -12,10 +12,13 @@ allocation traceback minutes later (or the kernel's out-of-memory kill).
 
 from __future__ import annotations
 
+import itertools
 import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from locomo.config import ConfigError
 
@@ -62,18 +65,29 @@ def estimate_memory(cfg: Any, sizes: EnvSizes) -> MemoryEstimate:
     # Observations twice (buffer + the minibatch gathers), actions, scalars, and the value net's
     # activations over the whole batch (one batched pass after each collection).
     per_step = 4 * (2 * sizes.obs_dim + 2 * sizes.action_dim + SCALARS_PER_STEP + 2 * hidden)
+    widths = [sizes.obs_dim, *(int(h) for h in cfg.model.hidden_sizes)]
+    weights = sum(a * b + b for a, b in itertools.pairwise(widths))
+    params = 2 * weights + widths[-1] * (sizes.action_dim + 1)  # policy and value net
+    # Parameters, gradients and Adam's two moments, in float32.
     parts = {
         "rollout buffer and update": float(steps) * per_step,
         f"{envs} simulators": float(envs) * sizes.env_bytes,
+        "networks": 4.0 * 4 * params,
     }
+    if cfg.algo.baseline == "optimal":  # per-sample policy gradients, a chunk at a time
+        parts["per-sample gradients"] = 4.0 * min(int(cfg.algo.optimal_baseline_chunk), steps) * params
     if cfg.video.enabled and sizes.state_dim:
-        video_steps = int(cfg.video.max_steps) if cfg.video.max_steps is not None else sizes.time_limit
+        video_steps = sizes.time_limit
+        if cfg.video.max_steps is not None:  # a rollout also ends at the env's time limit
+            video_steps = min(video_steps, int(cfg.video.max_steps))
         per_state = 2 * sizes.state_dim * 8 + 64  # qpos and qvel in float64, and the step's record
         parts["video rollouts"] = float(cfg.video.episodes) * (video_steps + 1) * per_state
     blame = {
         "rollout buffer and update": "train.steps_per_iteration",
         f"{envs} simulators": "train.num_envs",
         "video rollouts": "video.episodes",
+        "networks": "model.hidden_sizes",
+        "per-sample gradients": "algo.optimal_baseline_chunk",
     }[max(parts, key=lambda k: parts[k])]
     return MemoryEstimate(parts, blame)
 
@@ -183,14 +197,14 @@ def check_resources(cfg: Any) -> None:
     have = available_memory()
     if need.total > have:
         parts = ", ".join(f"{name} {_gib(SAFETY * b)}" for name, b in need.parts.items())
-        value = cfg
-        for part in need.blame.split("."):
-            value = value[part]
+        value = OmegaConf.select(cfg, need.blame) if isinstance(cfg, DictConfig) else None
+        if isinstance(value, ListConfig):
+            value = list(value)
         raise ConfigError(
             need.blame,
             value,
             f"this config needs about {_gib(need.total)} of memory ({parts}), more than the "
-            f"{_gib(have)} available here; lower train.steps_per_iteration or train.num_envs",
+            f"{_gib(have)} available here; lower {need.blame}",
         )
 
 

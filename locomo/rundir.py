@@ -75,6 +75,12 @@ def claim_run_dir(run_dir: Path, metrics_file: str, overwrite: bool) -> list[str
     Returns the names removed (empty unless ``overwrite`` found a previous run). Call it while
     holding the run dir's lock, so that the run it finds is not one still going.
     """
+    for parent in run_dir.resolve().parents:  # a run dir nested in another run's files
+        if (parent / "config.yaml").is_file() and (parent / "checkpoints").is_dir():
+            raise CheckpointError(
+                f"run directory {run_dir} is inside the run directory {parent}; start this run in a "
+                "directory of its own (hydra.run.dir=...)"
+            )
     found = previous_run(run_dir, metrics_file)
     if found is None:
         return []
