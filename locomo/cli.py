@@ -140,7 +140,7 @@ def check_run_dir(args: list[str], command: str = "train") -> None:
     value = given.get(key, roots[1] if multirun else roots[0]) if roots else given[key]
     static = value.split("${", 1)[0]
     target = Path(static or ".").expanduser()
-    if "${" not in value:
+    if key in given and "${" not in value:
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -146,14 +146,14 @@ def env_sizes(env_cfg: Any) -> EnvSizes:
     try:
         unwrapped = env.unwrapped
         model = getattr(unwrapped, "model", model)
-        if model is not None and env_cfg.xml_file is not None:
-            check_model_fits(env, env_cfg)
         if model is not None and model.nu == 0:
             raise ConfigError(
                 "env.xml_file" if env_cfg.xml_file is not None else "env.id",
                 env_cfg.xml_file or env_cfg.id,
                 "the model has no actuators: there is nothing for a policy to control",
             )
+        if model is not None and env_cfg.xml_file is not None:
+            check_model_fits(env, env_cfg)
         try:
             spaces = space_info(env)
         except ValueError as exc:

@@ -53,11 +53,11 @@ def previous_run(run_dir: Path, metrics_file: str) -> str | None:
     """
     checkpoints = sorted((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else []
     metrics = run_dir / metrics_file
-    has_metrics = metrics.is_dir() or (metrics.is_file() and metrics.stat().st_size > 0)
+    has_metrics = metrics.is_file() and metrics.stat().st_size > 0
     if not checkpoints and not has_metrics and not (run_dir / "config.yaml").exists():
         return None
     parts = []
-    if has_metrics and metrics.is_file():
+    if has_metrics:
         last = _last_iteration(metrics)
         if last is not None:
             parts.append(f"metrics up to iteration {last}")
