@@ -17,6 +17,7 @@ overrides that differ between them, mean over seeds with a min-max band.
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,21 @@ def measure_gradient_variance(cfg: DictConfig, run_dir: Path) -> dict[str, dict[
         raise ConfigError("batches", cfg.batches, "must be >= 2 (a variance needs two samples)")
     runner = Runner(cfg, run_dir)
     if cfg.checkpoint is not None:
+        from locomo.checkpoint import CheckpointError, check_spaces
+
         state = load(cfg.checkpoint)
-        runner.actor.load_state_dict(state["actor"])
-        runner.normalizer.load_state_dict(state["obs_normalizer"])
+        spaces = runner.env.spaces
+        check_spaces(state, spaces.obs_dim, spaces.action_dim, spaces.discrete, cfg.env.name)
+        try:
+            runner.actor.load_state_dict(state["actor"])
+            runner.normalizer.load_state_dict(state["obs_normalizer"])
+        except (KeyError, RuntimeError) as exc:  # same sizes, other layers (model.hidden_sizes)
+            reason = str(exc).strip().splitlines()
+            raise CheckpointError(
+                f"checkpoint={cfg.checkpoint}: its policy does not fit this config's model "
+                f"({reason[1].strip() if len(reason) > 1 else reason[0] if reason else exc!r}); "
+                "pass the model.* settings it was trained with"
+            ) from exc
     grads: dict[str, list[torch.Tensor]] = defaultdict(list)
     obs_raw = runner.env.reset(cfg.seed)
     for _ in range(cfg.batches):
@@ -125,15 +138,24 @@ def plot_variance(table: dict[str, dict[str, float]], title: str, path: Path) ->
     ax.set_ylabel("variance / |mean gradient|^2")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(path)
+    except OSError as exc:
+        raise ConfigError("out", str(path), f"cannot write the figure ({exc.strerror or exc})") from exc
+    finally:
+        plt.close(fig)
 
 
 def _overrides(run: Path) -> dict[str, str]:
     """The command-line overrides of a Hydra run (from .hydra/overrides.yaml), key -> value."""
     overrides_file = run / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    return dict(o.split("=", 1) for o in overrides if "=" in o)
+    try:
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # a damaged record: the run is unlabelled
+        overrides = []
+    if not isinstance(overrides, list):
+        overrides = []
+    return dict(o.split("=", 1) for o in overrides if isinstance(o, str) and "=" in o)
 
 
 def run_labels(runs: list[Path], keys: list[str] | None) -> list[str]:
@@ -163,7 +185,15 @@ def plot_curves(runs_dir: Path, metric: str, keys: list[str] | None, path: Path)
     files = metrics_files(runs_dir)
     groups: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
     for f, label in zip(files, run_labels([f.parent for f in files], keys), strict=True):
-        groups[label].append(read_metrics(f))
+        rows = [row for row in read_metrics(f) if isinstance(row.get("env_steps"), int | float)]
+        if rows:
+            groups[label].append(rows)
+    logged = sorted({key for runs in groups.values() for r in runs for row in r for key in row})
+    if metric not in logged:
+        shown = ", ".join(k for k in logged if k != "env_steps")
+        raise ConfigError(
+            "metric", metric, f"no run under {runs_dir} logged it; logged metrics: {shown or 'none'}"
+        )
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for label, runs in sorted(groups.items()):
         length = min(len(r) for r in runs)
@@ -171,15 +201,21 @@ def plot_curves(runs_dir: Path, metric: str, keys: list[str] | None, path: Path)
         values = np.array(
             [[np.nan if row.get(metric) is None else row[metric] for row in r[:length]] for r in runs]
         )
-        ax.plot(steps, np.nanmean(values, 0), label=f"{label} (n={len(runs)})")
-        if len(runs) > 1:
-            ax.fill_between(steps, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.2)
+        with warnings.catch_warnings():  # steps where no run has a value (no episode finished yet)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ax.plot(steps, np.nanmean(values, 0), label=f"{label} (n={len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(steps, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(path)
+    except OSError as exc:
+        raise ConfigError("out", str(path), f"cannot write the figure ({exc.strerror or exc})") from exc
+    finally:
+        plt.close(fig)
     return {label: len(runs) for label, runs in groups.items()}
 
 
@@ -224,7 +260,7 @@ BEHAVIOR_COLORS = {
 
 def metrics_files(runs_dir: Path) -> list[Path]:
     """Every metrics.jsonl under ``runs_dir``; ConfigError (key ``runs``) when there is none."""
-    files = sorted(runs_dir.glob("**/metrics.jsonl"))
+    files = sorted(f for f in runs_dir.glob("**/metrics.jsonl") if f.is_file())
     if not files:
         raise ConfigError("runs", str(runs_dir), "no metrics.jsonl below this folder")
     return files

@@ -25,10 +25,12 @@ import errno
 import fcntl
 import os
 import pickle
+import pickletools
 import random
 import re
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +49,12 @@ __all__ = [
     "RunDirLock",
     "assert_plain",
     "check_spaces",
+    "describe_fallback",
     "load",
+    "load_file",
     "load_latest",
     "newest_in_directory",
+    "periodic_files",
     "periodic_iteration",
     "require_resumable",
     "restore_rng",
@@ -157,7 +162,7 @@ def _checkpoint_dir(run_or_checkpoints_dir: Path) -> Path:
     )
 
 
-def _periodic_files(directory: Path) -> list[Path]:
+def periodic_files(directory: Path) -> list[Path]:
     """``iter_*.pt`` files in ``directory``, oldest iteration first."""
     numbered = [(int(m.group(1)), f) for f in directory.iterdir() if (m := _PERIODIC.match(f.name))]
     return [f for _, f in sorted(numbered)]
@@ -172,17 +177,20 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return load_latest(path, map_location)[1]
 
 
-def _load_file(p: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_file(p: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     try:
         with warnings.catch_warnings():  # torch's "please file an issue" note on foreign pickles
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch.load raises many types for foreign or damaged files
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if isinstance(exc, pickle.UnpicklingError) and found:
+        code = found.group(1) if found else None
+        if code is None and isinstance(exc, pickle.UnpicklingError):
+            code = code_reference(p)  # other pickle protocols fail on an opcode before naming it
+        if isinstance(exc, pickle.UnpicklingError) and code is not None:
             raise CheckpointError(
                 f"refusing to load {p}: not a plain-data locomo checkpoint (it references "
-                f"{found.group(1)}, code that unpickling would run)"
+                f"{code}, code that unpickling would run)"
             ) from exc
         raise CheckpointError(
             f"cannot read checkpoint {p}: the file is truncated or not a checkpoint"
@@ -197,28 +205,84 @@ def _load_file(p: Path, map_location: str | torch.device = "cpu") -> dict[str, A
     return state
 
 
-def load_latest(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+# Globals a plain torch.save of tensors and containers references; any other one is code.
+_DATA_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.set", "builtins.frozenset")
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """The globals a pickle references, read opcode by opcode (nothing is unpickled or run)."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                names.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a damaged pickle: report what was read before the damage
+        pass
+    return names
+
+
+def code_reference(path: Path) -> str | None:
+    """The first global in a pickle or torch zip checkpoint that is not plain data (None if none)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(member) if member is not None else b""
+        else:
+            data = path.read_bytes()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return next((g for g in _pickle_globals(data) if not g.startswith(_DATA_GLOBALS)), None)
+
+
+def load_latest(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    skipped: list[tuple[Path, str]] | None = None,
+) -> tuple[Path, dict[str, Any]]:
     """A checkpoint file and its contents; for a directory, its newest readable checkpoint.
 
     In a directory, periodic checkpoints are tried newest first, so one damaged file (a disk
-    error; atomic writes rule out torn files) falls back to the one before it.
+    error, a file truncated by hand; atomic writes rule out torn files) falls back to the one
+    before it. The damaged files passed over are appended to ``skipped`` as (file, reason), so
+    that the caller can say which checkpoint it used instead.
     """
     p = Path(path).expanduser()
     if p.is_file():
-        return p, _load_file(p, map_location)
+        return p, load_file(p, map_location)
+    if p.exists() and not p.is_dir():  # /dev/zero would be read for ever
+        raise CheckpointError(f"checkpoint {p} is not a regular file or a directory")
     if not p.is_dir():
         raise CheckpointError(f"checkpoint {p} does not exist")
     directory = _checkpoint_dir(p)
-    files = _periodic_files(directory)[::-1]
+    files = periodic_files(directory)[::-1]
     if (directory / "last.pt").is_file():
         files.append(directory / "last.pt")
-    errors: list[str] = []
+    errors: list[tuple[Path, str]] = []
     for f in files:
         try:
-            return f, _load_file(f, map_location)
+            found = f, load_file(f, map_location)
         except CheckpointError as exc:
-            errors.append(str(exc))
-    raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(errors))
+            errors.append((f, str(exc)))
+            continue
+        if skipped is not None:
+            skipped.extend(errors)
+        return found
+    raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(e for _, e in errors))
+
+
+def describe_fallback(used: Path, skipped: list[tuple[Path, str]]) -> str | None:
+    """A warning that newer checkpoints were damaged and ``used`` was taken instead (None if not)."""
+    newer = [(f, reason) for f, reason in skipped if f.name != "last.pt"]
+    if not newer:
+        return None
+    reasons = "; ".join(reason for _, reason in newer)
+    return f"{reasons}; using {used}, the newest intact checkpoint"
 
 
 def periodic_iteration(path: Path) -> int | None:
@@ -229,7 +293,7 @@ def periodic_iteration(path: Path) -> int | None:
 
 def newest_in_directory(directory: Path) -> Path | None:
     """The newest periodic checkpoint file in ``directory`` (by iteration), or None."""
-    periodic = _periodic_files(directory) if directory.is_dir() else []
+    periodic = periodic_files(directory) if directory.is_dir() else []
     return periodic[-1] if periodic else None
 
 
@@ -319,7 +383,7 @@ class CheckpointManager:
         if not _link_atomic(path, self.directory / "last.pt"):
             save_atomic(state, self.directory / "last.pt")
         self.last_saved = path
-        for old in _periodic_files(self.directory)[: -self.keep]:
+        for old in periodic_files(self.directory)[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
 
@@ -345,8 +409,13 @@ class RunDirLock:
         self._file: Any = None
 
     def __enter__(self) -> RunDirLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self.path.open("a+", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = self.path.open("a+", encoding="utf-8")
+        except OSError as exc:  # a directory where the lock file goes, a read-only file system
+            raise CheckpointError(
+                f"cannot lock run directory {self.path.parent}: {self.path}: {exc.strerror or exc}"
+            ) from exc
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

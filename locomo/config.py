@@ -7,8 +7,11 @@ ranges, choices and files once, before any simulation starts, and raise
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,6 +192,8 @@ class LocomoConfig:
     # Continue a run: its run directory (or checkpoints/ dir, or one checkpoint file). The config
     # then comes from the checkpoint; see docs/checkpoints.md for what may still be overridden.
     resume: str | None = None
+    # A new run in a run dir that already holds a run is refused; true deletes that run's files first.
+    overwrite: bool = False
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -338,9 +343,62 @@ def _positive(key: str, value: Any, strict: bool = True) -> None:
         raise ConfigError(key, value, "must be > 0" if strict else "must be >= 0")
 
 
+def _at_most(key: str, value: Any, limit: int) -> None:
+    if value > limit:
+        raise ConfigError(key, value, f"must be at most {limit} (0 = one per CPU core)")
+
+
 def _finite(key: str, value: Any) -> None:
     if not math.isfinite(value):
         raise ConfigError(key, value, "must be a finite number")
+
+
+# Seeds reach numpy's legacy seeding (np.random.seed), which takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+# Threads per pool: beyond this many, threads only add scheduling cost (and each has a stack).
+MAX_THREADS = 1024
+# Names in a run dir that locomo writes itself: the metrics file must not be one of them.
+RUN_DIR_NAMES = ("config.yaml", "checkpoints", "videos", "wandb", "eval", ".hydra", ".lock", "traceback.log")
+# The most episodes ``locomo render`` films in one call (each is a video and a tile of the grid).
+MAX_RENDER_EPISODES = 100
+
+
+def warn(message: str) -> None:
+    """A config that is accepted but probably not what was meant: one line on stderr."""
+    print(f"locomo: warning: {message}", file=sys.stderr)
+
+
+def validate_seed(key: str, seed: Any) -> None:
+    """Seeds are integers in [0, 2**32 - 1] for every command (numpy's limit)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(key, seed, f"must be in [0, {MAX_SEED}] (Gymnasium and numpy seeds are 32-bit)")
+
+
+def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> list[tuple[str, Any, list[str]]]:
+    """Keys of ``cfg`` that ``schema`` (a dataclass) does not declare: (dotted key, value, known keys).
+
+    ``+key=value`` adds keys past Hydra's schema check; such a key would be saved with the run
+    and ignored by the code. Dict-typed fields (``env.kwargs``, ``env.reward_scales``, ...) are
+    open by design and checked where they are used.
+    """
+    hints = typing.get_type_hints(schema)
+    found = []
+    for key in cfg:
+        name = f"{prefix}{key}"
+        if key not in hints:
+            found.append((name, OmegaConf.select(cfg, str(key)), sorted(hints)))
+            continue
+        sub = hints[key]
+        if dataclasses.is_dataclass(sub) and isinstance(cfg[key], DictConfig):
+            found += unknown_keys(cfg[key], sub, f"{name}.")  # type: ignore[arg-type]
+    return found
+
+
+def refuse_unknown_keys(cfg: DictConfig, schema: type) -> None:
+    """The one place where keys a command does not know are refused (see :func:`unknown_keys`)."""
+    for name, value, known in unknown_keys(cfg, schema)[:1]:
+        section = name.rsplit(".", 1)[0] if "." in name else "the top level"
+        raise ConfigError(name, value, f"not a config key; the keys of {section} are {', '.join(known)}")
 
 
 def resolve_xml_file(xml_file: str) -> Path:
@@ -364,6 +422,7 @@ def validate_env_id(env_id: str) -> None:
 def validate_env(env: DictConfig | EnvConfig) -> None:
     _choice("env.backend", env.backend, BACKENDS)
     _positive("env.threads", env.threads, strict=False)
+    _at_most("env.threads", env.threads, MAX_THREADS)
     validate_env_id(env.id)
     if env.backend == "batched" and env.id not in BATCHED_ENV_IDS:
         raise ConfigError(
@@ -375,14 +434,17 @@ def validate_env(env: DictConfig | EnvConfig) -> None:
         resolve_xml_file(env.xml_file)
     if env.max_episode_steps is not None:
         _positive("env.max_episode_steps", env.max_episode_steps)
+    # Without named terms the env's own reward is the one term, "env" (see EnvConfig).
+    terms = list(env.reward_terms) or ["env"]
     for term in env.reward_scales:
         _finite(f"env.reward_scales.{term}", env.reward_scales[term])
-        if env.reward_terms and term not in env.reward_terms:
-            allowed = ", ".join(env.reward_terms)
+        if term not in terms:
+            allowed = ", ".join(terms)
+            own = "" if env.reward_terms else " (the env's own reward)"
             raise ConfigError(
                 f"env.reward_scales.{term}",
                 env.reward_scales[term],
-                f"unknown reward term; terms are {allowed}",
+                f"unknown reward term; terms are {allowed}{own}",
             )
 
 
@@ -444,13 +506,32 @@ def validate_train(train: DictConfig | TrainConfig) -> None:
         )
     _positive("train.checkpoint_every", train.checkpoint_every, strict=False)
     _positive("train.keep_checkpoints", train.keep_checkpoints)
-    _positive("train.torch_threads", train.torch_threads, strict=False)
-    _positive("train.update_threads", train.update_threads, strict=False)
+    for key in ("torch_threads", "update_threads"):
+        _positive(f"train.{key}", train[key], strict=False)
+        _at_most(f"train.{key}", train[key], MAX_THREADS)
     validate_device("train.device", train.device)
 
 
 def validate_logger(logger: DictConfig | LoggerConfig) -> None:
     _choice("logger.wandb.mode", logger.wandb.mode, WANDB_MODES)
+    name = Path(str(logger.metrics_file))
+    if (
+        not str(logger.metrics_file).strip()
+        or name.is_absolute()
+        or ".." in name.parts
+        or name.name in ("", ".")
+    ):
+        raise ConfigError(
+            "logger.metrics_file",
+            logger.metrics_file,
+            "must be a file name inside the run directory (no absolute path, no '..'), e.g. metrics.jsonl",
+        )
+    if name.parts[0] in RUN_DIR_NAMES:
+        raise ConfigError(
+            "logger.metrics_file",
+            logger.metrics_file,
+            f"{name.parts[0]} is a name locomo uses itself in a run dir; choose another, e.g. metrics.jsonl",
+        )
     _positive("logger.wandb.init_timeout", logger.wandb.init_timeout)
 
 
@@ -499,6 +580,7 @@ def _validate_checkpoint_command(cfg: DictConfig, command: str) -> None:
         )
     if cfg.max_steps is not None:
         _positive("max_steps", cfg.max_steps)
+    validate_seed("seed", cfg.seed)
     validate_behavior(cfg.behavior)
 
 
@@ -510,15 +592,24 @@ def validate_plot(cfg: DictConfig | PlotConfig) -> None:
 
 def validate_render_config(cfg: DictConfig) -> None:
     """Check a composed ``locomo render`` config."""
+    refuse_unknown_keys(cfg, RenderConfig)
     _validate_checkpoint_command(cfg, "render")
     _positive("episodes", cfg.episodes)
     if cfg.iterations is not None and (len(cfg.iterations) == 0 or any(i < 1 for i in cfg.iterations)):
         raise ConfigError("iterations", list(cfg.iterations), "must be a non-empty list of iterations >= 1")
+    if cfg.episodes > MAX_RENDER_EPISODES:
+        raise ConfigError(
+            "episodes",
+            cfg.episodes,
+            f"must be at most {MAX_RENDER_EPISODES} (one video each, and one tile each in the grid); "
+            "for more, run render again with seed=<seed + episodes>, or use locomo eval for statistics",
+        )
     validate_frames(cfg)
 
 
 def validate_eval_config(cfg: DictConfig) -> None:
     """Check a composed ``locomo eval`` config."""
+    refuse_unknown_keys(cfg, EvalConfig)
     _validate_checkpoint_command(cfg, "eval")
     _positive("episodes", cfg.episodes)
     _choice("mode", cfg.mode, EVAL_MODES)
@@ -526,6 +617,7 @@ def validate_eval_config(cfg: DictConfig) -> None:
 
 def validate_export_config(cfg: DictConfig) -> None:
     """Check a composed ``locomo export`` config."""
+    refuse_unknown_keys(cfg, ExportConfig)
     _validate_checkpoint_command(cfg, "export")
     _positive("episodes", cfg.episodes)
     if not str(cfg.out).endswith(".pt"):
@@ -534,15 +626,22 @@ def validate_export_config(cfg: DictConfig) -> None:
 
 def validate_replay_config(cfg: DictConfig) -> None:
     """Check a composed ``locomo replay`` config."""
+    refuse_unknown_keys(cfg, ReplayConfig)
     _validate_checkpoint_command(cfg, "replay")
     _choice("viewer", cfg.viewer, VIEWERS)
     validate_frames(cfg)
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Check a composed training config; raise ConfigError on the first bad value."""
+    """Check a composed training config; raise ConfigError on the first bad value.
+
+    Settings that are valid but have no effect, or not the one meant, only warn.
+    """
+    if isinstance(cfg, DictConfig):
+        refuse_unknown_keys(cfg, VarianceConfig if "batches" in cfg else LocomoConfig)
     if cfg.seed < 0:
         raise ConfigError("seed", cfg.seed, "must be >= 0 (Gymnasium seeds are non-negative)")
+    validate_seed("seed", cfg.seed)
     validate_env(cfg.env)
     validate_algo(cfg.algo)
     validate_model(cfg.model)
@@ -555,10 +654,38 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             "algo.minibatches", cfg.algo.minibatches, "must not exceed train.steps_per_iteration"
         )
+    for message in config_warnings(cfg):
+        warn(message)
+
+
+def config_warnings(cfg: DictConfig) -> list[str]:
+    """Settings that are accepted but do less than they say (pure: the caller prints them)."""
+    algo, batch = cfg.algo, cfg.train.steps_per_iteration
+    out = []
+    left_out = batch % algo.minibatches
+    if left_out:
+        out.append(
+            f"algo.minibatches={algo.minibatches} does not divide the batch of train.steps_per_iteration="
+            f"{batch} steps: each pass uses {algo.minibatches} minibatches of {batch // algo.minibatches} "
+            f"and leaves {left_out} random steps out"
+        )
+    if algo.epochs == 1 and algo.minibatches == 1:
+        # One gradient step per batch: the policy has not moved when the weights are computed.
+        for key in ("clip_ratio", "target_kl"):
+            if algo[key] is not None:
+                out.append(
+                    f"algo.{key}={algo[key]} has no effect with algo.epochs=1 and algo.minibatches=1: "
+                    "the one gradient step sees the policy that collected the batch (importance weights "
+                    "all 1); set algo.epochs or algo.minibatches > 1, or algo." + key + "=null"
+                )
+    return out
 
 
 def validate_bench(cfg: DictConfig | BenchConfig) -> None:
     """Check a composed ``locomo bench`` config."""
+    if isinstance(cfg, DictConfig):
+        refuse_unknown_keys(cfg, BenchConfig)
+    validate_seed("seed", cfg.seed)
     b = cfg.bench
     for key in ("num_envs", "sampler_steps", "repeats", "train_batch", "train_epochs", "train_minibatches"):
         _positive(f"bench.{key}", getattr(b, key))

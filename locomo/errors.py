@@ -5,7 +5,8 @@ Kept free of heavy imports (no torch), so that a bad command line fails in a fra
 Exit statuses of every command:
 
 - 0: done.
-- 1: an error Hydra reports itself (unknown config group option, unknown key, wrong type).
+- 1: an error Hydra reports itself (unknown config group option, unknown key, wrong type), or an
+  unexpected failure: one line naming it and the file that holds the full traceback.
 - 2: bad input (:class:`~locomo.config.ConfigError`, :class:`CheckpointError`,
   :class:`RenderError`).
 - 3: training stopped because something became NaN or infinite (:class:`NonFiniteError`).
@@ -15,11 +16,51 @@ Exit statuses of every command:
 
 from __future__ import annotations
 
+import datetime
+import os
 import signal
+import tempfile
+import traceback
 from pathlib import Path
 
+# How to get offscreen rendering (said wherever rendering fails).
+GL_FIX = (
+    "fix: install EGL (apt-get install libegl1) or OSMesa (apt-get install libosmesa6) and set "
+    "MUJOCO_GL=egl or MUJOCO_GL=osmesa"
+)
+
+EXIT_UNEXPECTED = 1
 EXIT_USER_ERROR = 2
 EXIT_NONFINITE = 3
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (multi-line messages of libraries, on one line)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def write_traceback(exc: BaseException, directory: Path | None) -> Path | None:
+    """Append ``exc``'s full traceback to ``<directory>/traceback.log`` (a temporary file when
+    ``directory`` is None or unwritable); return the file, or None when nothing could be written.
+    """
+    text = f"--- {datetime.datetime.now().isoformat(timespec='seconds')} pid {os.getpid()}\n"
+    text += "".join(traceback.format_exception(exc))
+    if directory is not None:
+        try:
+            path = directory / "traceback.log"
+            with path.open("a", encoding="utf-8") as f:
+                f.write(text)
+            return path
+        except OSError:
+            pass
+    try:
+        fd, name = tempfile.mkstemp(prefix="locomo-traceback-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return Path(name)
+    except OSError:
+        return None
 
 
 class CheckpointError(RuntimeError):
@@ -74,14 +115,45 @@ class TrainingInterrupted(RuntimeError):
 
 
 class TrainingAborted(KeyboardInterrupt):
-    """A second SIGINT/SIGTERM while the first one's checkpoint was pending: stop at once."""
+    """A second SIGINT/SIGTERM while the first one's checkpoint was pending: stop at once.
+
+    The runner fills in ``kept`` (the newest checkpoint on disk, None when there is none) and
+    ``run_dir``, so the message says truthfully whether and how the run can be continued.
+    """
 
     def __init__(self, signum: int) -> None:
         self.signum = signum
-        super().__init__(
-            f"aborted by a second {signal.Signals(signum).name}; "
-            "the checkpoints already on disk are kept (the newest complete one is resumable)"
-        )
+        self.kept: Path | None = None
+        self.run_dir: Path | None = None
+        super().__init__(signum)
+
+    def __str__(self) -> str:
+        head = f"aborted by a second {signal.Signals(self.signum).name} without saving"
+        if self.kept is not None:
+            where = self.run_dir if self.run_dir is not None else self.kept
+            return f"{head}; checkpoint {self.kept} is kept; continue with: locomo train resume={where}"
+        if self.run_dir is not None:
+            return (
+                f"{head}; no checkpoint had been written yet, so nothing can be resumed; start again "
+                f"with: locomo train hydra.run.dir={self.run_dir} overwrite=true (or in a new run dir)"
+            )
+        return f"{head}; the checkpoints already on disk are kept"
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+class StoppedBySignal(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) outside the training loop, e.g. while a command starts up.
+
+    A KeyboardInterrupt so that Hydra passes it through; ``locomo.cli.main`` turns it into one
+    line and exit status 128 + signal instead of a silent death by the signal.
+    """
+
+    def __init__(self, signum: int, during: str = "") -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}" + (f" {during}" if during else ""))
 
     @property
     def exit_status(self) -> int:

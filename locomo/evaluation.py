@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,20 @@ def output_root(policy: LoadedPolicy) -> Path:
 def load_policy(path: str | Path) -> LoadedPolicy:
     """Load a checkpoint and rebuild actor + normaliser from its config; CheckpointError if unusable."""
     file = resolve_checkpoint_path(path)
-    state = checkpoint.load(file, map_location="cpu")
+    if file.is_dir():  # no last.pt: the newest intact periodic checkpoint, saying so if it is not the newest
+        skipped: list[tuple[Path, str]] = []
+        file, state = checkpoint.load_latest(file, map_location="cpu", skipped=skipped)
+        fallback = checkpoint.describe_fallback(file, skipped)
+        if fallback is not None:
+            print(f"locomo: warning: {fallback}", file=sys.stderr)
+    elif file.name == "last.pt" and file != Path(path).expanduser():  # a run dir's last.pt
+        try:
+            state = checkpoint.load(file, map_location="cpu")
+        except CheckpointError as exc:  # damaged: fall back like a resume does
+            file, state = checkpoint.load_latest(file.parent, map_location="cpu")
+            print(f"locomo: warning: {exc}; using {file}, the newest intact checkpoint", file=sys.stderr)
+    else:
+        state = checkpoint.load(file, map_location="cpu")
     missing = [key for key in ("actor", "obs_normalizer", "config", "spaces") if key not in state]
     if missing:
         raise CheckpointError(f"{file} lacks {', '.join(missing)}: not a policy checkpoint")

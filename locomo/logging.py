@@ -33,35 +33,57 @@ def resolve_wandb_mode(mode: str) -> str:
     return mode
 
 
-def truncate_metrics(path: Path, last_step: int) -> int:
+def _parse_row(raw: bytes) -> dict[str, Any] | None:
+    """A metrics row, or None for a line that is torn, not UTF-8, or not a JSON object."""
+    try:
+        row = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def truncate_metrics(path: Path, last_step: int, damaged: list[int] | None = None) -> int:
     """Keep the rows of a metrics file with ``env_steps <= last_step``; return how many were dropped.
 
     For a resumed run: rows logged after its checkpoint (the run was killed before the next one)
     are logged again by the resumed run, so they go, and so does a line torn by a kill mid-write.
-    The file is replaced atomically.
+    Unreadable lines *before* the last kept row (damaged by something else: a disk error, an
+    editor) cannot be logged again; they are moved to ``<file>.damaged`` and their line numbers
+    appended to ``damaged``, so that the caller can say so. The file is replaced atomically.
     """
     if not path.is_file():
         return 0
-    kept, dropped = [], 0
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-                ok = isinstance(row, dict) and row.get("env_steps", last_step + 1) <= last_step
-            except json.JSONDecodeError:
-                ok = False
-            if ok:
-                kept.append(line if line.endswith("\n") else line + "\n")
-            elif line.strip():
-                dropped += 1
+    lines = path.read_bytes().splitlines(keepends=True)
+    rows = [(i, raw, _parse_row(raw)) for i, raw in enumerate(lines, 1) if raw.strip()]
+    keep = [
+        (i, raw, row)
+        for i, raw, row in rows
+        if row is not None
+        and isinstance(row.get("env_steps", last_step + 1), int | float)
+        and row.get("env_steps", last_step + 1) <= last_step
+    ]
+    last_kept = keep[-1][0] if keep else 0
+    inside = [(i, raw) for i, raw, row in rows if row is None and i < last_kept]
+    dropped = len(rows) - len(keep)
+    if inside:
+        with path.with_name(path.name + ".damaged").open("ab") as f:
+            f.writelines(raw if raw.endswith(b"\n") else raw + b"\n" for _, raw in inside)
+        if damaged is not None:
+            damaged.extend(i for i, _ in inside)
     if dropped:
         tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            f.writelines(kept)
+        with tmp.open("wb") as f:
+            f.writelines(raw if raw.endswith(b"\n") else raw + b"\n" for _, raw, _ in keep)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     return dropped
+
+
+def missing_iterations(rows: list[dict[str, Any]]) -> list[int]:
+    """Iterations between the first and last logged one that have no row."""
+    seen = {int(r["iteration"]) for r in rows if isinstance(r.get("iteration"), int | float)}
+    return [i for i in range(min(seen), max(seen) + 1) if i not in seen] if seen else []
 
 
 class MetricsLogger:
@@ -80,13 +102,31 @@ class MetricsLogger:
         run_id: str | None = None,
         resume_at: int | None = None,
     ) -> None:
+        from locomo.errors import CheckpointError
+
         self.path = run_dir / metrics_file
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._last_step = -1
-        if resume_at is not None:
-            truncate_metrics(self.path, resume_at)
-            self._last_step = resume_at
-        self._file = self.path.open("a", encoding="utf-8")
+        self._failed = False  # a write failed (and was reported): closing may fail the same way
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_at is not None:
+                damaged: list[int] = []
+                truncate_metrics(self.path, resume_at, damaged)
+                if damaged:
+                    gaps = missing_iterations(read_metrics(self.path))
+                    print(
+                        f"locomo: warning: {self.path}: {len(damaged)} unreadable row(s) (line "
+                        f"{', '.join(map(str, damaged))}) moved to {self.path.name}.damaged; "
+                        f"iterations without a metrics row: {', '.join(map(str, gaps)) or 'unknown'}",
+                        file=sys.stderr,
+                    )
+                self._last_step = resume_at
+            self._file = self.path.open("a", encoding="utf-8")
+        except OSError as exc:  # a directory in its place, no permission, a full disk
+            raise CheckpointError(
+                f"cannot write metrics to {self.path}: {exc.strerror or exc}; move it away or set "
+                "logger.metrics_file=<another file name>"
+            ) from exc
         self.wandb_run: Any = None
         self.wandb_mode = resolve_wandb_mode(wandb_cfg.mode)
         if self.wandb_mode != "disabled":
@@ -158,6 +198,7 @@ class MetricsLogger:
         except OSError as exc:  # disk full, quota, file system gone read-only
             from locomo.errors import CheckpointError
 
+            self._failed = True
             raise CheckpointError(f"cannot write metrics to {self.path}: {exc.strerror or exc}") from exc
         if self.wandb_run is not None:
             self.wandb_run.log({"env_steps": step, **metrics})
@@ -168,13 +209,22 @@ class MetricsLogger:
             self.wandb_run.log({"env_steps": step, key: media})
 
     def close(self) -> None:
-        self._file.close()
+        """Close the file and finish the W&B run.
+
+        Closing after a failed write (a full disk) fails the same way; that was reported
+        already, so it is not raised again over the error that stopped training.
+        """
+        try:
+            self._file.close()
+        except OSError:
+            if not self._failed:
+                raise
         if self.wandb_run is not None:
-            self.wandb_run.finish()
-            self.wandb_run = None
+            run, self.wandb_run = self.wandb_run, None
+            run.finish()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of a metrics.jsonl file."""
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Rows of a metrics.jsonl file (lines that are torn or not UTF-8 are skipped)."""
+    with path.open("rb") as f:
+        return [row for line in f if line.strip() and (row := _parse_row(line)) is not None]

@@ -14,6 +14,7 @@ Two steps, because Hydra fixes the run directory before the job starts:
 from __future__ import annotations
 
 import datetime
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,24 +89,45 @@ def prepare_resume_argv(args: list[str]) -> list[str]:
             f"set only {allowed}); to train with other settings, start a new run",
         )
 
-    from locomo.checkpoint import load_latest, newest_in_directory, periodic_iteration, require_resumable
+    from locomo.checkpoint import (
+        describe_fallback,
+        load_file,
+        load_latest,
+        periodic_files,
+        periodic_iteration,
+        require_resumable,
+    )
 
     if not Path(value).expanduser().exists():
         raise CheckpointError(f"resume={value!r}: no such run directory or checkpoint file")
-    path, state = load_latest(value)
+    skipped: list[tuple[Path, str]] = []
+    path, state = load_latest(value, skipped=skipped)
     if path.name == "last.pt":  # last.pt lags iter_*.pt if a run was killed between the two writes
-        path, state = load_latest(path.parent)
+        path, state = load_latest(path.parent, skipped=skipped)
     require_resumable(state, path)
     run_dir = run_dir_of(path.resolve())
-    newest = newest_in_directory(path.parent)
-    if run_dir is not None and newest is not None and newest.resolve() != path.resolve():
-        iteration = periodic_iteration(path)
-        if iteration is not None and iteration < (periodic_iteration(newest) or 0):
+    iteration = periodic_iteration(path)
+    if run_dir is not None and iteration is not None:
+        # A newer checkpoint that can be read would be overwritten by resuming this one in place;
+        # newer ones that cannot be read (damaged) are what a resume falls back from.
+        for newer in periodic_files(path.parent)[::-1]:
+            if (periodic_iteration(newer) or 0) <= iteration:
+                break
+            try:
+                load_file(newer)
+            except CheckpointError as exc:
+                if all(newer != f for f, _ in skipped):
+                    skipped.append((newer, str(exc)))
+                continue
             raise CheckpointError(
-                f"resume={value!r}: {path.name} is older than the run's newest checkpoint {newest.name}, "
+                f"resume={value!r}: {path.name} is older than the run's newest checkpoint {newer.name}, "
                 "and resuming it in its run dir would overwrite the newer checkpoints and metrics; "
-                "resume the run dir, or copy the checkpoint out of it to continue in a new run dir"
+                f"resume the run dir (locomo train resume={run_dir}), or copy the checkpoint out of it "
+                "to continue in a new run dir"
             )
+    fallback = describe_fallback(path, skipped)
+    if fallback is not None:
+        print(f"locomo: warning: {fallback}", file=sys.stderr)
     kept = [arg for arg in args if all(arg is not r for r, _ in resume_args)]
     out = [*kept, f"resume={_quote(str(path.resolve()))}"]
     if run_dir is not None:

@@ -174,8 +174,10 @@ class Runner:
         self.last_good: Path | None = resume_path
         self._warned_env_state = False
         self._batch: RolloutBatch | None = None  # the batch being trained on (for diagnostics)
+        self._in_iteration = False  # inside _train_iteration: the state is not at a boundary
         if resume is not None:
             self._restore(resume)
+        self._start_iteration = self.iteration
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Load a checkpoint's weights, optimiser, counters, RNGs, env state and observations."""
@@ -326,17 +328,21 @@ class Runner:
             dynamic_ncols=True,
         )
         metrics: dict[str, float] = {}
+        logged = self.iteration  # the last iteration whose metrics row is written
         try:
             with GracefulStop() as stop:
                 if self.obs_raw is None:  # a new run, or a resume without saved env state
                     self.obs_raw = self.env.reset(cfg.seed + self.iteration * cfg.train.num_envs)
                     self._guarded(lambda: check_finite("observations", self.obs_raw, ("env",), "(at reset)"))
                 while self.iteration < cfg.train.iterations:
+                    self._in_iteration = True
                     metrics = self._guarded(self._train_iteration)
+                    self._in_iteration = False
                     metrics |= self.videos.maybe_record(
                         self.iteration, self.actor, self.normalizer, logger, self.env_steps
                     )
                     logger.log(metrics, self.env_steps)
+                    logged = self.iteration
                     bar.update(1)
                     bar.set_postfix(
                         steps=self.env_steps,
@@ -353,11 +359,21 @@ class Runner:
                         self._chart_behavior(logger)
                     if stop.signum is not None:
                         raise TrainingInterrupted(stop.signum, self.iteration, self.last_good, self.run_dir)
+        except TrainingAborted as exc:  # a second signal: say truthfully what is on disk
+            exc.kept, exc.run_dir = self.last_good, self.run_dir
+            raise
+        except Exception as exc:
+            if not isinstance(exc, NonFiniteError | CheckpointError | TrainingInterrupted):
+                self._rescue(exc, logger, metrics, logged)
+            raise
         finally:
-            bar.close()
-            self.videos.close()
-            logger.close()
-            self.env.close()
+            # Each clean-up on its own: one failing (a full disk when the metrics file is closed)
+            # must not hide the error that stopped training, nor skip the others.
+            for close in (bar.close, self.videos.close, logger.close, self.env.close):
+                try:
+                    close()
+                except Exception as exc:
+                    _warn(f"while stopping: {type(exc).__name__}: {exc}")
         return metrics
 
     def _chart_behavior(self, logger: MetricsLogger) -> None:
@@ -375,6 +391,29 @@ class Runner:
         except ConfigError:  # no labelled episodes (an env without a root body): nothing to draw
             return
         logger.log_media("charts/behavior", wandb.Image(str(path)), self.env_steps)
+
+    def _rescue(self, exc: Exception, logger: MetricsLogger, metrics: dict[str, float], logged: int) -> None:
+        """After an unexpected failure between iterations, keep the trained iterations.
+
+        The state is consistent at an iteration boundary (not inside ``_train_iteration``): log
+        the iteration's row if it was not yet, and checkpoint it, so that nothing trained is
+        lost. Says what it did in a note on ``exc`` (shown on the error line).
+        """
+        saved = self.checkpoints.last_saved
+        if self._in_iteration or self.iteration == self._start_iteration:
+            return  # mid-iteration (the state is torn), or nothing trained by this process
+        if saved is not None and saved.name == f"iter_{self.iteration:06d}.pt":
+            return  # already saved
+        try:
+            if logged < self.iteration and metrics:
+                logger.log(metrics, self.env_steps)
+            self._save_checkpoint()
+            exc.add_note(
+                f"iteration {self.iteration} was saved to {self.last_good}; "
+                f"continue with: locomo train resume={self.run_dir}"
+            )
+        except Exception as rescue_error:  # the disk itself may be the problem
+            exc.add_note(f"saving iteration {self.iteration} failed too ({rescue_error})")
 
     def _save_checkpoint(self) -> None:
         """Save the periodic checkpoint; on failure say what is still on disk and how to go on."""

@@ -26,6 +26,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +36,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from locomo.behavior import format_counts, label_counts
-from locomo.errors import RenderError
+from locomo.errors import GL_FIX, RenderError, first_line
 
 if TYPE_CHECKING:  # heavy (torch, gymnasium): imported where used, so the CLI starts fast
     from locomo.evaluation import Rollout
 
-GL_FIX = (
-    "fix: install EGL (apt-get install libegl1) or OSMesa (apt-get install libosmesa6) and set "
-    "MUJOCO_GL=egl or MUJOCO_GL=osmesa"
-)
 _GL_PROBE = (
     "import mujoco; c = mujoco.GLContext(16, 16); c.make_current(); "
     "mujoco.MjrContext(mujoco.MjModel.from_xml_string('<mujoco/>'), 100); c.free()"
@@ -53,9 +50,7 @@ _GL_PROBE = (
 logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO lines under Hydra are noise
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+_first_line = first_line  # the name this module has always used
 
 
 @dataclass
@@ -78,6 +73,9 @@ def gl_backend() -> str:
     if _gl.error is not None:
         raise RenderError(_gl.error)
     chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if chosen in ("disable", "disabled", "off"):
+        _gl.error = f"rendering is off (MUJOCO_GL={chosen}); {GL_FIX}"
+        raise RenderError(_gl.error)
     if not chosen and platform.system() == "Linux":
         failures = []
         for candidate in ("egl", "osmesa"):
@@ -114,8 +112,10 @@ def _gl_context(backend: str, width: int, height: int) -> Any:
             from mujoco.glfw import GLContext
         else:
             from mujoco import GLContext
-        context = GLContext(width, height)
-        context.make_current()
+        with warnings.catch_warnings():  # glfw warns (GLFWError) on its way to failing: one line is enough
+            warnings.simplefilter("ignore")
+            context = GLContext(width, height)
+            context.make_current()
     except Exception as exc:  # every backend fails in its own way (ImportError, EGLError, ...)
         raise RenderError(
             f"offscreen rendering failed with MUJOCO_GL={backend or 'default'} ({_first_line(exc)}); {GL_FIX}"
@@ -172,8 +172,15 @@ class FrameRenderer:
         if quality == "fast":
             self.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             self.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        self._gl = _gl_context(gl_backend(), self.width, self.height)
-        self._context = mujoco.MjrContext(self.model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        backend = gl_backend()
+        self._gl = _gl_context(backend, self.width, self.height)
+        try:
+            self._context = mujoco.MjrContext(self.model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        except Exception as exc:  # e.g. glfw without a display: a context that is not one (FatalError)
+            self._gl.free()
+            self._gl = None
+            _gl.error = f"offscreen rendering failed with MUJOCO_GL={backend} ({_first_line(exc)}); {GL_FIX}"
+            raise RenderError(_gl.error) from exc
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
         self._rect = mujoco.MjrRect(0, 0, self.width, self.height)
         self._pixels = np.empty((self.height, self.width, 3), dtype=np.uint8)
@@ -504,10 +511,14 @@ class TrainingVideos:
             return {}
         try:
             return self._record(iteration, actor, normalizer, logger, env_steps)
-        except RenderError as exc:
-            print(f"locomo: videos off for this run: {exc}", file=sys.stderr)
+        except Exception as exc:  # videos are a by-product: no failure of theirs may stop training
+            reason = str(exc) if isinstance(exc, RenderError) else f"unexpected {_first_line(exc)}"
+            print(f"locomo: videos off for this run: {reason}", file=sys.stderr)
             self.enabled = False
-            self.close()
+            try:
+                self.close()
+            except Exception:  # a renderer that failed half-way may not close cleanly either
+                self._renderer = self._env = None
             return {}
 
     def _record(

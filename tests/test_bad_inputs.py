@@ -15,6 +15,8 @@ directory of prepared bad files (see
 # ruff: noqa: E501  (the catalogue is a table: one row per line)
 from __future__ import annotations
 
+import ctypes.util
+import pickle
 import resource
 import shlex
 import shutil
@@ -40,6 +42,7 @@ TINY_RUN = [
     "logger.wandb.mode=disabled",
 ]
 FAST = "env=cartpole logger.wandb.mode=disabled logger.progress=false train.num_envs=2 train.steps_per_iteration=32"
+PENDULUM = "env=inverted_pendulum logger.wandb.mode=disabled logger.progress=false train.num_envs=2 train.steps_per_iteration=32"
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,11 @@ class BadInput:
     message: str  # must appear in stderr
     category: str = "config"  # config: must fail before any simulation
     subprocess: bool = False
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)  # None: unset the variable
     fsize_limit: int | None = None  # RLIMIT_FSIZE for the subprocess (bytes)
     skip_if_cuda: bool = False
+    skip_if_library: str | None = None  # skip where this shared library exists (the row needs it missing)
+    cwd_file: str | None = None  # a file of this name in the working directory
 
 
 def row(id: str, command: str, status: int, message: str, **kw) -> BadInput:
@@ -62,6 +67,9 @@ def row(id: str, command: str, status: int, message: str, **kw) -> BadInput:
 CATALOGUE = [
     # -- config values: one line naming the key, the value and what is allowed; exit 2
     row("gamma-range", "train algo.gamma=1.5", 2, "algo.gamma=1.5 is invalid: must be in (0, 1]"),
+    row("action-bounds-choice", "train model.action_bounds=tanh", 2, "model.action_bounds='tanh' is invalid: allowed values are clip, none"),
+    row("lr-schedule-choice", "train algo.lr_schedule=cosine", 2, "algo.lr_schedule='cosine' is invalid: allowed values are constant, linear, adaptive"),
+    row("kl-threshold-zero", "train algo.kl_threshold=0", 2, "algo.kl_threshold=0.0 is invalid: must be > 0"),
     row("gae-lambda-range", "train algo.gae_lambda=-0.1", 2, "algo.gae_lambda=-0.1 is invalid: must be in [0, 1]"),
     row("epochs-zero", "train algo.epochs=0", 2, "algo.epochs=0 is invalid: must be >= 1"),
     row("lr-negative", "train algo.lr=-1e-3", 2, "algo.lr=-0.001 is invalid: must be > 0"),
@@ -126,12 +134,81 @@ CATALOGUE = [
     row("bench-repeats-zero", "bench bench.repeats=0", 2, "bench.repeats=0 is invalid: must be > 0"),
     row("variance-estimator-unknown", "variance estimators=[total/value]", 2, "estimators='total/value' is invalid: each must be one of total/none"),
     row("plot-runs-missing", "plot runs={files}/no_such_dir", 2, "is invalid: must be a folder holding runs"),
+    row("plot-kind-choice", "plot runs={files} kind=pie", 2, "kind='pie' is invalid: allowed values are curves, behavior"),
+    row("plot-window-zero", "plot runs={files} kind=behavior window=0", 2, "window=0 is invalid: must be > 0"),
+    row("render-iterations-missing", "render checkpoint={run} iterations=[99]", 2, "iterations=[99] is invalid: no ", category="checkpoint"),
+    row("render-iterations-empty", "render checkpoint={run} iterations=[]", 2, "iterations=[] is invalid: must be a non-empty list of iterations >= 1"),
+    row("export-checkpoint-unset", "export", 2, "checkpoint=None is invalid: give the checkpoint to load"),
+    row("export-out-not-pt", "export checkpoint={run} out=x.txt", 2, "out='x.txt' is invalid: must be a .pt file"),
     # -- at run time
     row("disk-full", f"train {FAST} train.iterations=2", 2, "iter_000002.pt: File too large; no checkpoint had been written yet", category="runtime", subprocess=True, fsize_limit=16_000),
     row("nonfinite-rewards", f"train {FAST} env=hopper +env.kwargs.forward_reward_weight=inf", 3, "non-finite rewards at iteration 1", category="runtime"),
     row("nonfinite-observations", f"train {FAST} env=ant +env.kwargs.contact_force_range=[nan,nan]", 3, "non-finite observations at iteration 1", category="runtime"),
     row("wandb-not-logged-in", f"train {FAST} train.iterations=1 logger.wandb.mode=online", 0, "W&B online failed (UsageError: No API key configured", category="runtime", subprocess=True),
     row("wandb-unreachable", f"train {FAST} train.iterations=1 logger.wandb.mode=online logger.wandb.init_timeout=2", 0, "W&B online failed (CommError", category="runtime", subprocess=True, env={"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}),
+    # -- issue 12: runs mixed or lost
+    row("fresh-run-in-used-dir", f"train {FAST} train.iterations=1 hydra.run.dir={{run}}", 2, "already holds a run (metrics up to iteration 2, checkpoint iter_000002.pt); continue it with: locomo train resume=", category="checkpoint"),
+    row("fresh-run-after-kill", f"train {FAST} train.iterations=1 hydra.run.dir={{files}}/killed_run", 2, "already holds a run (metrics up to iteration 1, no checkpoint); start this run in another directory (hydra.run.dir=...); or replace the old run with overwrite=true", category="checkpoint"),
+    row("concurrent-start-refused", f"train {FAST} train.iterations=1 hydra.run.dir={{locked_run}}", 2, "is in use by locomo process", category="checkpoint"),
+    row("resume-damaged-newest", "train resume={files}/damaged_run train.iterations=3", 0, "iter_000002.pt: the file is truncated or not a checkpoint; using ", category="runtime"),
+    row("eval-damaged-last", "eval checkpoint={files}/damaged_last_run episodes=1 mode=deterministic", 0, "last.pt: the file is truncated or not a checkpoint; using ", category="runtime"),
+    row("gl-glfw-no-display", f"train {PENDULUM} train.iterations=1 video.episodes=1 video.max_steps=4", 0, "videos off for this run: offscreen rendering failed with MUJOCO_GL=glfw", category="runtime", subprocess=True, env={"MUJOCO_GL": "glfw", "DISPLAY": ""}),
+    row("gl-osmesa-missing", f"train {PENDULUM} train.iterations=1 video.enabled=false", 0, "MUJOCO_GL=osmesa does not work here", category="runtime", subprocess=True, env={"MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": None}, skip_if_library="OSMesa"),
+    row("metrics-file-is-directory", f"train {FAST} train.iterations=1 hydra.run.dir={{files}}/metrics_dir_run", 2, "cannot write metrics to", category="runtime"),
+    row("disk-full-metrics", f"train {FAST} train.iterations=1 hydra.run.dir={{files}}/full_disk_run", 2, "cannot write metrics to", category="runtime"),
+    # -- issue 12: tracebacks and silent acceptance
+    row("memory-num-envs", "train env=inverted_pendulum train.num_envs=100000 train.steps_per_iteration=100000", 2, "train.num_envs=100000 is invalid: this config needs about"),
+    row("memory-steps", "train env=inverted_pendulum train.steps_per_iteration=1000000000000 train.num_envs=4", 2, "train.steps_per_iteration=1000000000000 is invalid: this config needs about"),
+    row("seed-too-large", "train env=cartpole seed=4294967296", 2, "seed=4294967296 is invalid: must be in [0, 4294967295]"),
+    row("eval-seed-too-large", "eval checkpoint={run} seed=4294967296", 2, "seed=4294967296 is invalid: must be in [0, 4294967295]"),
+    row("plot-runs-unset", "plot", 2, "runs=None is invalid: give the folder holding the runs"),
+    row("plot-metric-unknown", "plot runs={run} metric=bogus", 2, "metric='bogus' is invalid: no run under"),
+    row("variance-checkpoint-other-env", "variance checkpoint={cartpole_run} env=inverted_pendulum batches=2 train.num_envs=2 train.steps_per_iteration=32", 2, "checkpoint was trained on env 'cartpole'", category="checkpoint"),
+    row("xml-no-actuators", "train env=inverted_pendulum env.xml_file={files}/no_actuators.xml", 2, "is invalid: the model has no actuators"),
+    row("xml-other-task", "train env=inverted_pendulum env.xml_file=humanoid.xml", 2, "env.xml_file='humanoid.xml' is invalid: does not fit InvertedPendulum-v5"),
+    row("key-added-unknown", "train +train.foo=1", 2, "train.foo=1 is invalid: not a config key; the keys of train are"),
+    row("reward-term-unknown-own", "train env=inverted_pendulum +env.reward_scales.bogus=1", 2, "unknown reward term; terms are env (the env's own reward)"),
+    row("minibatches-not-dividing", f"train {FAST} train.iterations=1 algo.minibatches=3", 0, "warning: algo.minibatches=3 does not divide the batch", category="runtime"),
+    row("clip-ratio-one-step", f"train {FAST} train.iterations=1 algo=baseline algo.clip_ratio=0.2", 0, "warning: algo.clip_ratio=0.2 has no effect with algo.epochs=1", category="runtime"),
+    row("metrics-file-parent", "train logger.metrics_file=../x", 2, "logger.metrics_file='../x' is invalid: must be a file name inside the run directory"),
+    row("metrics-file-absolute", "train logger.metrics_file=/tmp/x.jsonl", 2, "must be a file name inside the run directory"),
+    row("render-episodes-bound", "render checkpoint={run} episodes=100000", 2, "episodes=100000 is invalid: must be at most 100"),
+    row("xml-file-not-mujoco", "train env=cartpole env.xml_file=humanoid.xml", 2, "CartPole-v1 takes no model file (not a MuJoCo env)"),
+    row("resume-malicious-pickle-protocol4", "train resume={files}/evil4.pkl", 2, "refusing to load", category="checkpoint"),
+    row("run-dir-default-unwritable", f"train {FAST}", 2, "cannot create or write the run directory under", category="io", cwd_file="outputs"),
+    # -- invented (issue 12): memory, threads, names, nesting, files that are not files, every command's keys
+    row("memory-hidden-sizes", "train env=inverted_pendulum model.hidden_sizes=[100000,100000,100000]", 2, "model.hidden_sizes=[100000, 100000, 100000] is invalid: this config needs about"),
+    row("memory-optimal-chunk", "train env=inverted_pendulum algo=baseline algo.baseline=optimal algo.optimal_baseline_chunk=1000000000 train.steps_per_iteration=1000000 train.num_envs=2 model.hidden_sizes=[2000,2000]", 2, "algo.optimal_baseline_chunk=1000000000 is invalid: this config needs about"),
+    row("memory-video-episodes", "train env=inverted_pendulum video.episodes=1000000", 2, "video.episodes=1000000 is invalid: this config needs about"),
+    row("init-log-std-nan", "train model.init_log_std=nan", 2, "model.init_log_std=nan is invalid: must be a finite number"),
+    row("torch-threads-huge", "train train.torch_threads=100000", 2, "train.torch_threads=100000 is invalid: must be at most 1024"),
+    row("env-threads-huge", "train env.threads=100000", 2, "env.threads=100000 is invalid: must be at most 1024"),
+    row("metrics-file-reserved", "train logger.metrics_file=checkpoints/m.jsonl", 2, "checkpoints is a name locomo uses itself in a run dir"),
+    row("metrics-file-empty", "train logger.metrics_file=''", 2, "must be a file name inside the run directory"),
+    row("run-dir-nested", f"train {FAST} hydra.run.dir={{files}}/parent_run/checkpoints/x", 2, "is inside the run directory", category="checkpoint"),
+    row("lock-file-is-directory", f"train {FAST} hydra.run.dir={{files}}/lock_dir_run", 2, "cannot lock run directory", category="checkpoint"),
+    row("sweep-dir-unwritable", f"train -m {FAST} seed=0,1 hydra.sweep.dir={{files}}/a_file/sweep", 2, "hydra.sweep.dir=", category="io"),
+    row("resume-with-overwrite", "train resume={run} overwrite=true", 2, "overwrite='true' is invalid: cannot be changed when resuming", category="checkpoint"),
+    row("checkpoint-not-regular-file", "eval checkpoint=/dev/zero", 2, "checkpoint /dev/zero is not a regular file or a directory", category="checkpoint"),
+    row("eval-output-unwritable", "eval checkpoint={run} episodes=1 mode=deterministic output={files}/a_file/x.json", 2, "x.json' is invalid: cannot write there", category="runtime"),
+    row("plot-out-unwritable", "plot runs={run} out={files}/a_file/x.png", 2, "x.png' is invalid: cannot write the figure"),
+    row("eval-key-unknown", "eval checkpoint={run} +foo=1", 2, "foo=1 is invalid: not a config key"),
+    row("render-key-unknown", "render checkpoint={run} +bar=1", 2, "bar=1 is invalid: not a config key"),
+    row("replay-seed-too-large", "replay checkpoint={run} seed=99999999999", 2, "seed=99999999999 is invalid: must be in [0, 4294967295]"),
+    row("plot-key-unknown", "plot runs={run} +x=1", 2, "x=1 is invalid: not a config key"),
+    row("variance-key-unknown", "variance +train.bar=2", 2, "train.bar=2 is invalid: not a config key"),
+    row("bench-seed-too-large", "bench seed=4294967296", 2, "seed=4294967296 is invalid: must be in [0, 4294967295]"),
+    row("resume-malicious-pickle-protocol0", "train resume={files}/evil0.pkl", 2, "refusing to load", category="checkpoint"),
+    row("eval-malicious-pickle-protocol5", "eval checkpoint={files}/evil5.pkl", 2, "refusing to load", category="checkpoint"),
+    row("plot-damaged-records", "plot runs={files}/damaged_runs", 0, "", category="runtime"),
+    row("gl-disable-videos", f"train {PENDULUM} train.iterations=1 video.episodes=1 video.max_steps=4", 0, "videos off for this run: rendering is off (MUJOCO_GL=disable)", category="runtime", subprocess=True, env={"MUJOCO_GL": "disable"}),
+    row("resume-dev-null", "train resume=/dev/null", 2, "checkpoint /dev/null is not a regular file or a directory", category="checkpoint"),
+    row("xml-is-directory", "train env=hopper env.xml_file={files}", 2, "is invalid: no such file"),
+    row("metrics-file-dot", "train logger.metrics_file=.", 2, "must be a file name inside the run directory"),
+    row("eval-checkpoint-empty-dir", "eval checkpoint={files}/empty_dir", 2, "no checkpoint in directory", category="checkpoint"),
+    row("overwrite-not-bool", "train overwrite=maybe", 1, "Value 'maybe' is not a valid bool"),
+    row("plot-runs-is-file", "plot runs={files}/text.pt", 2, "is invalid: must be a folder holding runs"),
+    row("render-gl-disabled", "render checkpoint={run}", 2, "rendering is off (MUJOCO_GL=disable)", subprocess=True, env={"MUJOCO_GL": "disable"}),
 ]  # fmt: skip
 
 
@@ -179,6 +256,37 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
         "train", *FAST.split(), "train.iterations=1", f"hydra.run.dir={cartpole_run}"
     )
     assert status == 0, err
+    (files / "no_actuators.xml").write_text(
+        '<mujoco><worldbody><body><joint type="slide" axis="1 0 0"/><geom size="0.1"/></body></worldbody></mujoco>\n'
+    )
+    for protocol in (0, 4, 5):
+        (files / f"evil{protocol}.pkl").write_bytes(
+            pickle.dumps({"actor": Evil(root / "MARKER")}, protocol=protocol)
+        )
+    killed = files / "killed_run"  # killed before its first checkpoint: metrics but no checkpoint
+    killed.mkdir()
+    (killed / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    damaged = files / "damaged_run"  # newest checkpoint truncated, last.pt gone
+    shutil.copytree(run, damaged)
+    (damaged / "checkpoints" / "last.pt").unlink()
+    newest = damaged / "checkpoints" / "iter_000002.pt"
+    data = newest.read_bytes()
+    newest.unlink()  # a hard link shared with last.pt in the copy's source is not touched
+    newest.write_bytes(data[:1000])
+    damaged_last = files / "damaged_last_run"
+    shutil.copytree(run, damaged_last)
+    (damaged_last / "checkpoints" / "last.pt").unlink()
+    (damaged_last / "checkpoints" / "last.pt").write_bytes(data[:1000])
+    (files / "metrics_dir_run" / "metrics.jsonl").mkdir(parents=True)
+    (files / "full_disk_run").mkdir()
+    (files / "full_disk_run" / "metrics.jsonl").symlink_to("/dev/full")  # every write: No space left
+    (files / "parent_run" / "checkpoints").mkdir(parents=True)
+    (files / "parent_run" / "config.yaml").write_text("seed: 0\n")
+    (files / "lock_dir_run" / ".lock").mkdir(parents=True)
+    bad_record = files / "damaged_runs" / "0"  # a run whose .hydra record and one metrics row are damaged
+    (bad_record / ".hydra").mkdir(parents=True)
+    (bad_record / ".hydra" / "overrides.yaml").write_text("- [unclosed\n")
+    (bad_record / "metrics.jsonl").write_bytes((run / "metrics.jsonl").read_bytes() + b"\xff\xfe not utf-8\n")
     with RunDirLock(locked):
         yield {
             "run": run,
@@ -195,6 +303,10 @@ def test_bad_input(
 ):
     if case.skip_if_cuda and torch.cuda.is_available():
         pytest.skip("checks the no-CUDA error")
+    if case.skip_if_library and ctypes.util.find_library(case.skip_if_library):
+        pytest.skip(f"checks the error when {case.skip_if_library} is missing")
+    if case.cwd_file:
+        (tmp_path / case.cwd_file).write_text("a file where the run directories would go\n")
     places = {k: bad_files[k] for k in ("run", "files", "locked_run", "cartpole_run")}
     args = [a.format(**places) for a in shlex.split(case.command)]
     if case.subprocess:
@@ -204,10 +316,13 @@ def test_bad_input(
             if limit is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
+        env = cli_env({k: v for k, v in case.env.items() if v is not None})
+        for key in [k for k, v in case.env.items() if v is None]:
+            env.pop(key, None)
         result = subprocess.run(
             [sys.executable, "-m", "locomo", *args],
             cwd=tmp_path,
-            env=cli_env(case.env),
+            env=env,
             capture_output=True,
             text=True,
             timeout=300,
@@ -217,7 +332,10 @@ def test_bad_input(
     else:
         monkeypatch.chdir(tmp_path)
         for key, value in case.env.items():
-            monkeypatch.setenv(key, value)
+            if value is None:
+                monkeypatch.delenv(key, raising=False)
+            else:
+                monkeypatch.setenv(key, value)
         status, _, err = call_locomo(*args)
     assert status == case.status, err
     assert case.message in err, err
@@ -238,6 +356,7 @@ def test_catalogue_matches_the_docs():
     }
     assert ids_in_doc == {c.id for c in CATALOGUE}
     assert len(CATALOGUE) >= 25
+    assert len({c.id for c in CATALOGUE}) == len(CATALOGUE)
 
 
 def test_run_fixture_untouched_by_refused_resumes(bad_files: dict[str, Path]):

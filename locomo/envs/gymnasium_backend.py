@@ -24,6 +24,12 @@ def make_gymnasium_env(env_cfg: Any, render_mode: str | None = None, **extra: An
     try:
         return gym.make(env_cfg.id, render_mode=render_mode, disable_env_checker=True, **kwargs)
     except TypeError as exc:  # a keyword the env does not take
+        if env_cfg.xml_file is not None and "xml_file" in str(exc):
+            raise ConfigError(
+                "env.xml_file",
+                env_cfg.xml_file,
+                f"{env_cfg.id} takes no model file (not a MuJoCo env); drop env.xml_file",
+            ) from exc
         user_kwargs = dict(env_cfg.kwargs or {})
         raise ConfigError("env.kwargs", user_kwargs, f"{env_cfg.id} does not accept them ({exc})") from exc
     except ValueError as exc:  # MuJoCo could not compile the model
