@@ -374,6 +374,11 @@ def training_command(run_dir: Path) -> str | None:
     return " ".join(["locomo train", *map(str, args)])
 
 
+def exported_name(out: Path) -> str:
+    """How a user names an exported policy: its bare name when it sits in ``assets/``, else its path."""
+    return out.stem if out.resolve().parent == ASSETS_DIR.resolve() else str(out)
+
+
 def export_main(cfg: DictConfig) -> dict[str, Any]:
     """``locomo export``: a training checkpoint's policy alone (actor and observation normaliser,
     no critic or optimiser), evaluated; writes ``out`` and, beside it, ``<out>.json`` with the
@@ -402,7 +407,8 @@ def export_main(cfg: DictConfig) -> dict[str, Any]:
         "env": exported.cfg.env.name,
         "counters": exported.counters,
         "eval_command": (
-            f"locomo eval checkpoint={out} episodes={cfg.episodes} seed={cfg.seed} mode=deterministic"
+            f"locomo eval checkpoint={exported_name(out)} episodes={cfg.episodes} seed={cfg.seed} "
+            "mode=deterministic"
         ),
         "deterministic": {k: v for k, v in summary.items() if k != "per_episode"},
         "per_episode": summary["per_episode"],
