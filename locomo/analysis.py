@@ -138,6 +138,13 @@ def plot_variance(table: dict[str, dict[str, float]], title: str, path: Path) ->
     ax.set_ylabel("variance / |mean gradient|^2")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure and close it; a path that cannot be written is a ConfigError on ``out``."""
+    import matplotlib.pyplot as plt
+
     try:
         fig.savefig(path)
     except OSError as exc:
@@ -210,12 +217,7 @@ def plot_curves(runs_dir: Path, metric: str, keys: list[str] | None, path: Path)
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    try:
-        fig.savefig(path)
-    except OSError as exc:
-        raise ConfigError("out", str(path), f"cannot write the figure ({exc.strerror or exc})") from exc
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
     return {label: len(runs) for label, runs in groups.items()}
 
 
@@ -312,8 +314,7 @@ def plot_behavior(files: list[Path], window: int, path: Path) -> dict[str, float
     ax.legend(handles[::-1], names[::-1], fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title(f"what the body did ({len(runs)} run(s), windows of {window} iterations)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return {label: values[-1] for label, values in mix.items()}
 
 
