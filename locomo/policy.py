@@ -368,4 +368,9 @@ def make_actor(
         if low is None or high is None:  # rebuilt from a checkpoint: load_state_dict sets them
             low, high = -torch.ones(spaces.action_dim), torch.ones(spaces.action_dim)
         bounds = (torch.as_tensor(low), torch.as_tensor(high))
+        if not all(bool(torch.isfinite(b).all()) for b in bounds):
+            from locomo.config import ConfigError
+
+            why = "this env's action bounds are not finite; use model.action_bounds=none"
+            raise ConfigError("model.action_bounds", "clip", why)
     return GaussianActor(spaces.obs_dim, spaces.action_dim, hidden, activation, init_log_std, bounds)

@@ -220,3 +220,14 @@ def test_update_applies_the_schedules_and_logs_the_lr():
     algo = PolicyGradient(actor, critic, cfg, torch.Generator().manual_seed(0))
     algo.begin_update(progress=0.75)
     assert algo.update(batch)["losses/lr"] == pytest.approx(2.5e-4)
+
+
+def test_clipped_actions_need_finite_bounds():
+    from locomo.config import ConfigError
+    from locomo.envs.base import SpaceInfo
+
+    inf = np.array([np.inf, 1.0], dtype=np.float32)
+    spaces = SpaceInfo(obs_dim=3, discrete=False, action_dim=2, action_low=-inf, action_high=inf)
+    with pytest.raises(ConfigError, match="model.action_bounds='clip' is invalid: this env's action bounds"):
+        make_actor(spaces, [8], "tanh", 0.0, action_bounds="clip")
+    assert not make_actor(spaces, [8], "tanh", 0.0, action_bounds="none").clipped
