@@ -228,6 +228,6 @@ def test_clipped_actions_need_finite_bounds():
 
     inf = np.array([np.inf, 1.0], dtype=np.float32)
     spaces = SpaceInfo(obs_dim=3, discrete=False, action_dim=2, action_low=-inf, action_high=inf)
-    with pytest.raises(ConfigError, match=r"model\.action_bounds='clip' is invalid: this env's action bounds"):
+    with pytest.raises(ConfigError, match=r"model\.action_bounds='clip' is invalid: this env's action"):
         make_actor(spaces, [8], "tanh", 0.0, action_bounds="clip")
     assert not make_actor(spaces, [8], "tanh", 0.0, action_bounds="none").clipped
