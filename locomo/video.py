@@ -675,38 +675,35 @@ def render_comparison(cfg: Any) -> list[Path]:
     mode = "deterministic" if cfg.deterministic else "stochastic"
     out_dir = Path(cfg.output_dir) if cfg.output_dir else Path("videos") / policies[0].run_name
     stem = f"iters_{'-'.join(str(i) for i in cfg.iterations)}_seed{cfg.seed}_{mode}"
-    per_policy: list[list[Rollout]] = []
-    titles: list[str] = []
-    start = time.perf_counter()
-    for it, policy in zip(cfg.iterations, policies, strict=True):
-        env = policy.make_env()
-        try:
-            rollouts = run_episodes(
-                policy, env, cfg.episodes, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True
-            )
-            per_policy.append(rollouts)
-        finally:
-            env.close()
-        steps = policy.counters.get("env_steps", 0)
-        titles.append(f"iter {it} ({steps / 1e6:.1f}M steps)")
-    rollout_s = time.perf_counter() - start
-    # Row e holds episode e under every checkpoint, left to right in training order.
-    tiles = [per_policy[c][e] for e in range(cfg.episodes) for c in range(len(policies))]
-    tile_titles = [titles[c] for _ in range(cfg.episodes) for c in range(len(policies))]
-    env = policies[0].make_env()
-    model = _model_of(env)
+    titles = [
+        f"iter {it} ({policy.counters.get('env_steps', 0) / 1e6:.1f}M steps)"
+        for it, policy in zip(cfg.iterations, policies, strict=True)
+    ]
     written: list[Path] = []
-    with FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
-        if cfg.grid:
-            path = out_dir / f"{stem}.mp4"
-            write_rollout_video(path, tiles, renderer, cfg.fps, len(policies), 1, tile_titles)
-            written.append(path)
-        if cfg.sheet:
-            path = out_dir / f"{stem}_sheet.png"
-            out_dir.mkdir(parents=True, exist_ok=True)
-            contact_sheet(tiles, renderer, titles=tile_titles).save(path, optimize=True)
-            written.append(path)
-    env.close()
+    # Checkpoints of one run share its env: one env serves every policy's rollouts and the renderer.
+    env = policies[0].make_env()
+    try:
+        start = time.perf_counter()
+        per_policy = [
+            run_episodes(p, env, cfg.episodes, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True)
+            for p in policies
+        ]
+        rollout_s = time.perf_counter() - start
+        # Row e holds episode e under every checkpoint, left to right in training order.
+        tiles = [per_policy[c][e] for e in range(cfg.episodes) for c in range(len(policies))]
+        tile_titles = [titles[c] for _ in range(cfg.episodes) for c in range(len(policies))]
+        with FrameRenderer(_model_of(env), cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
+            if cfg.grid:
+                path = out_dir / f"{stem}.mp4"
+                write_rollout_video(path, tiles, renderer, cfg.fps, len(policies), 1, tile_titles)
+                written.append(path)
+            if cfg.sheet:
+                path = out_dir / f"{stem}_sheet.png"
+                out_dir.mkdir(parents=True, exist_ok=True)
+                contact_sheet(tiles, renderer, titles=tile_titles).save(path, optimize=True)
+                written.append(path)
+    finally:
+        env.close()
     for title, rollouts in zip(titles, per_policy, strict=True):
         counts = format_counts(label_counts(r.behavior for r in rollouts))
         mean_ret = sum(r.record.ret for r in rollouts) / len(rollouts)
