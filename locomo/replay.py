@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from locomo.config import ConfigError
+from locomo.errors import StoppedBySignal
 from locomo.evaluation import Rollout, load_policy, rollout
 
 
@@ -26,32 +29,60 @@ def has_display() -> bool:
 
 
 def play_in_viewer(model: Any, episode: Rollout, title: str) -> None:
-    """Play the stored states in real time in MuJoCo's passive viewer, looping until it is closed."""
+    """Play the stored states in real time in MuJoCo's passive viewer, looping until it is closed.
+
+    The viewer renders on its own (daemon) thread, and ``Handle.close`` only asks it to stop. If
+    Python then exits, GLFW's atexit ``terminate`` destroys the window under that thread while it
+    swaps buffers: X error GLXBadDrawable, then a hang or a segfault. So the viewer's threads are
+    joined before returning, and SIGINT/SIGTERM only set a flag that ends the loop; the window
+    closes in order and :class:`StoppedBySignal` is raised after that.
+    """
     import mujoco
     import mujoco.viewer
 
     assert episode.qpos is not None and episode.qvel is not None
     data = mujoco.MjData(model)
     data.qpos[:] = episode.qpos[0]
-    with mujoco.viewer.launch_passive(model, data) as viewer:
-        viewer.cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
-        viewer.cam.trackbodyid = 1 if model.nbody > 1 else 0
-        label = "-" if episode.behavior is None else episode.behavior.label
-        returns = episode.returns_so_far
-        while viewer.is_running():
-            for t in range(episode.record.length + 1):
-                if not viewer.is_running():
-                    break
-                tick = time.perf_counter()
-                with viewer.lock():
-                    data.qpos[:], data.qvel[:] = episode.qpos[t], episode.qvel[t]
-                    mujoco.mj_forward(model, data)
-                viewer.set_texts(
-                    (None, None, f"{title}\nstep\nreturn\nbehaviour", f"\n{t}\n{returns[t]:.1f}\n{label}")
-                )
-                viewer.sync()
-                time.sleep(max(0.0, episode.control_dt - (time.perf_counter() - tick)))
-            time.sleep(1.0)
+    stop: list[int] = []
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.append(signum)
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        before = set(threading.enumerate())
+        with mujoco.viewer.launch_passive(model, data) as viewer:
+            viewer.cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+            viewer.cam.trackbodyid = 1 if model.nbody > 1 else 0
+            label = "-" if episode.behavior is None else episode.behavior.label
+            returns = episode.returns_so_far
+
+            def playing() -> bool:
+                return viewer.is_running() and not stop
+
+            while playing():
+                for t in range(episode.record.length + 1):
+                    if not playing():
+                        break
+                    tick = time.perf_counter()
+                    with viewer.lock():
+                        data.qpos[:], data.qvel[:] = episode.qpos[t], episode.qvel[t]
+                        mujoco.mj_forward(model, data)
+                    viewer.set_texts(
+                        (None, None, f"{title}\nstep\nreturn\nbehaviour", f"\n{t}\n{returns[t]:.1f}\n{label}")
+                    )
+                    viewer.sync()
+                    time.sleep(max(0.0, episode.control_dt - (time.perf_counter() - tick)))
+                deadline = time.monotonic() + 1.0  # a pause between loops, cut short by a signal
+                while playing() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        for thread in set(threading.enumerate()) - before:  # the viewer's render and loader threads
+            thread.join(timeout=10.0)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stop:
+        raise StoppedBySignal(stop[0])
 
 
 def replay_main(cfg: Any) -> Rollout:

@@ -89,3 +89,6 @@ def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
     # It simulated the episode and said what it got before opening the window.
     assert "(deterministic): return" in out, (out, err)
     assert "Traceback" not in err, err
+    # SIGTERM closes the window in order and exits with one line, not a hang or an X error.
+    assert replay.returncode == 143, (replay.returncode, err)
+    assert "stopped by SIGTERM" in err and "X Error" not in err, err
