@@ -20,9 +20,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
-CONF_DIR = REPO_DIR / "conf"
-ASSETS_DIR = REPO_DIR / "assets"
+# Inside the package, so that a wheel carries them (the repository's top-level conf/ and assets/
+# are links here, for people who browse or edit from a checkout).
+CONF_DIR = PACKAGE_DIR / "conf"
+ASSETS_DIR = PACKAGE_DIR / "assets"
 
 RETURNS = ("total", "reward_to_go")
 BASELINES = ("none", "mean", "optimal", "value")
