@@ -1,4 +1,5 @@
-"""``locomo <command> [hydra overrides]``: each command is a Hydra app with its config in conf/.
+"""``locomo <command> [hydra overrides]``: dispatch to the command's module in :mod:`locomo.commands`,
+which Hydra runs as an app with its config in ``locomo/conf/``.
 
 So ``--help``, ``--cfg job``, ``-m`` (multirun) and ``key=value`` overrides work as in any
 Hydra app. User errors (bad config values, unreadable checkpoints) print one line and exit 2;
@@ -21,22 +22,11 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from locomo.config import (
-    CONF_DIR,
-    ConfigError,
-    PlotConfig,
-    refuse_unknown_keys,
-    register_configs,
-    validate_bench,
-    validate_config,
-    validate_eval_config,
-    validate_export_config,
-    validate_plot,
-    validate_render_config,
-    validate_replay_config,
-)
+from locomo.commands import COMMANDS
+from locomo.commands import load as load_command
+from locomo.config import CONF_DIR, ConfigError, register_configs
 from locomo.errors import (
     EXIT_NONFINITE,
     EXIT_UNEXPECTED,
@@ -50,6 +40,7 @@ from locomo.errors import (
     first_line,
     write_traceback,
 )
+from locomo.rundir import check_run_dir
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, RenderError)
 
@@ -105,242 +96,10 @@ def user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     return wrapper
 
 
-def _writable(path: Path) -> OSError | None:
-    """None if ``path`` can be created and written in, else the error saying why not."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return NotADirectoryError(20, "Not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return PermissionError(13, f"Permission denied: {existing} is not writable")
-    return None
-
-
-# Where each command puts its run dirs when hydra.run.dir / hydra.sweep.dir are not given (the
-# first component of the defaults in conf/*.yaml); the others write into the working directory.
-DEFAULT_OUTPUT_ROOTS = {name: ("outputs", "multirun") for name in ("train", "variance", "bench")}
-
-
-def check_run_dir(args: list[str], command: str = "train") -> None:
-    """Check now that the run directory can be created and written, so that failing is one clear line.
-
-    (Hydra would fail later with a stack trace.) An explicit ``hydra.run.dir`` is created; for
-    one with interpolations (the default ``outputs/<env>/<date>``) the part before the first
-    interpolation must be creatable and writable.
-    """
-    given = {}
-    for arg in args:
-        for key in ("hydra.run.dir", "hydra.sweep.dir"):
-            if arg.startswith(key + "="):
-                given[key] = arg.split("=", 1)[1].strip("'\"")
-    multirun = "-m" in args or "--multirun" in args
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    roots = DEFAULT_OUTPUT_ROOTS.get(command)
-    if key not in given and roots is None:
-        return
-    value = given.get(key, roots[1] if multirun else roots[0]) if roots else given[key]
-    static = value.split("${", 1)[0]
-    target = Path(static or ".").expanduser()
-    if key in given and "${" not in value:
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(key, value, f"cannot create the run directory ({exc.strerror})") from exc
-    problem = _writable(target)
-    if problem is not None:
-        where = "" if key in given else f" under {Path.cwd()}"
-        raise ConfigError(
-            key,
-            value,
-            f"cannot create or write the run directory{where} ({problem.strerror}); run from a writable "
-            f"directory or set {key}=<a writable directory>",
-        )
-
-
-def run_dir() -> Path:
-    """The Hydra output directory of this job."""
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
-# Set by main(): where this train job writes Hydra's ``.hydra/`` record itself (None: Hydra does,
-# or nobody, as on a resume that keeps the run's original record).
-_HYDRA_RECORD: dict[str, str | None] = {"subdir": None}
-
-
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
-@user_errors
-def train(cfg: DictConfig) -> float:
-    """Train a policy; returns the final mean episodic return (for Hydra sweepers).
-
-    With ``resume=`` the config is the checkpoint's (see :mod:`locomo.resume`) and the run
-    continues in the checkpoint's run dir. A new run refuses a run dir that holds another run
-    (:func:`locomo.rundir.claim_run_dir`).
-    """
-    job_cfg = cfg
-    resume_state, resume_path = None, None
-    if cfg.resume is not None:
-        from locomo.resume import resumed_config
-
-        cfg, resume_path, resume_state = resumed_config(cfg, list(HydraConfig.get().overrides.task))
-    validate_config(cfg)
-    from locomo.checkpoint import RunDirLock  # heavy imports only after the config is known good
-    from locomo.preflight import check_resources
-    from locomo.rundir import claim_run_dir, write_hydra_record
-
-    check_resources(cfg)
-    out = run_dir()
-    with RunDirLock(out):  # one process per run dir: a second start or resume is refused, untouched
-        if resume_state is None:
-            removed = claim_run_dir(out, cfg.logger.metrics_file, bool(cfg.overwrite))
-            if removed:
-                names = ", ".join(removed)
-                print(
-                    f"locomo: warning: overwrite=true: removed the previous run's {names} in {out}",
-                    file=sys.stderr,
-                )
-        subdir = _HYDRA_RECORD["subdir"]
-        if subdir is not None:
-            hydra_cfg = HydraConfig.get()
-            write_hydra_record(out, subdir, job_cfg, hydra_cfg, list(hydra_cfg.overrides.task))
-        from locomo.runner import Runner
-
-        runner = Runner(cfg, out, resume=resume_state, resume_path=resume_path)
-        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-        if resume_state is not None:
-            print(
-                f"locomo: resuming {out} at iteration {runner.iteration} ({runner.env_steps} env steps) "
-                f"from {resume_path}"
-            )
-        metrics = runner.run()
-    ret = metrics.get("rollout/return_mean", float("nan"))
-    summary = f"mean return {ret:.2f}" if ret == ret else "no episode finished yet (mean return undefined)"
-    print(f"locomo: trained {cfg.train.iterations} iterations; {summary}; run dir {out}")
-    return ret
-
-
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="render")
-@user_errors
-def render(cfg: DictConfig) -> None:
-    """Labelled videos of a checkpoint's policy: a grid, one per episode, a PNG contact sheet."""
-    validate_render_config(cfg)
-    from locomo.video import render_main
-
-    render_main(cfg)
-
-
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="eval")
-@user_errors
-def evaluate(cfg: DictConfig) -> None:
-    """Returns, lengths, distances and behaviour counts of a checkpoint's policy (table + JSON)."""
-    validate_eval_config(cfg)
-    from locomo.evaluation import eval_main
-
-    eval_main(cfg)
-
-
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="export")
-@user_errors
-def export(cfg: DictConfig) -> None:
-    """A checkpoint's policy alone (actor + normaliser) for shipping, evaluated, with a JSON summary."""
-    validate_export_config(cfg)
-    from locomo.evaluation import export_main
-
-    export_main(cfg)
-
-
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="replay")
-@user_errors
-def replay(cfg: DictConfig) -> None:
-    """One seeded episode in the MuJoCo viewer, or (headless) as a video."""
-    validate_replay_config(cfg)
-    from locomo.replay import replay_main
-
-    replay_main(cfg)
-
-
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="variance")
-@user_errors
-def variance(cfg: DictConfig) -> None:
-    """Measure each estimator's gradient variance over independent batches from one policy."""
-    validate_config(cfg)
-    from locomo import analysis
-    from locomo.preflight import check_resources
-
-    check_resources(cfg)
-    out = run_dir()
-    table = analysis.measure_gradient_variance(cfg, out)
-    analysis.write_json(table, out / "gradient_variance.json")
-    batch = cfg.train.steps_per_iteration
-    title = f"{cfg.env.name}: policy-gradient variance over {cfg.batches} batches of {batch} steps"
-    analysis.plot_variance(table, title, out / "gradient_variance.png")
-    print(f"{'estimator':<24}{'variance':>14}{'|mean grad|':>14}{'rel. variance':>15}")
-    for name, row in table.items():
-        print(f"{name:<24}{row['variance']:>14.4g}{row['mean_norm']:>14.4g}{row['relative_variance']:>15.4g}")
-    print(f"locomo: wrote {out / 'gradient_variance.json'} and {out / 'gradient_variance.png'}")
-
-
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="plot")
-@user_errors
-def plot(cfg: DictConfig) -> None:
-    """Plot a metric of several runs against env steps (mean over seeds, min-max band)."""
-    from locomo import analysis
-
-    if OmegaConf.is_missing(cfg, "runs"):
-        raise ConfigError(
-            "runs", None, "give the folder holding the runs, e.g. locomo plot runs=multirun/<date_time>"
-        )
-    refuse_unknown_keys(cfg, PlotConfig)
-    runs = Path(cfg.runs).expanduser()
-    if not runs.is_dir():
-        raise ConfigError("runs", cfg.runs, "must be a folder holding runs")
-    validate_plot(cfg)
-    if cfg.kind == "behavior":
-        out = Path(cfg.out) if cfg.out else runs / "behavior.png"
-        last = analysis.plot_behavior(analysis.metrics_files(runs), cfg.window, out)
-        mix = ", ".join(f"{label} {share:.0%}" for label, share in last.items() if share > 0)
-        print(f"last window: {mix or 'no finished episodes'}")
-        print(f"locomo: wrote {out}")
-        return
-    out = Path(cfg.out) if cfg.out else runs / "curves.png"
-    counts = analysis.plot_curves(runs, cfg.metric, list(cfg.group_by) if cfg.group_by else None, out)
-    for label, n in counts.items():
-        print(f"{label}: {n} run(s)")
-    print(f"locomo: wrote {out}")
-
-
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="bench")
-@user_errors
-def bench(cfg: DictConfig) -> None:
-    """Measure sampler and training throughput against Gymnasium, EnvPool, raw mj_step and SB3."""
-    validate_bench(cfg)
-    from locomo.bench import main as run_bench
-
-    run_bench(cfg, run_dir())
-
-
-COMMANDS: dict[str, Callable[[], Any]] = {
-    "train": train,
-    "render": render,
-    "eval": evaluate,
-    "replay": replay,
-    "export": export,
-    "variance": variance,
-    "plot": plot,
-    "bench": bench,
-}
-
 USAGE = """usage: locomo <command> [hydra overrides]
 
 commands:
-  train     train a policy (see `locomo train --help` for its config)
-  render    labelled videos of a checkpoint's rollouts: grid, per episode, PNG sheet
-  eval      return, length, distance and behaviour counts over N seeded episodes (table + JSON)
-  replay    one episode in the MuJoCo viewer; headless: a video instead
-  export    a checkpoint's policy alone (under 2 MB for the walker), evaluated, with a JSON summary
-  variance  compare the estimators' gradient variance at one policy (table, JSON, PNG)
-  plot      return curves of several runs, e.g. a multirun comparing estimators
-  bench     sampler and training throughput vs Gymnasium, EnvPool, raw mj_step, SB3 (Humanoid-v5)
+{commands}
 
 examples:
   locomo train
@@ -355,7 +114,7 @@ examples:
   locomo variance env=humanoid_forward batches=16
   locomo bench quick=true
   locomo train resume=outputs/humanoid/2025-01-01_12-00-00 train.iterations=600
-"""
+""".format(commands="\n".join(f"  {name:<10}{line}" for name, (_, line) in COMMANDS.items()))
 
 
 # What MuJoCo's Python bindings accept in MUJOCO_GL on Linux; anything else fails `import mujoco`.
@@ -371,24 +130,6 @@ def check_mujoco_gl() -> None:
             value,
             f"allowed values are {', '.join(MUJOCO_GL_VALUES)}; unset, locomo tries egl, then osmesa",
         )
-
-
-def hydra_record_args(args: list[str]) -> tuple[list[str], str | None]:
-    """``train`` arguments with Hydra's ``.hydra/`` record switched off, and where the job writes it.
-
-    Hydra writes the record before the job starts, so a start that the job then refuses (the
-    run dir is in use, or holds another run) would rewrite the record of the run in progress.
-    The job writes it itself once the run dir is its own. A resume keeps the run's record
-    (``hydra.output_subdir=null`` already); an explicit ``hydra.output_subdir=<dir>`` is honoured.
-    """
-    values = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.output_subdir=")]
-    if values and values[-1].lower() in ("null", "none", "~"):
-        return args, None
-    subdir = values[-1] if values else ".hydra"
-    kept = [a for a in args if not a.startswith("hydra.output_subdir=")]
-    # Next to the other overrides: argparse refuses overrides on both sides of a flag (--cfg job).
-    at = next((i for i, a in enumerate(kept) if "=" in a and not a.startswith("-")), len(kept))
-    return [*kept[:at], "hydra.output_subdir=null", *kept[at:]], subdir
 
 
 # MUJOCO_GL values that load an OpenGL library when mujoco is imported.
@@ -439,6 +180,14 @@ def sigterm_as_exception(command: str) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def hydra_app(command: str) -> Callable[[], Any]:
+    """``command``'s module as a Hydra app: ``conf/<CONFIG>.yaml``, ``run`` behind :func:`user_errors`."""
+    module = load_command(command)
+    return hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=module.CONFIG)(
+        user_errors(module.run)
+    )
+
+
 def main() -> None:
     """Entry point of the ``locomo`` script."""
     register_configs()
@@ -452,22 +201,19 @@ def main() -> None:
             f"locomo: error: unknown command {command!r}; commands are {', '.join(COMMANDS)}", file=sys.stderr
         )
         sys.exit(2)
-    _HYDRA_RECORD["subdir"] = None
     # PyOpenGL logs an INFO line on import, which Hydra's job logging would print.
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     try:
         with sigterm_as_exception(command):
             check_mujoco_gl()
             check_mujoco_import(command)
+            module = load_command(command)
             args = argv[1:]
-            if command == "train":
-                from locomo.resume import prepare_resume_argv
-
-                args = prepare_resume_argv(args)
-                args, _HYDRA_RECORD["subdir"] = hydra_record_args(args)
-            check_run_dir(args, command)
+            if hasattr(module, "prepare_argv"):
+                args = module.prepare_argv(args)
+            check_run_dir(args, getattr(module, "OUTPUT_ROOTS", None))
             sys.argv = [f"locomo {command}", *args]
-            COMMANDS[command]()
+            hydra_app(command)()
     except USER_ERRORS as exc:  # raised before Hydra starts (resume, run dir, MUJOCO_GL)
         exit_for(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM outside the training loop, or a second signal in it

@@ -8,12 +8,11 @@ mode): ``locomo replay seed=s`` reproduces episode 0 of ``locomo eval seed=s``, 
 made during training do not touch the training RNG streams.
 
 A :class:`Rollout` keeps the MuJoCo state (qpos, qvel) after every step, so rendering is a
-separate pass that replays those states (:mod:`locomo.video`), not part of the simulation loop.
+separate pass that replays those states (:mod:`locomo.rendering`), not part of the simulation loop.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from torch.distributions import Categorical, Independent, Normal
 from locomo import checkpoint
 from locomo.behavior import Behavior, format_counts, label_counts, label_episode
 from locomo.checkpoint import CheckpointError
-from locomo.config import ASSETS_DIR, ConfigError, upgrade_saved_config
+from locomo.config import ASSETS_DIR, upgrade_saved_config
 from locomo.envs.base import EpisodeRecord, SpaceInfo
 from locomo.envs.gymnasium_backend import RewardTerms, body_record, make_gymnasium_env, root_pose, space_info
 from locomo.policy import Actor, ObsNormalizer, make_actor
@@ -314,110 +313,3 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def eval_main(cfg: DictConfig) -> dict[str, Any]:
-    """``locomo eval``: episodes in the chosen modes, a table on stdout, the full result as JSON."""
-    torch.set_num_threads(1)
-    policy = load_policy(cfg.checkpoint)
-    modes = ["deterministic", "stochastic"] if cfg.mode == "both" else [cfg.mode]
-    env = policy.make_env()
-    try:
-        results = {
-            mode: summarize(
-                run_episodes(
-                    policy, env, cfg.episodes, cfg.seed, mode == "deterministic", cfg.behavior, cfg.max_steps
-                )
-            )
-            for mode in modes
-        }
-    finally:
-        env.close()
-    out = (
-        Path(cfg.output)
-        if cfg.output
-        else output_root(policy) / "eval" / f"{policy.path.stem}_seed{cfg.seed}.json"
-    )
-    report = {
-        "checkpoint": str(policy.path),
-        "env": policy.cfg.env.name,
-        "counters": policy.counters,
-        "seed": cfg.seed,
-        "seeds": [cfg.seed + i for i in range(cfg.episodes)],
-        "max_steps": cfg.max_steps,
-        "behavior_thresholds": OmegaConf.to_container(cfg.behavior),
-        "modes": results,
-    }
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("output", str(out), f"cannot write there ({exc.strerror or exc})") from exc
-    iteration = policy.counters.get("iteration", "?")
-    last_seed = cfg.seed + cfg.episodes - 1
-    print(f"{policy.path} (iteration {iteration}, {policy.cfg.env.name}), seeds {cfg.seed}..{last_seed}")
-    print(format_table(results))
-    print(f"wrote {out}")
-    return report
-
-
-# What a shipped policy keeps of a training checkpoint: enough to act, evaluate and render.
-POLICY_KEYS = ("format", "version", "actor", "obs_normalizer", "config", "spaces", "counters")
-
-
-def training_command(run_dir: Path) -> str | None:
-    """``locomo train <overrides>`` as the run was started (its .hydra/overrides.yaml), if known."""
-    overrides = run_dir / ".hydra" / "overrides.yaml"
-    if not overrides.is_file():
-        return None
-    import yaml
-
-    args = yaml.safe_load(overrides.read_text(encoding="utf-8")) or []
-    return " ".join(["locomo train", *map(str, args)])
-
-
-def exported_name(out: Path) -> str:
-    """How a user names an exported policy: its bare name when it sits in ``assets/``, else its path."""
-    return out.stem if out.resolve().parent == ASSETS_DIR.resolve() else str(out)
-
-
-def export_main(cfg: DictConfig) -> dict[str, Any]:
-    """``locomo export``: a training checkpoint's policy alone (actor and observation normaliser,
-    no critic or optimiser), evaluated; writes ``out`` and, beside it, ``<out>.json`` with the
-    training command, the counters and the evaluation summary (deterministic mode)."""
-    torch.set_num_threads(1)
-    source = load_policy(cfg.checkpoint)
-    state = checkpoint.load(source.path, map_location="cpu")
-    out = Path(cfg.out).expanduser()
-    policy_state = {key: state[key] for key in POLICY_KEYS if key in state}
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.save_atomic(policy_state, out)
-    except (OSError, CheckpointError) as exc:
-        raise ConfigError("out", str(out), f"cannot write there ({exc})") from exc
-    exported = load_policy(out)  # what users will load: evaluate exactly that
-    env = exported.make_env()
-    try:
-        rollouts = run_episodes(exported, env, cfg.episodes, cfg.seed, True, cfg.behavior, cfg.max_steps)
-    finally:
-        env.close()
-    summary = summarize(rollouts)
-    report = {
-        "policy": out.name,
-        "source": str(source.path),
-        "training_command": training_command(source.run_dir),
-        "env": exported.cfg.env.name,
-        "counters": exported.counters,
-        "eval_command": (
-            f"locomo eval checkpoint={exported_name(out)} episodes={cfg.episodes} seed={cfg.seed} "
-            "mode=deterministic"
-        ),
-        "deterministic": {k: v for k, v in summary.items() if k != "per_episode"},
-        "per_episode": summary["per_episode"],
-    }
-    summary_path = out.with_suffix(".json")
-    summary_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    size_mb = out.stat().st_size / 2**20
-    iteration = exported.counters.get("iteration", "?")
-    print(f"{out} ({size_mb:.2f} MB) from {source.path} (iteration {iteration})")
-    print(format_table({"deterministic": summary}))
-    print(f"wrote {out} and {summary_path}")
-    return report

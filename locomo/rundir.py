@@ -14,12 +14,14 @@ Pure helpers (:func:`previous_run`) are separate from the ones that touch the di
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from locomo.config import ConfigError
 from locomo.errors import CheckpointError
 
 # Files and folders a locomo training run writes into its run dir (the metrics file is added
@@ -117,3 +119,60 @@ def write_hydra_record(
     }
     for name, cfg in records.items():
         (out / name).write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
+
+
+def _writable(path: Path) -> OSError | None:
+    """None if ``path`` can be created and written in, else the error saying why not."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return NotADirectoryError(20, "Not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return PermissionError(13, f"Permission denied: {existing} is not writable")
+    return None
+
+
+def check_run_dir(args: list[str], roots: tuple[str, str] | None = ("outputs", "multirun")) -> None:
+    """Check now that the run directory can be created and written, so that failing is one clear line.
+
+    (Hydra would fail later with a stack trace.) ``roots``: where the command puts its run dirs
+    (single run, sweep) when ``hydra.run.dir`` / ``hydra.sweep.dir`` are not given, i.e. the first
+    component of the defaults in its conf/*.yaml; None for commands that write into the working
+    directory. An explicit ``hydra.run.dir`` is created; for
+    one with interpolations (the default ``outputs/<env>/<date>``) the part before the first
+    interpolation must be creatable and writable.
+    """
+    given = {}
+    for arg in args:
+        for key in ("hydra.run.dir", "hydra.sweep.dir"):
+            if arg.startswith(key + "="):
+                given[key] = arg.split("=", 1)[1].strip("'\"")
+    multirun = "-m" in args or "--multirun" in args
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if key not in given and roots is None:
+        return
+    value = given.get(key, roots[1] if multirun else roots[0]) if roots else given[key]
+    static = value.split("${", 1)[0]
+    target = Path(static or ".").expanduser()
+    if key in given and "${" not in value:
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(key, value, f"cannot create the run directory ({exc.strerror})") from exc
+    problem = _writable(target)
+    if problem is not None:
+        where = "" if key in given else f" under {Path.cwd()}"
+        raise ConfigError(
+            key,
+            value,
+            f"cannot create or write the run directory{where} ({problem.strerror}); run from a writable "
+            f"directory or set {key}=<a writable directory>",
+        )
+
+
+def hydra_run_dir() -> Path:
+    """The Hydra output directory of this job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)

@@ -35,7 +35,7 @@ from locomo.errors import NonFiniteError, TrainingAborted, TrainingInterrupted
 from locomo.guard import check_finite, check_parameters
 from locomo.logging import MetricsLogger
 from locomo.policy import ObsNormalizer, RewardScaler, ValueNet, make_actor
-from locomo.video import TrainingVideos
+from locomo.training_videos import TrainingVideos
 
 
 def resolve_device(name: str) -> torch.device:

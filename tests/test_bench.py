@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from locomo.bench import REQUIRED_KEYS
+from locomo.commands.bench import REQUIRED_KEYS
 
 OPTIONAL = ("gymnasium_async", "envpool", "sb3_ppo")  # null when not installed or skipped
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from locomo import video
+from locomo import rendering as video
 from locomo.config import CONF_DIR, BehaviorConfig
 from locomo.envs.gymnasium_backend import make_gymnasium_env, space_info
 from locomo.evaluation import Rollout, rollout
 from locomo.policy import ObsNormalizer, make_actor
-from locomo.video import (
+from locomo.rendering import (
     FrameRenderer,
     RenderError,
     choose_camera,

@@ -14,11 +14,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from locomo.config import ConfigError
+from locomo.config import ConfigError, validate_replay_config
 from locomo.errors import StoppedBySignal
-from locomo.evaluation import Rollout, load_policy, rollout
+
+if TYPE_CHECKING:  # torch and gymnasium: imported when the command runs, so a bad command line fails fast
+    from locomo.evaluation import Rollout
+
+CONFIG = "replay"
 
 
 def has_display() -> bool:
@@ -85,10 +89,13 @@ def play_in_viewer(model: Any, episode: Rollout, title: str) -> None:
         raise StoppedBySignal(stop[0])
 
 
-def replay_main(cfg: Any) -> Rollout:
+def run(cfg: Any) -> Rollout:
     """Simulate the episode, print its return and label, then show it (window) or film it (video)."""
     import torch
 
+    from locomo.evaluation import load_policy, rollout
+
+    validate_replay_config(cfg)
     torch.set_num_threads(1)
     display = has_display()
     if cfg.viewer == "window" and not display:
@@ -123,7 +130,7 @@ def replay_main(cfg: Any) -> Rollout:
     if window:
         play_in_viewer(model, episode, f"{policy.run_name} seed {cfg.seed}")
         return episode
-    from locomo.video import FrameRenderer, write_rollout_video
+    from locomo.rendering import FrameRenderer, write_rollout_video
 
     path = (
         Path(cfg.output)

@@ -44,9 +44,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import CONF_DIR, AlgoConfig, EnvConfig, LocomoConfig, validate_config
+from locomo.config import CONF_DIR, AlgoConfig, EnvConfig, LocomoConfig, validate_bench, validate_config
 from locomo.envs.batched import BatchedMujocoVecEnv, WorkerPool, available_cores, load_task
 from locomo.envs.gymnasium_backend import GymnasiumVecEnv
+
+CONFIG = "bench"
+OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
 
 ENV_ID = "Humanoid-v5"
 HEALTHY_Z = (1.0, 2.0)  # Humanoid-v5's healthy torso height: outside it an episode terminates
@@ -404,8 +407,12 @@ def bench_settings(cfg: DictConfig) -> DictConfig:
     return settings
 
 
-def main(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Run the benchmark, print the table, write the JSON; return the result."""
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run the benchmark in this job's run dir, print the table, write the JSON; return the result."""
+    from locomo.rundir import hydra_run_dir
+
+    validate_bench(cfg)
+    run_dir = hydra_run_dir()
     settings = bench_settings(cfg)
     result = run_bench(settings, cfg.seed, run_dir)
     out = Path(settings.out) if settings.out else run_dir / "bench.json"

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from locomo.behavior import format_counts, label_counts
 from locomo.errors import GL_FIX, RenderError, first_line
 
 if TYPE_CHECKING:  # heavy (torch, gymnasium): imported where used, so the CLI starts fast
@@ -48,9 +47,6 @@ _GL_PROBE = (
 
 
 logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO lines under Hydra are noise
-
-
-_first_line = first_line  # the name this module has always used
 
 
 @dataclass
@@ -118,7 +114,7 @@ def _gl_context(backend: str, width: int, height: int) -> Any:
             context.make_current()
     except Exception as exc:  # every backend fails in its own way (ImportError, EGLError, ...)
         raise RenderError(
-            f"offscreen rendering failed with MUJOCO_GL={backend or 'default'} ({_first_line(exc)}); {GL_FIX}"
+            f"offscreen rendering failed with MUJOCO_GL={backend or 'default'} ({first_line(exc)}); {GL_FIX}"
         ) from exc
     return context
 
@@ -179,7 +175,7 @@ class FrameRenderer:
         except Exception as exc:  # e.g. glfw without a display: a context that is not one (FatalError)
             self._gl.free()
             self._gl = None
-            _gl.error = f"offscreen rendering failed with MUJOCO_GL={backend} ({_first_line(exc)}); {GL_FIX}"
+            _gl.error = f"offscreen rendering failed with MUJOCO_GL={backend} ({first_line(exc)}); {GL_FIX}"
             raise RenderError(_gl.error) from exc
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
         self._rect = mujoco.MjrRect(0, 0, self.width, self.height)
@@ -398,7 +394,7 @@ def write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, stats: Video
             output_params=["-movflags", "+faststart"],
         )
     except Exception as exc:
-        raise RenderError(f"cannot write {path}: {_first_line(exc)}") from exc
+        raise RenderError(f"cannot write {path}: {first_line(exc)}") from exc
     try:
         for frame in frames:
             start = time.perf_counter()
@@ -411,7 +407,7 @@ def write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, stats: Video
     except RenderError:
         raise
     except (OSError, RuntimeError, ValueError) as exc:
-        raise RenderError(f"cannot write {path}: {_first_line(exc)}") from exc
+        raise RenderError(f"cannot write {path}: {first_line(exc)}") from exc
     finally:
         writer.close()  # idempotent
     return path
@@ -470,246 +466,10 @@ def contact_sheet(
     return Image.fromarray(np.concatenate(rows, axis=0))
 
 
-# ---------------------------------------------------------------------------------------------
-# Training videos
 
-
-def _model_of(env: Any) -> Any:
+def model_of(env: Any) -> Any:
+    """The MjModel of a Gymnasium MuJoCo env; RenderError for any other env."""
     model = getattr(env.unwrapped, "model", None)
     if model is None or not hasattr(model, "nq"):
         raise RenderError(f"{env.spec.id if env.spec else env} is not a MuJoCo env: no video")
     return model
-
-
-class TrainingVideos:
-    """Every ``video.every`` iterations and at the end: roll out, label, film, log to W&B.
-
-    Failures to render switch videos off for the rest of the run (one line on stderr); training
-    goes on. Rollouts use fixed seeds (``seed + 10_000 + i``), so successive videos show the same
-    starts under an improving policy.
-    """
-
-    def __init__(self, cfg: Any, run_dir: Path) -> None:
-        self.cfg, self.video = cfg, cfg.video
-        self.directory = run_dir / "videos"
-        self.enabled = bool(self.video.enabled)
-        self._env: Any = None
-        self._renderer: FrameRenderer | None = None
-
-    def due(self, iteration: int) -> bool:
-        """A video at every ``every``-th iteration and at the last one."""
-        every = self.video.every
-        return self.enabled and (
-            (every > 0 and iteration % every == 0) or iteration == self.cfg.train.iterations
-        )
-
-    def maybe_record(
-        self, iteration: int, actor: Any, normalizer: Any, logger: Any, env_steps: int
-    ) -> dict[str, float]:
-        """Make this iteration's video if due; return metrics for the iteration's log row."""
-        if not self.due(iteration):
-            return {}
-        try:
-            return self._record(iteration, actor, normalizer, logger, env_steps)
-        except Exception as exc:  # videos are a by-product: no failure of theirs may stop training
-            reason = str(exc) if isinstance(exc, RenderError) else f"unexpected {_first_line(exc)}"
-            print(f"locomo: videos off for this run: {reason}", file=sys.stderr)
-            self.enabled = False
-            try:
-                self.close()
-            except Exception:  # a renderer that failed half-way may not close cleanly either
-                self._renderer = self._env = None
-            return {}
-
-    def _record(
-        self, iteration: int, actor: Any, normalizer: Any, logger: Any, env_steps: int
-    ) -> dict[str, float]:
-        from locomo.envs.gymnasium_backend import make_gymnasium_env
-        from locomo.evaluation import rollout
-
-        if self._env is None:
-            self._env = make_gymnasium_env(self.cfg.env)
-        model = _model_of(self._env)
-        if self._renderer is None:
-            v = self.video
-            self._renderer = FrameRenderer(model, v.width, v.height, v.camera, v.quality)
-        start = time.perf_counter()
-        was_training = actor.training
-        actor.eval()
-        rollouts = [
-            rollout(
-                self._env,
-                self.cfg.env,
-                actor,
-                normalizer,
-                self.cfg.seed + 10_000 + i,
-                bool(self.video.deterministic),
-                self.cfg.behavior,
-                self.video.max_steps,
-                record_states=True,
-            )
-            for i in range(self.video.episodes)
-        ]
-        actor.train(was_training)
-        rollout_s = time.perf_counter() - start
-        path = self.directory / f"iter_{iteration:06d}.mp4"
-        stats = write_rollout_video(path, rollouts, self._renderer, self.video.fps, self.video.columns)
-        stats.rollout_s = rollout_s
-        counts = label_counts(r.behavior for r in rollouts)
-        returns = [r.record.ret for r in rollouts]
-        caption = f"iteration {iteration}: {format_counts(counts)}; returns " + ", ".join(
-            f"{x:.1f}" for x in returns
-        )
-        if logger.wandb_run is not None:
-            import wandb
-
-            media = wandb.Video(str(path), format="mp4", caption=caption)
-            logger.log_media("video/rollouts", media, env_steps)
-        metrics = {"video/return_mean": float(np.mean(returns)), **stats.as_metrics()}
-        if any(r.behavior is not None for r in rollouts):
-            metrics.update({f"video/behavior/{label}": float(n) for label, n in counts.items()})
-        return metrics
-
-    def close(self) -> None:
-        """Release the renderer and the env."""
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
-        if self._env is not None:
-            self._env.close()
-            self._env = None
-
-
-# ---------------------------------------------------------------------------------------------
-# `locomo render`
-
-
-def render_main(cfg: Any) -> list[Path]:
-    """``locomo render``: N labelled rollouts of a checkpoint -> grid mp4, per-episode mp4s, PNG sheet."""
-    import torch
-
-    from locomo.evaluation import load_policy, run_episodes
-
-    torch.set_num_threads(1)
-    if cfg.iterations:
-        return render_comparison(cfg)
-    policy = load_policy(cfg.checkpoint)
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else Path("videos") / policy.run_name
-    mode = "deterministic" if cfg.deterministic else "stochastic"
-    stem = f"{policy.path.stem}_seed{cfg.seed}_{mode}"
-    env = policy.make_env()
-    try:
-        model = _model_of(env)
-        start = time.perf_counter()
-        rollouts = run_episodes(
-            policy, env, cfg.episodes, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True
-        )
-        rollout_s = time.perf_counter() - start
-    finally:
-        env.close()
-    written: list[Path] = []
-    total = VideoStats(rollout_s=rollout_s)
-    with FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
-        jobs: list[tuple[Path, list[Rollout], int]] = []
-        if cfg.grid:
-            jobs.append((out_dir / f"{stem}_grid.mp4", rollouts, 1))
-        if cfg.per_episode:
-            for i, r in enumerate(rollouts):
-                label = "unlabelled" if r.behavior is None else r.behavior.label
-                jobs.append((out_dir / f"{stem}_ep{i + 1:02d}_{label}.mp4", [r], i + 1))
-        for path, group, first in jobs:
-            stats = write_rollout_video(path, group, renderer, cfg.fps, cfg.columns, first)
-            for key in ("frames", "renders", "render_s", "overlay_s", "encode_s"):
-                setattr(total, key, getattr(total, key) + getattr(stats, key))
-            written.append(path)
-        if cfg.sheet:
-            sheet_path = out_dir / f"{stem}_sheet.png"
-            # No video may have made the folder (grid=false per_episode=false).
-            out_dir.mkdir(parents=True, exist_ok=True)
-            contact_sheet(rollouts, renderer).save(sheet_path, optimize=True)
-            written.append(sheet_path)
-    for i, r in enumerate(rollouts):
-        b = r.behavior
-        label = "-" if b is None else f"{b.label:<16} distance {b.distance:5.2f} m  pitch {b.pitch_deg:6.1f}"
-        ret, length = r.record.ret, r.record.length
-        print(f"episode {i + 1:>2}  seed {r.seed:>4}  return {ret:9.2f}  length {length:>5}  {label}")
-    print(f"behaviour: {format_counts(label_counts(r.behavior for r in rollouts))}")
-    per_frame = 1000.0 * total.render_s / max(total.renders, 1)
-    print(
-        f"render cost: {per_frame:.1f} ms per rendered frame ({renderer.width}x{renderer.height}, "
-        f"{cfg.quality}), {total.frames} video frames in {total.total_s:.1f} s "
-        f"(rollouts {total.rollout_s:.1f} s, render {total.render_s:.1f} s, overlay {total.overlay_s:.1f} s, "
-        f"encode {total.encode_s:.1f} s)"
-    )
-    for path in written:
-        print(f"wrote {path}")
-    return written
-
-
-def comparison_checkpoints(checkpoint: str, iterations: Sequence[int]) -> list[Path]:
-    """``iter_XXXXXX.pt`` of ``checkpoint``'s run for each iteration; ConfigError names what exists."""
-    from locomo.config import ConfigError
-    from locomo.evaluation import checkpoint_run_dir, resolve_checkpoint_path
-
-    folder = checkpoint_run_dir(resolve_checkpoint_path(checkpoint)) / "checkpoints"
-    paths = [folder / f"iter_{it:06d}.pt" for it in iterations]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        have = sorted(int(p.stem[5:]) for p in folder.glob("iter_*.pt") if p.stem[5:].isdigit())
-        raise ConfigError(
-            "iterations", list(iterations), f"no {missing[0]}; this run has checkpoints of iterations {have}"
-        )
-    return paths
-
-
-def render_comparison(cfg: Any) -> list[Path]:
-    """``locomo render iterations=[...]``: the same seeds under several checkpoints of one run.
-
-    One column per checkpoint (titled with its iteration and env steps), one row per episode:
-    ``<run>_iters_<a>-<b>-..._seed<seed>_<mode>.mp4`` and a PNG sheet with a row per tile.
-    """
-    from locomo.evaluation import load_policy, run_episodes
-
-    paths = comparison_checkpoints(cfg.checkpoint, list(cfg.iterations))
-    policies = [load_policy(p) for p in paths]
-    mode = "deterministic" if cfg.deterministic else "stochastic"
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else Path("videos") / policies[0].run_name
-    stem = f"iters_{'-'.join(str(i) for i in cfg.iterations)}_seed{cfg.seed}_{mode}"
-    titles = [
-        f"iter {it} ({policy.counters.get('env_steps', 0) / 1e6:.1f}M steps)"
-        for it, policy in zip(cfg.iterations, policies, strict=True)
-    ]
-    written: list[Path] = []
-    # Checkpoints of one run share its env: one env serves every policy's rollouts and the renderer.
-    env = policies[0].make_env()
-    try:
-        start = time.perf_counter()
-        per_policy = [
-            run_episodes(p, env, cfg.episodes, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True)
-            for p in policies
-        ]
-        rollout_s = time.perf_counter() - start
-        # Row e holds episode e under every checkpoint, left to right in training order.
-        tiles = [per_policy[c][e] for e in range(cfg.episodes) for c in range(len(policies))]
-        tile_titles = [titles[c] for _ in range(cfg.episodes) for c in range(len(policies))]
-        with FrameRenderer(_model_of(env), cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
-            if cfg.grid:
-                path = out_dir / f"{stem}.mp4"
-                write_rollout_video(path, tiles, renderer, cfg.fps, len(policies), 1, tile_titles)
-                written.append(path)
-            if cfg.sheet:
-                path = out_dir / f"{stem}_sheet.png"
-                out_dir.mkdir(parents=True, exist_ok=True)
-                contact_sheet(tiles, renderer, titles=tile_titles).save(path, optimize=True)
-                written.append(path)
-    finally:
-        env.close()
-    for title, rollouts in zip(titles, per_policy, strict=True):
-        counts = format_counts(label_counts(r.behavior for r in rollouts))
-        mean_ret = sum(r.record.ret for r in rollouts) / len(rollouts)
-        mean_len = sum(r.record.length for r in rollouts) / len(rollouts)
-        print(f"{title:<24} return {mean_ret:9.1f}  length {mean_len:6.0f}  {counts}")
-    print(f"rollouts {rollout_s:.1f} s")
-    for path in written:
-        print(f"wrote {path}")
-    return written

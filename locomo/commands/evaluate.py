@@ -1,0 +1,64 @@
+"""``locomo eval``: return, length, distance and behaviour counts of a checkpoint's policy over N
+seeded episodes, in deterministic and/or stochastic mode (a table on stdout, the full result as JSON)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from locomo.config import ConfigError, validate_eval_config
+
+CONFIG = "eval"
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Episodes in the chosen modes, a table on stdout, the full result as JSON."""
+    import torch
+
+    from locomo.evaluation import format_table, load_policy, output_root, run_episodes, summarize
+
+    validate_eval_config(cfg)
+    torch.set_num_threads(1)
+    policy = load_policy(cfg.checkpoint)
+    modes = ["deterministic", "stochastic"] if cfg.mode == "both" else [cfg.mode]
+    env = policy.make_env()
+    try:
+        results = {
+            mode: summarize(
+                run_episodes(
+                    policy, env, cfg.episodes, cfg.seed, mode == "deterministic", cfg.behavior, cfg.max_steps
+                )
+            )
+            for mode in modes
+        }
+    finally:
+        env.close()
+    out = (
+        Path(cfg.output)
+        if cfg.output
+        else output_root(policy) / "eval" / f"{policy.path.stem}_seed{cfg.seed}.json"
+    )
+    report = {
+        "checkpoint": str(policy.path),
+        "env": policy.cfg.env.name,
+        "counters": policy.counters,
+        "seed": cfg.seed,
+        "seeds": [cfg.seed + i for i in range(cfg.episodes)],
+        "max_steps": cfg.max_steps,
+        "behavior_thresholds": OmegaConf.to_container(cfg.behavior),
+        "modes": results,
+    }
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("output", str(out), f"cannot write there ({exc.strerror or exc})") from exc
+    iteration = policy.counters.get("iteration", "?")
+    last_seed = cfg.seed + cfg.episodes - 1
+    print(f"{policy.path} (iteration {iteration}, {policy.cfg.env.name}), seeds {cfg.seed}..{last_seed}")
+    print(format_table(results))
+    print(f"wrote {out}")
+    return report

@@ -1,0 +1,85 @@
+"""``locomo export``: a checkpoint's policy alone (actor + observation normaliser, under 2 MB for the
+walker), evaluated in deterministic mode, with a JSON summary beside it (how it was made, how it did)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from locomo.config import ASSETS_DIR, ConfigError, validate_export_config
+
+CONFIG = "export"
+
+
+# What a shipped policy keeps of a training checkpoint: enough to act, evaluate and render.
+POLICY_KEYS = ("format", "version", "actor", "obs_normalizer", "config", "spaces", "counters")
+
+
+def training_command(run_dir: Path) -> str | None:
+    """``locomo train <overrides>`` as the run was started (its .hydra/overrides.yaml), if known."""
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides.is_file():
+        return None
+    import yaml
+
+    args = yaml.safe_load(overrides.read_text(encoding="utf-8")) or []
+    return " ".join(["locomo train", *map(str, args)])
+
+
+def exported_name(out: Path) -> str:
+    """How a user names an exported policy: its bare name when it sits in ``assets/``, else its path."""
+    return out.stem if out.resolve().parent == ASSETS_DIR.resolve() else str(out)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """A training checkpoint's policy alone (actor and observation normaliser,
+    no critic or optimiser), evaluated; writes ``out`` and, beside it, ``<out>.json`` with the
+    training command, the counters and the evaluation summary (deterministic mode)."""
+    import torch
+
+    from locomo import checkpoint
+    from locomo.checkpoint import CheckpointError
+    from locomo.evaluation import format_table, load_policy, run_episodes, summarize
+
+    validate_export_config(cfg)
+    torch.set_num_threads(1)
+    source = load_policy(cfg.checkpoint)
+    state = checkpoint.load(source.path, map_location="cpu")
+    out = Path(cfg.out).expanduser()
+    policy_state = {key: state[key] for key in POLICY_KEYS if key in state}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.save_atomic(policy_state, out)
+    except (OSError, CheckpointError) as exc:
+        raise ConfigError("out", str(out), f"cannot write there ({exc})") from exc
+    exported = load_policy(out)  # what users will load: evaluate exactly that
+    env = exported.make_env()
+    try:
+        rollouts = run_episodes(exported, env, cfg.episodes, cfg.seed, True, cfg.behavior, cfg.max_steps)
+    finally:
+        env.close()
+    summary = summarize(rollouts)
+    report = {
+        "policy": out.name,
+        "source": str(source.path),
+        "training_command": training_command(source.run_dir),
+        "env": exported.cfg.env.name,
+        "counters": exported.counters,
+        "eval_command": (
+            f"locomo eval checkpoint={exported_name(out)} episodes={cfg.episodes} seed={cfg.seed} "
+            "mode=deterministic"
+        ),
+        "deterministic": {k: v for k, v in summary.items() if k != "per_episode"},
+        "per_episode": summary["per_episode"],
+    }
+    summary_path = out.with_suffix(".json")
+    summary_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    size_mb = out.stat().st_size / 2**20
+    iteration = exported.counters.get("iteration", "?")
+    print(f"{out} ({size_mb:.2f} MB) from {source.path} (iteration {iteration})")
+    print(format_table({"deterministic": summary}))
+    print(f"wrote {out} and {summary_path}")
+    return report
