@@ -9,6 +9,9 @@ Two steps, because Hydra fixes the run directory before the job starts:
    a run's ``checkpoints/`` directory continues in a new run dir.
 2. :func:`resumed_config` (inside the Hydra job): the config is the checkpoint's, with only
    the overrides in :data:`RESUME_OVERRIDABLE` applied.
+
+The checkpoint is read once: step 1 keeps what it loaded for step 2 (same process), which reads
+the file again only when it was not the one step 1 chose (e.g. a job started some other way).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ RESUME_OVERRIDABLE = (
     "logger.wandb.init_timeout",
 )
 _HYDRA_KEYS_SET_BY_RESUME = ("hydra.run.dir", "hydra.output_subdir")
+
+# The checkpoint prepare_resume_argv chose, and its contents, for resumed_config in the same process.
+_PREPARED: dict[Path, dict[str, Any]] = {}
 
 
 def _is_override(arg: str) -> bool:
@@ -128,6 +134,8 @@ def prepare_resume_argv(args: list[str]) -> list[str]:
     fallback = describe_fallback(path, skipped)
     if fallback is not None:
         print(f"locomo: warning: {fallback}", file=sys.stderr)
+    _PREPARED.clear()
+    _PREPARED[path.resolve()] = state
     kept = [arg for arg in args if all(arg is not r for r, _ in resume_args)]
     out = [*kept, f"resume={_quote(str(path.resolve()))}"]
     if run_dir is not None:
@@ -147,7 +155,11 @@ def resumed_config(cfg: DictConfig, task_overrides: list[str]) -> tuple[DictConf
     """
     from locomo.checkpoint import load_latest, require_resumable
 
-    path, state = load_latest(cfg.resume)
+    prepared = _PREPARED.pop(Path(cfg.resume).expanduser().resolve(), None)
+    if prepared is not None:
+        path, state = Path(cfg.resume), prepared
+    else:
+        path, state = load_latest(cfg.resume)
     require_resumable(state, path)
     try:
         resumed = OmegaConf.merge(OmegaConf.structured(LocomoConfig), upgrade_saved_config(state["config"]))
