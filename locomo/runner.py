@@ -134,7 +134,6 @@ class Runner:
             torch.use_deterministic_algorithms(True)
         self.device = resolve_device(cfg.train.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.np_rng = np.random.default_rng(cfg.seed)
 
         self.env = TorchVecEnv(make_vec_env(cfg.env, cfg.train.num_envs), self.device)
         spaces = self.env.spaces
@@ -193,7 +192,7 @@ class Runner:
             self.algorithm.optimizer.load_state_dict(state["optimizer"])
             self.iteration = int(state["counters"]["iteration"])
             self.env_steps = int(state["counters"]["env_steps"])
-            restore_rng(state["rng"], self.generator, self.np_rng)
+            restore_rng(state["rng"], self.generator)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"checkpoint does not match its own config: {exc}") from exc
         env_state, obs = state.get("env"), state.get("obs")
@@ -290,7 +289,7 @@ class Runner:
             "optimizer": self.algorithm.optimizer.state_dict(),
             "config": to_container(self.cfg),
             "counters": {"iteration": self.iteration, "env_steps": self.env_steps},
-            "rng": rng_state(self.generator, self.np_rng),
+            "rng": rng_state(self.generator),
             "spaces": {
                 "obs_dim": self.env.spaces.obs_dim,
                 "action_dim": self.env.spaces.action_dim,
