@@ -43,6 +43,7 @@ from locomo.errors import (
     EXIT_USER_ERROR,
     GL_FIX,
     CheckpointError,
+    MetricsError,
     NonFiniteError,
     RenderError,
     StoppedBySignal,
@@ -51,7 +52,7 @@ from locomo.errors import (
     write_traceback,
 )
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, RenderError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, MetricsError, RenderError)
 
 
 def exit_for(exc: Exception) -> None:

@@ -31,7 +31,7 @@ from locomo.buffer import RolloutBatch, RolloutBuffer
 from locomo.checkpoint import CheckpointError, CheckpointManager, check_spaces, restore_rng, rng_state
 from locomo.config import ConfigError, to_container
 from locomo.envs import EpisodeRecord, TorchStep, TorchVecEnv, make_vec_env
-from locomo.errors import NonFiniteError, TrainingAborted, TrainingInterrupted
+from locomo.errors import MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
 from locomo.guard import check_finite, check_parameters
 from locomo.logging import MetricsLogger
 from locomo.policy import ObsNormalizer, RewardScaler, ValueNet, make_actor
@@ -306,7 +306,8 @@ class Runner:
         """Train until ``train.iterations``; return the last logged metrics.
 
         Raises NonFiniteError (after writing a diagnostic snapshot), TrainingInterrupted (after
-        saving a checkpoint) and CheckpointError (a checkpoint could not be written).
+        saving a checkpoint), CheckpointError (a checkpoint could not be written) and MetricsError
+        (the metrics file could not be written).
         """
         cfg = self.cfg
         logger = MetricsLogger(
@@ -362,7 +363,7 @@ class Runner:
             exc.kept, exc.run_dir = self.last_good, self.run_dir
             raise
         except Exception as exc:
-            if not isinstance(exc, NonFiniteError | CheckpointError | TrainingInterrupted):
+            if not isinstance(exc, NonFiniteError | CheckpointError | MetricsError | TrainingInterrupted):
                 self._rescue(exc, logger, metrics, logged)
             raise
         finally:
