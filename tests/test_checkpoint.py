@@ -15,7 +15,7 @@ from locomo import checkpoint
 from locomo.checkpoint import CheckpointError, CheckpointManager, assert_plain, load, load_latest
 from locomo.logging import truncate_metrics
 from locomo.runner import Runner
-from tests.test_guard import make_runner
+from tests.conftest import Evil, make_runner
 
 
 def tiny_state(value: float) -> dict:
@@ -44,14 +44,6 @@ def test_assert_plain_names_what_would_not_load():
         assert_plain({"env": {"qpos": np.zeros(2)}})
     with pytest.raises(TypeError, match=r"state\.x\[0\] is a numpy\.float64"):
         assert_plain({"x": [np.float64(1.0)]})
-
-
-class Evil:
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
 
 
 @pytest.mark.parametrize("zip_format", [True, False])

@@ -14,14 +14,7 @@ from __future__ import annotations
 import pytest
 
 from locomo.runner import Runner
-from tests.conftest import compose
-
-QUIET = [
-    "logger.wandb.mode=disabled",
-    "logger.progress=false",
-    "train.checkpoint_every=0",
-    "video.enabled=false",
-]
+from tests.conftest import QUIET, compose
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from locomo.config import WandbConfig
 from locomo.errors import MetricsError
 from locomo.logging import MetricsLogger, read_metrics, resolve_wandb_mode
+from tests.conftest import make_runner
 
 
 def test_auto_mode_is_offline_without_credentials(monkeypatch, tmp_path):
@@ -56,8 +57,6 @@ def test_unwritable_metrics_file_is_a_metrics_error(tmp_path):
 
 def test_metrics_write_failure_stops_training_without_a_rescue_save(tmp_path):
     """Like a checkpoint write failure, it is the error itself: no extra checkpoint, no added note."""
-    from tests.test_guard import make_runner
-
     (tmp_path / "metrics.jsonl").symlink_to("/dev/full")
     runner = make_runner(tmp_path, "train.checkpoint_every=0")
     with pytest.raises(MetricsError) as info:

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from locomo.checkpoint import load_latest, periodic_iteration
-from tests.safety_helpers import assert_same, call_locomo, learned_state, start_locomo, wait_for
+from tests.conftest import metrics_rows, start_locomo, wait_for
+from tests.safety_helpers import assert_same, call_locomo, learned_state
 
 ITERATIONS = 40
 STEPS = 32  # env steps per iteration (2 envs x 16)
@@ -51,15 +52,14 @@ def straight_run(straight_run_dir: Path) -> dict:
 
 def assert_same_metrics(run: Path, reference: Path) -> None:
     """Every metric but wall-clock timings equals the uninterrupted run's (returns included)."""
-    read = lambda r: [json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    for got, want in zip(read(run), read(reference), strict=True):
+    for got, want in zip(metrics_rows(run), metrics_rows(reference), strict=True):
         assert {k: v for k, v in got.items() if not k.startswith("perf/")} == {
             k: v for k, v in want.items() if not k.startswith("perf/")
         }
 
 
 def metrics_steps(run: Path) -> list[int]:
-    return [json.loads(line)["env_steps"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [row["env_steps"] for row in metrics_rows(run)]
 
 
 def first_checkpoint_written(run: Path):
