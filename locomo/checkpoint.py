@@ -321,19 +321,11 @@ def check_spaces(state: dict[str, Any], obs_dim: int, action_dim: int, discrete:
         )
 
 
-def rng_state(generator: torch.Generator, np_rng: np.random.Generator) -> dict[str, Any]:
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
     """Every RNG that training draws from, as plain data."""
-    np_state = np_rng.bit_generator.state
     return {
         "torch": torch.get_rng_state(),
         "torch_generator": generator.get_state(),
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "state": str(np_state["state"]["state"]),
-            "inc": str(np_state["state"]["inc"]),
-            "has_uint32": int(np_state["has_uint32"]),
-            "uinteger": int(np_state["uinteger"]),
-        },
         "python": repr(random.getstate()),
         # CUDA generators (sampling on the GPU), when CUDA is in use; not exercised by CPU tests.
         **(
@@ -344,17 +336,14 @@ def rng_state(generator: torch.Generator, np_rng: np.random.Generator) -> dict[s
     }
 
 
-def restore_rng(state: dict[str, Any], generator: torch.Generator, np_rng: np.random.Generator) -> None:
-    """Inverse of :func:`rng_state`."""
+def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Inverse of :func:`rng_state`.
+
+    Checkpoints written before the runner dropped its unused numpy Generator also hold a
+    ``"numpy"`` entry (that Generator's state); nothing draws from it, so it is ignored.
+    """
     torch.set_rng_state(state["torch"])
     generator.set_state(state["torch_generator"])
-    s = state["numpy"]
-    np_rng.bit_generator.state = {
-        "bit_generator": s["bit_generator"],
-        "state": {"state": int(s["state"]), "inc": int(s["inc"])},
-        "has_uint32": s["has_uint32"],
-        "uinteger": s["uinteger"],
-    }
     random.setstate(ast.literal_eval(state["python"]))
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():

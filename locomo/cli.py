@@ -33,6 +33,7 @@ from locomo.errors import (
     EXIT_USER_ERROR,
     GL_FIX,
     CheckpointError,
+    MetricsError,
     NonFiniteError,
     RenderError,
     StoppedBySignal,
@@ -42,7 +43,7 @@ from locomo.errors import (
 )
 from locomo.rundir import check_run_dir
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, RenderError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, MetricsError, RenderError)
 
 
 def exit_for(exc: Exception) -> None:

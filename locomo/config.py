@@ -128,9 +128,9 @@ class TrainConfig:
     # simulator threads (env.threads): policy inference on N envs is too small to gain from more.
     torch_threads: int = 1
     # intra-op threads for torch during the update; 0 = one per core. The simulator threads are
-    # idle then, and on an idle 2-core machine 0 makes the default preset's update ~10% faster
-    # (0.30-0.33 s vs 0.35 s); but with one other busy process it took 0.75-2.0 s (torch's
-    # worker threads wait on each other whenever one is descheduled), so the default stays 1.
+    # idle then, so 0 helps a little on an idle machine; but with one other busy process the
+    # update gets several times slower (torch's worker threads wait on each other whenever one
+    # is descheduled), so the default stays 1. Measured figures: README, "Training keys".
     update_threads: int = 1
     deterministic: bool = False  # torch.use_deterministic_algorithms
 
@@ -312,7 +312,7 @@ class BenchSettings:
 @dataclass
 class BenchConfig:
     seed: int = 0  # seeds the random actions and the trainers
-    quick: bool = False  # CI: tiny sizes (well under a minute), same table and JSON keys
+    quick: bool = False  # CI: tiny sizes, same table and JSON keys
     bench: BenchSettings = field(default_factory=BenchSettings)
 
 

@@ -8,7 +8,7 @@ Exit statuses of every command:
 - 1: an error Hydra reports itself (unknown config group option, unknown key, wrong type), or an
   unexpected failure: one line naming it and the file that holds the full traceback.
 - 2: bad input (:class:`~locomo.config.ConfigError`, :class:`CheckpointError`,
-  :class:`RenderError`).
+  :class:`MetricsError`, :class:`RenderError`).
 - 3: training stopped because something became NaN or infinite (:class:`NonFiniteError`).
 - 128 + signal number: stopped by SIGINT (130) or SIGTERM (143) after saving a checkpoint
   (:class:`TrainingInterrupted`), or aborted by a second signal without saving.
@@ -65,6 +65,10 @@ def write_traceback(exc: BaseException, directory: Path | None) -> Path | None:
 
 class CheckpointError(RuntimeError):
     """A checkpoint (or another file of a run) that cannot be written or read; meant for the user."""
+
+
+class MetricsError(RuntimeError):
+    """The run's metrics file (``metrics.jsonl``) cannot be written; meant for the user."""
 
 
 class RenderError(RuntimeError):

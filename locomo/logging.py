@@ -102,7 +102,7 @@ class MetricsLogger:
         run_id: str | None = None,
         resume_at: int | None = None,
     ) -> None:
-        from locomo.errors import CheckpointError
+        from locomo.errors import MetricsError
 
         self.path = run_dir / metrics_file
         self._last_step = -1
@@ -123,7 +123,7 @@ class MetricsLogger:
                 self._last_step = resume_at
             self._file = self.path.open("a", encoding="utf-8")
         except OSError as exc:  # a directory in its place, no permission, a full disk
-            raise CheckpointError(
+            raise MetricsError(
                 f"cannot write metrics to {self.path}: {exc.strerror or exc}; move it away or set "
                 "logger.metrics_file=<another file name>"
             ) from exc
@@ -196,10 +196,10 @@ class MetricsLogger:
             self._file.write(json.dumps(row) + "\n")
             self._file.flush()
         except OSError as exc:  # disk full, quota, file system gone read-only
-            from locomo.errors import CheckpointError
+            from locomo.errors import MetricsError
 
             self._failed = True
-            raise CheckpointError(f"cannot write metrics to {self.path}: {exc.strerror or exc}") from exc
+            raise MetricsError(f"cannot write metrics to {self.path}: {exc.strerror or exc}") from exc
         if self.wandb_run is not None:
             self.wandb_run.log({"env_steps": step, **metrics})
 

@@ -194,10 +194,6 @@ class Actor(nn.Module):
         """The module's forward is the log-likelihood (what torch.func transforms need)."""
         return self.log_prob(obs, actions)
 
-    def entropy(self, obs: torch.Tensor) -> torch.Tensor:
-        """Entropy of pi_theta(. | s) for obs [B, O] -> [B]."""
-        return self.distribution(obs).entropy()
-
     def log_prob_and_entropy(
         self, obs: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,7 +31,7 @@ from locomo.buffer import RolloutBatch, RolloutBuffer
 from locomo.checkpoint import CheckpointError, CheckpointManager, check_spaces, restore_rng, rng_state
 from locomo.config import ConfigError, to_container
 from locomo.envs import EpisodeRecord, TorchStep, TorchVecEnv, make_vec_env
-from locomo.errors import NonFiniteError, TrainingAborted, TrainingInterrupted
+from locomo.errors import MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
 from locomo.guard import check_finite, check_parameters
 from locomo.logging import MetricsLogger
 from locomo.policy import ObsNormalizer, RewardScaler, ValueNet, make_actor
@@ -134,7 +134,6 @@ class Runner:
             torch.use_deterministic_algorithms(True)
         self.device = resolve_device(cfg.train.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.np_rng = np.random.default_rng(cfg.seed)
 
         self.env = TorchVecEnv(make_vec_env(cfg.env, cfg.train.num_envs), self.device)
         spaces = self.env.spaces
@@ -193,7 +192,7 @@ class Runner:
             self.algorithm.optimizer.load_state_dict(state["optimizer"])
             self.iteration = int(state["counters"]["iteration"])
             self.env_steps = int(state["counters"]["env_steps"])
-            restore_rng(state["rng"], self.generator, self.np_rng)
+            restore_rng(state["rng"], self.generator)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"checkpoint does not match its own config: {exc}") from exc
         env_state, obs = state.get("env"), state.get("obs")
@@ -290,7 +289,7 @@ class Runner:
             "optimizer": self.algorithm.optimizer.state_dict(),
             "config": to_container(self.cfg),
             "counters": {"iteration": self.iteration, "env_steps": self.env_steps},
-            "rng": rng_state(self.generator, self.np_rng),
+            "rng": rng_state(self.generator),
             "spaces": {
                 "obs_dim": self.env.spaces.obs_dim,
                 "action_dim": self.env.spaces.action_dim,
@@ -307,7 +306,8 @@ class Runner:
         """Train until ``train.iterations``; return the last logged metrics.
 
         Raises NonFiniteError (after writing a diagnostic snapshot), TrainingInterrupted (after
-        saving a checkpoint) and CheckpointError (a checkpoint could not be written).
+        saving a checkpoint), CheckpointError (a checkpoint could not be written) and MetricsError
+        (the metrics file could not be written).
         """
         cfg = self.cfg
         logger = MetricsLogger(
@@ -363,7 +363,7 @@ class Runner:
             exc.kept, exc.run_dir = self.last_good, self.run_dir
             raise
         except Exception as exc:
-            if not isinstance(exc, NonFiniteError | CheckpointError | TrainingInterrupted):
+            if not isinstance(exc, NonFiniteError | CheckpointError | MetricsError | TrainingInterrupted):
                 self._rescue(exc, logger, metrics, logged)
             raise
         finally:

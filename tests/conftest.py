@@ -1,11 +1,20 @@
-"""Shared test helpers: run the real CLI in a subprocess, against this checkout's code."""
+"""Shared test helpers: run the real CLI in a subprocess against this checkout's code, compose
+configs and build runners in-process, the small run configs, and polling for a condition.
+
+Helpers live here once and test files import them (``from tests.conftest import ...``); the
+crash-safety comparisons are in tests/safety_helpers.py.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,23 +27,102 @@ TINY = [
     "train.steps_per_iteration=64",
     "logger.progress=false",
 ]
+# No W&B, no progress bar, no checkpoints or videos: in-process runs that only train.
+QUIET = [
+    "logger.wandb.mode=disabled",
+    "logger.progress=false",
+    "train.checkpoint_every=0",
+    "video.enabled=false",
+]
+# Iterations of 32 env steps (2 envs x 16), a checkpoint after every one: runs that write every
+# kind of file a run has, in a fraction of the default budget.
+SMALL_RUN = [
+    "train.num_envs=2",
+    "train.steps_per_iteration=32",
+    "train.checkpoint_every=1",
+    "logger.progress=false",
+    "logger.wandb.mode=disabled",
+]
+PENDULUM_RUN = ["env=inverted_pendulum", *SMALL_RUN]
+CARTPOLE_RUN = ["env=cartpole", *SMALL_RUN]
 
 
-def run_locomo(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None):
-    """Run ``python -m locomo <args>`` with this checkout first on the path; return CompletedProcess."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    full_env["WANDB_SILENT"] = "true"
-    full_env.pop("WANDB_API_KEY", None)
-    if env:
-        full_env.update(env)
+def cli_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
+    """The environment the CLI runs in: this checkout first on the path, W&B quiet, no API key;
+    then ``extra`` (a None value unsets that variable)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env["WANDB_SILENT"] = "true"
+    env.pop("WANDB_API_KEY", None)
+    for key, value in (extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def run_locomo(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str | None] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess:
+    """Run ``python -m locomo <args>`` in the :func:`cli_env` environment; return CompletedProcess.
+
+    Further keyword arguments (``preexec_fn``) go to :func:`subprocess.run`.
+    """
     return subprocess.run(
         [sys.executable, "-m", "locomo", *args],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
+        **kwargs,
     )
+
+
+def start_locomo(*args: str, cwd: Path, env: dict[str, str | None] | None = None) -> subprocess.Popen:
+    """Start ``python -m locomo <args>`` without waiting (so a test can signal or kill it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "locomo", *args],
+        cwd=cwd,
+        env=cli_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 60.0,
+    proc: subprocess.Popen | None = None,
+    poll: float = 0.02,
+    what: str = "the condition",
+) -> Any:
+    """Poll until ``predicate()`` is truthy and return its value; fail if ``proc`` exits first or
+    time runs out."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited early ({proc.returncode}): {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll)
+    return value
+
+
+def metrics_rows(run: Path) -> list[dict[str, Any]]:
+    """Every row of a run's metrics.jsonl (a torn or non-JSON line fails the test)."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+class Evil:
+    """Unpickling this runs code: it writes the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
 
 
 @pytest.fixture
@@ -60,3 +148,11 @@ def compose(*overrides: str):
         cfg = hydra_compose(config_name="train", overrides=list(overrides))
     validate_config(cfg)
     return cfg
+
+
+def make_runner(run_dir: Path, *overrides: str):
+    """An in-process :class:`~locomo.runner.Runner` of 3 pendulum iterations (PENDULUM_RUN) in
+    ``run_dir``; ``overrides`` come last."""
+    from locomo.runner import Runner
+
+    return Runner(compose(*PENDULUM_RUN, "train.iterations=3", *overrides), run_dir)

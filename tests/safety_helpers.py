@@ -1,41 +1,14 @@
-"""Helpers for the crash-safety, resume and bad-input tests: run the CLI in-process or as a
-subprocess that can be signalled, and compare checkpoints."""
+"""Helpers for the crash-safety, resume and bad-input tests: run the CLI in-process and compare
+checkpoints. (Subprocess runs, polling and the small run configs are in tests/conftest.py.)"""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import os
-import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
-
-from tests.conftest import REPO
-
-
-def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment `run_locomo` uses: this checkout first on the path, W&B quiet, no API key."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    env["WANDB_SILENT"] = "true"
-    env.pop("WANDB_API_KEY", None)
-    env.update(extra or {})
-    return env
-
-
-def start_locomo(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``python -m locomo <args>`` without waiting (so a test can signal or kill it)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "locomo", *args],
-        cwd=cwd,
-        env=cli_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def call_locomo(*args: str) -> tuple[int, str, str]:
@@ -60,19 +33,6 @@ def call_locomo(*args: str) -> tuple[int, str, str]:
         sys.argv = saved_argv
         torch.use_deterministic_algorithms(deterministic)  # train.deterministic is process-wide
     return int(status), out.getvalue(), err.getvalue()
-
-
-def wait_for(
-    predicate, timeout: float = 60.0, proc: subprocess.Popen | None = None, poll: float = 0.02
-) -> None:
-    """Poll until ``predicate()`` is true; fail if ``proc`` exits first or time runs out."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited early ({proc.returncode}): {proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(poll)
 
 
 def learned_state(ckpt: dict[str, Any]) -> dict[str, Any]:

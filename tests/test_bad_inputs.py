@@ -20,8 +20,6 @@ import pickle
 import resource
 import shlex
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +28,9 @@ import pytest
 import torch
 
 from locomo.checkpoint import RunDirLock
-from tests.conftest import REPO
-from tests.safety_helpers import call_locomo, cli_env
+from tests.conftest import PENDULUM_RUN, REPO, Evil, run_locomo
+from tests.safety_helpers import call_locomo
 
-TINY_RUN = [
-    "env=inverted_pendulum",
-    "train.num_envs=2",
-    "train.steps_per_iteration=32",
-    "train.checkpoint_every=1",
-    "logger.progress=false",
-    "logger.wandb.mode=disabled",
-]
 FAST = "env=cartpole logger.wandb.mode=disabled logger.progress=false train.num_envs=2 train.steps_per_iteration=32"
 PENDULUM = "env=inverted_pendulum logger.wandb.mode=disabled logger.progress=false train.num_envs=2 train.steps_per_iteration=32"
 
@@ -212,22 +202,12 @@ CATALOGUE = [
 ]  # fmt: skip
 
 
-class Evil:
-    """Unpickling this runs code: it writes the marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
-
-
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """A finished 2-iteration run plus one file or directory per bad checkpoint input."""
     root = tmp_path_factory.mktemp("catalogue")
     run, files = root / "run", root / "files"
-    status, _, err = call_locomo("train", *TINY_RUN, "train.iterations=2", f"hydra.run.dir={run}")
+    status, _, err = call_locomo("train", *PENDULUM_RUN, "train.iterations=2", f"hydra.run.dir={run}")
     assert status == 0, err
     files.mkdir()
     good = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
@@ -316,18 +296,7 @@ def test_bad_input(
             if limit is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-        env = cli_env({k: v for k, v in case.env.items() if v is not None})
-        for key in [k for k, v in case.env.items() if v is None]:
-            env.pop(key, None)
-        result = subprocess.run(
-            [sys.executable, "-m", "locomo", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            preexec_fn=preexec,
-        )
+        result = run_locomo(*args, cwd=tmp_path, env=case.env, preexec_fn=preexec)
         status, err = result.returncode, result.stderr
     else:
         monkeypatch.chdir(tmp_path)

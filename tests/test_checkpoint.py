@@ -14,7 +14,8 @@ import torch
 from locomo import checkpoint
 from locomo.checkpoint import CheckpointError, CheckpointManager, assert_plain, load, load_latest
 from locomo.logging import truncate_metrics
-from tests.test_guard import make_runner
+from locomo.runner import Runner
+from tests.conftest import Evil, make_runner
 
 
 def tiny_state(value: float) -> dict:
@@ -43,14 +44,6 @@ def test_assert_plain_names_what_would_not_load():
         assert_plain({"env": {"qpos": np.zeros(2)}})
     with pytest.raises(TypeError, match=r"state\.x\[0\] is a numpy\.float64"):
         assert_plain({"x": [np.float64(1.0)]})
-
-
-class Evil:
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
 
 
 @pytest.mark.parametrize("zip_format", [True, False])
@@ -126,3 +119,23 @@ def test_raw_pickle_of_plain_data_is_not_a_checkpoint(tmp_path: Path):
     path.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(CheckpointError, match=r"truncated or not a checkpoint|is not a locomo checkpoint"):
         load(path)
+
+
+def test_checkpoint_with_the_old_numpy_rng_entry_still_resumes(tmp_path: Path):
+    """Checkpoints from before the runner dropped its unused numpy Generator hold rng["numpy"]."""
+    runner = make_runner(tmp_path / "run", "train.iterations=1")
+    runner.run()
+    state = load(tmp_path / "run")
+    assert "numpy" not in state["rng"]
+    np_state = np.random.default_rng(0).bit_generator.state  # the entry as the old rng_state wrote it
+    state["rng"]["numpy"] = {
+        "bit_generator": np_state["bit_generator"],
+        "state": str(np_state["state"]["state"]),
+        "inc": str(np_state["state"]["inc"]),
+        "has_uint32": int(np_state["has_uint32"]),
+        "uinteger": int(np_state["uinteger"]),
+    }
+    resumed = Runner(runner.cfg, tmp_path / "run", resume=state, resume_path=tmp_path / "run")
+    assert resumed.iteration == 1
+    assert torch.equal(resumed.generator.get_state(), state["rng"]["torch_generator"])
+    assert "numpy" not in resumed.state()["rng"]

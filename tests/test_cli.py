@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import TINY
+from tests.conftest import TINY, metrics_rows
 
 
 def run_dir_of(cwd: Path) -> Path:
@@ -23,7 +22,7 @@ def test_train_humanoid_tiny_writes_config_metrics_checkpoint_and_wandb(locomo_c
     assert result.returncode == 0, result.stderr
     run = run_dir_of(locomo_cli.cwd)
     assert "Humanoid-v5" in (run / "config.yaml").read_text()
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(run)
     assert [r["env_steps"] for r in rows] == [64, 128]
     assert all("rollout/return_mean" in r and "is/ess" in r for r in rows)
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)

@@ -9,31 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from locomo.checkpoint import load
-from locomo.config import CONF_DIR, register_configs
 from locomo.errors import NonFiniteError
 from locomo.guard import check_parameters, describe_nonfinite
 from locomo.runner import Runner
-
-# 2 envs x 16 steps per iteration; a checkpoint after every iteration.
-TINY = [
-    "env=inverted_pendulum",
-    "train.num_envs=2",
-    "train.steps_per_iteration=32",
-    "train.iterations=3",
-    "train.checkpoint_every=1",
-    "logger.progress=false",
-    "logger.wandb.mode=disabled",
-]
-
-
-def make_runner(tmp_path: Path, *overrides: str) -> Runner:
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose("train", overrides=[*TINY, *overrides])
-    return Runner(cfg, tmp_path)
+from tests.conftest import make_runner
 
 
 class CorruptStep:

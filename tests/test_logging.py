@@ -6,7 +6,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from locomo.config import WandbConfig
+from locomo.errors import MetricsError
 from locomo.logging import MetricsLogger, read_metrics, resolve_wandb_mode
+from tests.conftest import make_runner
 
 
 def test_auto_mode_is_offline_without_credentials(monkeypatch, tmp_path):
@@ -38,3 +40,26 @@ def test_metrics_file_and_monotonic_step_axis(tmp_path):
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["env_steps"] for r in rows] == [10, 20]
     assert rows[0]["losses/policy"] is None  # NaN is written as null: the file stays valid JSON
+
+
+def test_unwritable_metrics_file_is_a_metrics_error(tmp_path):
+    """Opening fails (a directory in its place) or a write fails (a full disk): MetricsError, one line."""
+    cfg = OmegaConf.structured(WandbConfig(mode="disabled"))
+    (tmp_path / "metrics.jsonl").mkdir()
+    with pytest.raises(MetricsError, match=r"cannot write metrics to .*: Is a directory; move it away"):
+        MetricsLogger(tmp_path, "metrics.jsonl", cfg, {"seed": 0})
+    (tmp_path / "full.jsonl").symlink_to("/dev/full")  # every write: No space left on device
+    logger = MetricsLogger(tmp_path, "full.jsonl", cfg, {"seed": 0})
+    with pytest.raises(MetricsError, match=r"cannot write metrics to .*full\.jsonl: No space left on device"):
+        logger.log({"rollout/return_mean": 1.0}, step=10)
+    logger.close()  # fails the same way; already reported, so not raised again
+
+
+def test_metrics_write_failure_stops_training_without_a_rescue_save(tmp_path):
+    """Like a checkpoint write failure, it is the error itself: no extra checkpoint, no added note."""
+    (tmp_path / "metrics.jsonl").symlink_to("/dev/full")
+    runner = make_runner(tmp_path, "train.checkpoint_every=0")
+    with pytest.raises(MetricsError) as info:
+        runner.run()
+    assert not getattr(info.value, "__notes__", [])
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())

@@ -17,7 +17,7 @@ import torch
 from locomo.behavior import LABELS
 from locomo.checkpoint import CheckpointError, save_atomic
 from locomo.evaluation import load_policy
-from tests.conftest import TINY, run_locomo
+from tests.conftest import TINY, metrics_rows, run_locomo
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_training_writes_labelled_videos_and_logs_them_to_wandb(trained):
     assert [p.name for p in videos] == ["iter_000001.mp4", "iter_000002.mp4"]
     frames = iio.imread(videos[-1])
     assert frames.shape[1:] == (120, 320, 3) and frames.shape[0] >= 2  # two tiles side by side
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(run)
     for row in rows:
         fractions = [row[f"behavior/{label}"] for label in LABELS]
         assert sum(fractions) == pytest.approx(1.0)  # every finished episode has one label

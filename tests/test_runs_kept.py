@@ -23,16 +23,8 @@ from locomo.errors import TrainingAborted
 from locomo.logging import missing_iterations, read_metrics
 from locomo.preflight import EnvSizes, estimate_memory, memory_limit_from
 from locomo.rundir import previous_run
+from tests.conftest import CARTPOLE_RUN
 from tests.safety_helpers import call_locomo
-
-TINY = [
-    "env=cartpole",
-    "train.num_envs=2",
-    "train.steps_per_iteration=32",
-    "train.checkpoint_every=1",
-    "logger.progress=false",
-    "logger.wandb.mode=disabled",
-]
 
 
 def iterations(run: Path) -> list[int]:
@@ -40,7 +32,7 @@ def iterations(run: Path) -> list[int]:
 
 
 def train(run: Path, *args: str) -> tuple[int, str]:
-    status, _, err = call_locomo("train", *TINY, f"hydra.run.dir={run}", *args)
+    status, _, err = call_locomo("train", *CARTPOLE_RUN, f"hydra.run.dir={run}", *args)
     assert "Traceback" not in err
     return status, err
 
@@ -176,7 +168,7 @@ def test_unexpected_failure_is_one_line_with_a_traceback_file_and_the_iteration_
 def test_read_only_default_run_dir_is_one_line(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "outputs").write_text("not a directory")
-    status, _, err = call_locomo("train", *TINY)
+    status, _, err = call_locomo("train", *CARTPOLE_RUN)
     assert status == 2 and "cannot create or write the run directory under" in err and "Traceback" not in err
 
 

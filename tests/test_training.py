@@ -8,14 +8,8 @@ import pytest
 import torch
 
 from locomo.runner import Runner
-from tests.conftest import compose
+from tests.conftest import QUIET, compose
 
-QUIET = [
-    "logger.wandb.mode=disabled",
-    "logger.progress=false",
-    "train.checkpoint_every=0",
-    "video.enabled=false",
-]
 TINY = ["train.num_envs=4", "train.steps_per_iteration=128", "train.iterations=2", *QUIET]
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, TINY, run_locomo
+from tests.conftest import TINY, cli_env, run_locomo, start_locomo, wait_for
 
 pytestmark = pytest.mark.skipif(
     shutil.which("Xvfb") is None or shutil.which("xdotool") is None,
@@ -26,16 +24,6 @@ def free_display() -> tuple[str, Path]:
         if not socket.exists() and not Path(f"/tmp/.X{n}-lock").exists():
             return f":{n}", socket
     raise RuntimeError("no free X display number")
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
@@ -56,15 +44,11 @@ def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24"], stderr=subprocess.DEVNULL)
     replay = None
     try:
-        wait_for(socket.exists, 15, "Xvfb")
-        env = {**os.environ, "PYTHONPATH": str(REPO), "DISPLAY": display, "MUJOCO_GL": "glfw"}
-        replay = subprocess.Popen(
-            [sys.executable, "-m", "locomo", "replay", f"checkpoint={tmp_path / 'run'}", "viewer=window"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        wait_for(socket.exists, 15, poll=0.25, what="Xvfb")
+        on_display = {"DISPLAY": display, "MUJOCO_GL": "glfw"}
+        env = cli_env(on_display)
+        replay = start_locomo(
+            "replay", f"checkpoint={tmp_path / 'run'}", "viewer=window", cwd=tmp_path, env=on_display
         )
 
         def viewer_window() -> str:
@@ -73,7 +57,7 @@ def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
             )
             return found.stdout.strip()
 
-        assert wait_for(viewer_window, 90, "the viewer window")
+        assert wait_for(viewer_window, 90, poll=0.25, what="the viewer window")
         time.sleep(2.0)  # let it draw a few frames of the episode
         screen = np.asarray(ImageGrab.grab(xdisplay=display))
         assert replay.poll() is None, replay.communicate()  # still playing: it loops until closed

@@ -226,7 +226,6 @@ class Walker2d(Task):
     """Gymnasium's Walker2d-v5 (gymnasium/envs/mujoco/walker2d_v5.py)."""
 
     gym_id = "Walker2d-v5"
-    default_xml = "walker2d_v5.xml"
     defaults: ClassVar[dict[str, Any]] = {
         "frame_skip": 4,
         "forward_reward_weight": 1.0,
