@@ -38,15 +38,6 @@ VIEWERS = ("auto", "window", "video")
 PLOT_KINDS = ("curves", "behavior")
 ACTION_BOUNDS = ("clip", "none")
 LR_SCHEDULES = ("constant", "linear", "adaptive")
-# Gymnasium ids whose formulas locomo/envs/batched.py reproduces (env.backend=batched).
-BATCHED_ENV_IDS = (
-    "Humanoid-v5",
-    "Walker2d-v5",
-    "Hopper-v5",
-    "HalfCheetah-v5",
-    "Ant-v5",
-    "InvertedPendulum-v5",
-)
 
 
 class ConfigError(ValueError):
@@ -425,12 +416,14 @@ def validate_env(env: DictConfig | EnvConfig) -> None:
     _positive("env.threads", env.threads, strict=False)
     _at_most("env.threads", env.threads, MAX_THREADS)
     validate_env_id(env.id)
-    if env.backend == "batched" and env.id not in BATCHED_ENV_IDS:
-        raise ConfigError(
-            "env.id",
-            env.id,
-            f"env.backend=batched supports {', '.join(BATCHED_ENV_IDS)}; use env.backend=gymnasium",
-        )
+    if env.backend == "batched":
+        from locomo.envs.tasks import TASKS  # the registry of the batched tasks (imports MuJoCo)
+
+        if env.id not in TASKS:
+            supported = ", ".join(TASKS)
+            raise ConfigError(
+                "env.id", env.id, f"env.backend=batched supports {supported}; use env.backend=gymnasium"
+            )
     if env.xml_file is not None:
         resolve_xml_file(env.xml_file)
     if env.max_episode_steps is not None:

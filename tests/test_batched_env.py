@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import CONF_DIR, ConfigError, EnvConfig, validate_env
 from locomo.envs import EnvStep, GymnasiumVecEnv, make_vec_env
-from locomo.envs.batched import TASKS, BatchedMujocoVecEnv
+from locomo.envs.batched import BatchedMujocoVecEnv
+from locomo.envs.tasks import TASKS
 
 
 def env_config(name: str, **overrides: object) -> DictConfig:

@@ -45,8 +45,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import CONF_DIR, AlgoConfig, EnvConfig, LocomoConfig, validate_bench, validate_config
-from locomo.envs.batched import BatchedMujocoVecEnv, WorkerPool, available_cores, load_task
+from locomo.envs.batched import BatchedMujocoVecEnv, load_task
 from locomo.envs.gymnasium_backend import GymnasiumVecEnv
+from locomo.envs.pool import WorkerPool, available_cores
 
 CONFIG = "bench"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
