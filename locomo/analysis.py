@@ -84,41 +84,50 @@ def variance_table(gradients: dict[str, torch.Tensor]) -> dict[str, dict[str, fl
     return table
 
 
-def measure_gradient_variance(cfg: DictConfig, run_dir: Path) -> dict[str, dict[str, float]]:
+def measure_gradient_variance(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Collect ``cfg.batches`` batches with a fixed policy; return :func:`variance_table`."""
     from locomo.checkpoint import load
-    from locomo.runner import Runner
+    from locomo.collector import Collector
+    from locomo.envs import TorchVecEnv, make_vec_env
+    from locomo.runner import make_learners, resolve_device, seed_everything
 
     estimators = [parse_estimator(name) for name in cfg.estimators]
     if cfg.batches < 2:
         raise ConfigError("batches", cfg.batches, "must be >= 2 (a variance needs two samples)")
-    runner = Runner(cfg, run_dir)
-    if cfg.checkpoint is not None:
-        from locomo.checkpoint import CheckpointError, check_spaces
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.train.device)
+    env = TorchVecEnv(make_vec_env(cfg.env, cfg.train.num_envs), device)
+    try:
+        actor, critic, normalizer, scaler = make_learners(cfg, env.spaces, device)
+        steps_per_env = cfg.train.steps_per_iteration // cfg.train.num_envs
+        collector = Collector(env, actor, critic, normalizer, scaler, steps_per_env, device)
+        if cfg.checkpoint is not None:
+            from locomo.checkpoint import CheckpointError, check_spaces
 
-        state = load(cfg.checkpoint)
-        spaces = runner.env.spaces
-        check_spaces(state, spaces.obs_dim, spaces.action_dim, spaces.discrete, cfg.env.name)
-        try:
-            runner.actor.load_state_dict(state["actor"])
-            runner.normalizer.load_state_dict(state["obs_normalizer"])
-        except (KeyError, RuntimeError) as exc:  # same sizes, other layers (model.hidden_sizes)
-            reason = str(exc).strip().splitlines()
-            raise CheckpointError(
-                f"checkpoint={cfg.checkpoint}: its policy does not fit this config's model "
-                f"({reason[1].strip() if len(reason) > 1 else reason[0] if reason else exc!r}); "
-                "pass the model.* settings it was trained with"
-            ) from exc
-    grads: dict[str, list[torch.Tensor]] = defaultdict(list)
-    obs_raw = runner.env.reset(cfg.seed)
-    for _ in range(cfg.batches):
-        batch, obs_raw, _episodes, _terms = runner.collect(obs_raw)
-        batch = RolloutBatch(*(t.clone() for t in batch))  # leave inference mode's tensors behind
-        for returns, baseline in estimators:
-            grads[f"{returns}/{baseline}"].append(
-                estimator_gradient(runner.actor, batch, cfg.algo, returns, baseline)
-            )
-    runner.env.close()
+            state = load(cfg.checkpoint)
+            spaces = env.spaces
+            check_spaces(state, spaces.obs_dim, spaces.action_dim, spaces.discrete, cfg.env.name)
+            try:
+                actor.load_state_dict(state["actor"])
+                normalizer.load_state_dict(state["obs_normalizer"])
+            except (KeyError, RuntimeError) as exc:  # same sizes, other layers (model.hidden_sizes)
+                reason = str(exc).strip().splitlines()
+                raise CheckpointError(
+                    f"checkpoint={cfg.checkpoint}: its policy does not fit this config's model "
+                    f"({reason[1].strip() if len(reason) > 1 else reason[0] if reason else exc!r}); "
+                    "pass the model.* settings it was trained with"
+                ) from exc
+        grads: dict[str, list[torch.Tensor]] = defaultdict(list)
+        obs_raw = env.reset(cfg.seed)
+        for _ in range(cfg.batches):
+            batch, obs_raw, _episodes, _terms = collector.collect(obs_raw)
+            batch = RolloutBatch(*(t.clone() for t in batch))  # leave inference mode's tensors behind
+            for returns, baseline in estimators:
+                grads[f"{returns}/{baseline}"].append(
+                    estimator_gradient(actor, batch, cfg.algo, returns, baseline)
+                )
+    finally:
+        env.close()
     return variance_table({name: torch.stack(g) for name, g in grads.items()})
 
 

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sys
-import threading
 import time
 from collections import deque
-from dataclasses import asdict
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -25,16 +21,19 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from locomo import training_state
 from locomo.algorithm import PolicyGradient
 from locomo.behavior import behavior_fractions
-from locomo.buffer import RolloutBatch, RolloutBuffer
-from locomo.checkpoint import CheckpointError, CheckpointManager, check_spaces, restore_rng, rng_state
+from locomo.buffer import RolloutBatch
+from locomo.checkpoint import CheckpointError, CheckpointManager
+from locomo.collector import Collector
 from locomo.config import ConfigError, to_container
-from locomo.envs import EpisodeRecord, TorchStep, TorchVecEnv, make_vec_env
+from locomo.envs import EpisodeRecord, SpaceInfo, TorchVecEnv, make_vec_env
 from locomo.errors import MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
 from locomo.guard import check_finite, check_parameters
 from locomo.logging import MetricsLogger
-from locomo.policy import ObsNormalizer, RewardScaler, ValueNet, make_actor
+from locomo.policy import Actor, ObsNormalizer, RewardScaler, ValueNet, make_actor
+from locomo.signals import GracefulStop
 from locomo.training_videos import TrainingVideos
 
 
@@ -51,61 +50,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_learners(
+    cfg: DictConfig, spaces: SpaceInfo, device: torch.device
+) -> tuple[Actor, ValueNet | None, ObsNormalizer, RewardScaler]:
+    """Actor, critic (only with ``algo.baseline=value``), observation normaliser and reward scaler
+    as the config describes them, on ``device``."""
+    m = cfg.model
+    actor = make_actor(spaces, list(m.hidden_sizes), m.activation, m.init_log_std, m.action_bounds)
+    critic = (
+        ValueNet(spaces.obs_dim, list(m.hidden_sizes), m.activation, cfg.algo.normalize_values).to(device)
+        if cfg.algo.baseline == "value"
+        else None
+    )
+    normalizer = ObsNormalizer(spaces.obs_dim, enabled=m.normalize_observations).to(device)
+    scaler = RewardScaler(cfg.train.num_envs, cfg.algo.gamma, enabled=cfg.algo.normalize_rewards).to(device)
+    return actor.to(device), critic, normalizer, scaler
+
+
 def _warn(message: str) -> None:
     print(f"locomo: warning: {message}", file=sys.stderr)
-
-
-class GracefulStop:
-    """SIGINT/SIGTERM handling for the training loop (a context manager).
-
-    The first signal is remembered: the loop finishes the iteration in progress, saves a
-    checkpoint and raises :class:`TrainingInterrupted`. A second signal aborts at once
-    (:class:`TrainingAborted`), keeping the checkpoints already on disk. Outside the main
-    thread (where Python allows no handlers) it does nothing.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:
-            raise TrainingAborted(signum)
-        self.signum = signum
-        name = signal.Signals(signum).name
-        # os.write, not print: a handler may run in the middle of another write to stderr.
-        os.write(
-            2,
-            f"locomo: {name} received; finishing this iteration and saving a checkpoint "
-            f"(send it again to stop at once without saving)\n".encode(),
-        )
-
-    def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-
-class EndedEpisodes:
-    """The last observations of the episodes that end during a collection, for the value net."""
-
-    def __init__(self, num_envs: int) -> None:
-        self.num_envs = num_envs
-        self.flat_index: list[int] = []  # t * N + env index, into a [T, N] tensor
-        self.obs: list[torch.Tensor] = []  # [k, O] normalised last observations, in that order
-
-    def add(self, t: int, env_ids: list[int], normalizer: ObsNormalizer, final_obs: torch.Tensor) -> None:
-        """Episodes of envs ``env_ids`` ended at step ``t``; final_obs [N, O] raw."""
-        self.flat_index.extend(t * self.num_envs + i for i in env_ids)
-        self.obs.append(normalizer(final_obs[env_ids]))
 
 
 class Runner:
@@ -136,30 +99,17 @@ class Runner:
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
         self.env = TorchVecEnv(make_vec_env(cfg.env, cfg.train.num_envs), self.device)
-        spaces = self.env.spaces
-        m = cfg.model
-        self.actor = make_actor(
-            spaces, list(m.hidden_sizes), m.activation, m.init_log_std, m.action_bounds
-        ).to(self.device)
-        self.critic = (
-            ValueNet(spaces.obs_dim, list(m.hidden_sizes), m.activation, cfg.algo.normalize_values).to(
-                self.device
-            )
-            if cfg.algo.baseline == "value"
-            else None
+        self.actor, self.critic, self.normalizer, self.reward_scaler = make_learners(
+            cfg, self.env.spaces, self.device
         )
-        self.normalizer = ObsNormalizer(spaces.obs_dim, enabled=m.normalize_observations).to(self.device)
-        self.reward_scaler = RewardScaler(
-            cfg.train.num_envs, cfg.algo.gamma, enabled=cfg.algo.normalize_rewards
-        ).to(self.device)
         self.algorithm = PolicyGradient(self.actor, self.critic, cfg.algo, self.generator)
-        self.steps_per_env = cfg.train.steps_per_iteration // cfg.train.num_envs
-        self.buffer = RolloutBuffer(
-            self.steps_per_env,
-            cfg.train.num_envs,
-            spaces.obs_dim,
-            spaces.action_dim,
-            spaces.discrete,
+        self.collector = Collector(
+            self.env,
+            self.actor,
+            self.critic,
+            self.normalizer,
+            self.reward_scaler,
+            cfg.train.steps_per_iteration // cfg.train.num_envs,
             self.device,
         )
         self.iteration = 0
@@ -178,23 +128,19 @@ class Runner:
             self._restore(resume)
         self._start_iteration = self.iteration
 
+    @property
+    def learned(self) -> training_state.Learned:
+        """The parts training changes (for checkpoints)."""
+        optimizer = self.algorithm.optimizer
+        return training_state.Learned(
+            self.actor, self.critic, self.normalizer, self.reward_scaler, optimizer, self.generator
+        )
+
     def _restore(self, state: dict[str, Any]) -> None:
         """Load a checkpoint's weights, optimiser, counters, RNGs, env state and observations."""
-        spaces = self.env.spaces
-        check_spaces(state, spaces.obs_dim, spaces.action_dim, spaces.discrete, self.cfg.env.name)
-        try:
-            self.actor.load_state_dict(state["actor"])
-            if self.critic is not None:
-                self.critic.load_state_dict(state["critic"])
-            self.normalizer.load_state_dict(state["obs_normalizer"])
-            if "reward_scaler" in state:
-                self.reward_scaler.load_state_dict(state["reward_scaler"])
-            self.algorithm.optimizer.load_state_dict(state["optimizer"])
-            self.iteration = int(state["counters"]["iteration"])
-            self.env_steps = int(state["counters"]["env_steps"])
-            restore_rng(state["rng"], self.generator)
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint does not match its own config: {exc}") from exc
+        self.iteration, self.env_steps = training_state.restore(
+            state, self.learned, self.env.spaces, self.cfg.env.name
+        )
         env_state, obs = state.get("env"), state.get("obs")
         if env_state is not None and obs is not None:
             try:
@@ -206,67 +152,6 @@ class Runner:
             _warn("the checkpoint holds no env state: the envs start new episodes (not a bit-exact resume)")
         self.recent_episodes.extend(EpisodeRecord(**e) for e in state.get("episodes", []))
         self.wandb_run_id = state.get("wandb", {}).get("run_id")
-
-    # -- collection -----------------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def collect(self, obs_raw: torch.Tensor) -> tuple[RolloutBatch, torch.Tensor, list[EpisodeRecord], dict]:
-        """Run the policy for T steps in all N envs; return the batch, the next raw obs, episodes."""
-        episodes: list[EpisodeRecord] = []
-        term_sums: dict[str, np.ndarray] = {}
-        ended = EndedEpisodes(self.env.num_envs)
-        for t in range(self.steps_per_env):
-            self.normalizer.update(obs_raw)
-            obs = self.normalizer(obs_raw)
-            actions, log_probs = self.actor.act(obs)
-            step = self.env.step(self.actor.env_action(actions))
-            self._check_step(step, t)
-            if step.episodes and self.critic is not None:
-                # The value net runs once after the loop; keep what it needs of the episodes that
-                # end here: their last observations, normalised as at this step.
-                ended.add(t, [e.env_index for e in step.episodes], self.normalizer, step.final_obs)
-            rewards = step.reward
-            if self.reward_scaler.enabled:
-                rewards = self.reward_scaler(rewards, step.terminated | step.truncated)
-            self.buffer.add(obs, actions, log_probs, rewards, step.terminated, step.truncated)
-            episodes.extend(step.episodes)
-            for name, value in step.terms.items():
-                if name in term_sums:
-                    term_sums[name] += value
-                else:
-                    term_sums[name] = value.astype(np.float64)
-            obs_raw = step.obs
-        if self.critic is not None:
-            self._fill_values(self.normalizer(obs_raw), ended)
-        totals = {name: float(sums.sum()) for name, sums in term_sums.items()}
-        return self.buffer.batch(), obs_raw, episodes, totals
-
-    def _fill_values(self, next_obs: torch.Tensor, ended: EndedEpisodes) -> None:
-        """V(s_t) and V(s_t+1) of the batch in the buffer, in two batched passes of the value net.
-
-        ``next_obs`` [N, O] is the normalised observation after the last step. Within an episode
-        V(s_t+1) is the next step's V(s_t); where an episode ended at t it is V of its last
-        observation (reached by a time limit, it bootstraps the truncated return).
-        """
-        assert self.critic is not None
-        buffer = self.buffer
-        T, N = buffer.steps, buffer.num_envs
-        values = self.critic(buffer.obs.view(T * N, -1)).view(T, N)
-        extra = self.critic(torch.cat([next_obs, *ended.obs]))
-        buffer.values.copy_(values)
-        buffer.next_values[:-1] = values[1:]
-        buffer.next_values[-1] = extra[:N]
-        if ended.flat_index:
-            index = torch.tensor(ended.flat_index, device=extra.device)
-            buffer.next_values.view(-1)[index] = extra[N:]
-
-    def _check_step(self, step: TorchStep, t: int) -> None:
-        """Stop on NaN/inf from the env before it reaches the normaliser or the batch."""
-        when = f"(batch step {t + 1} of {self.steps_per_env})"
-        check_finite("observations", step.obs, ("env", "observation index"), when)
-        if step.episodes:  # final_obs differs from obs only in envs whose episode just ended
-            check_finite("observations", step.final_obs, ("env", "observation index"), when)
-        check_finite("rewards", step.reward, ("env",), when)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -281,26 +166,17 @@ class Runner:
 
     def state(self) -> dict[str, Any]:
         """Everything a replay or resume needs, as plain tensors and Python types."""
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": None if self.critic is None else self.critic.state_dict(),
-            "obs_normalizer": self.normalizer.state_dict(),
-            "reward_scaler": self.reward_scaler.state_dict(),
-            "optimizer": self.algorithm.optimizer.state_dict(),
-            "config": to_container(self.cfg),
-            "counters": {"iteration": self.iteration, "env_steps": self.env_steps},
-            "rng": rng_state(self.generator),
-            "spaces": {
-                "obs_dim": self.env.spaces.obs_dim,
-                "action_dim": self.env.spaces.action_dim,
-                "discrete": self.env.spaces.discrete,
-            },
-            # Where the envs are: with these, a resumed run continues bit for bit.
-            "env": self._env_state(),
-            "obs": None if self.obs_raw is None else self.obs_raw.detach().cpu().clone(),
-            "episodes": [asdict(e) for e in self.recent_episodes],
-            "wandb": {"run_id": self.wandb_run_id},
-        }
+        return training_state.assemble(
+            self.learned,
+            self.cfg,
+            self.env.spaces,
+            self.iteration,
+            self.env_steps,
+            self._env_state(),
+            self.obs_raw,
+            list(self.recent_episodes),
+            self.wandb_run_id,
+        )
 
     def run(self) -> dict[str, float]:
         """Train until ``train.iterations``; return the last logged metrics.
@@ -435,7 +311,7 @@ class Runner:
         self.actor.eval()
         assert self.obs_raw is not None
         self._batch = None
-        batch, self.obs_raw, episodes, term_sums = self.collect(self.obs_raw)
+        batch, self.obs_raw, episodes, term_sums = self.collector.collect(self.obs_raw)
         self._batch = batch
         t1 = time.perf_counter()
         self.actor.train()

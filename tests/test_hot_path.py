@@ -108,7 +108,7 @@ def test_values_filled_after_collection_are_the_per_step_ones(tmp_path: Path, ba
 
     env.step = recording_step  # type: ignore[method-assign]
     obs_raw = env.reset(0)
-    batch, next_obs_raw, episodes, _ = runner.collect(obs_raw)
+    batch, next_obs_raw, episodes, _ = runner.collector.collect(obs_raw)
     assert episodes, "the 5-step time limit should end episodes inside the batch"
     critic = runner.critic
     assert critic is not None

@@ -20,7 +20,7 @@ def run(cfg: DictConfig) -> None:
 
     check_resources(cfg)
     out = hydra_run_dir()
-    table = analysis.measure_gradient_variance(cfg, out)
+    table = analysis.measure_gradient_variance(cfg)
     analysis.write_json(table, out / "gradient_variance.json")
     batch = cfg.train.steps_per_iteration
     title = f"{cfg.env.name}: policy-gradient variance over {cfg.batches} batches of {batch} steps"
