@@ -1,11 +1,16 @@
 """A trained policy outside training: load a checkpoint, roll out seeded episodes, label, summarise.
 
-Episodes run one at a time in the env's Gymnasium version (whatever backend trained it), with
-the training config's reward terms, so returns compare with ``rollout/return_mean``. Episode i
-of a run with ``seed`` uses ``seed + i`` for the env's reset *and* for the policy's action
-noise (a private ``torch.Generator``), so an episode is a pure function of (checkpoint, seed,
-mode): ``locomo replay seed=s`` reproduces episode 0 of ``locomo eval seed=s``, and the videos
-made during training do not touch the training RNG streams.
+Episodes run through the same vectorised envs as training (``make_vec_env``, the config's
+backend and reward terms, the :class:`~locomo.envs.TorchVecEnv` boundary), N episodes in N envs
+at once, built with ``autoreset=False`` so that each env plays exactly one episode; returns
+compare with ``rollout/return_mean`` and episodes come with the env's own
+:class:`~locomo.envs.EpisodeRecord` (simulator blow-ups included). Episode i of a run with
+``seed`` uses ``seed + i`` for its env's reset *and* for the policy's action noise (a private
+``torch.Generator`` per env), so an episode is a pure function of (checkpoint, seed, mode):
+``locomo replay seed=s`` reproduces episode 0 of ``locomo eval seed=s``, and the videos made
+during training do not touch the training RNG streams. The policy is evaluated one env (row) at
+a time: a matrix product's rounding may depend on the batch size, and an episode must not depend
+on how many others run beside it.
 
 A :class:`Rollout` keeps the MuJoCo state (qpos, qvel) after every step, so rendering is a
 separate pass that replays those states (:mod:`locomo.rendering`), not part of the simulation loop.
@@ -19,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -29,8 +33,8 @@ from locomo import checkpoint
 from locomo.behavior import Behavior, format_counts, label_counts, label_episode
 from locomo.checkpoint import CheckpointError
 from locomo.config import ASSETS_DIR, upgrade_saved_config
+from locomo.envs import TorchVecEnv, VecEnv, make_vec_env
 from locomo.envs.base import EpisodeRecord, SpaceInfo
-from locomo.envs.gymnasium_backend import RewardTerms, body_record, make_gymnasium_env, root_pose, space_info
 from locomo.policy import Actor, ObsNormalizer, make_actor
 
 
@@ -50,9 +54,9 @@ class LoadedPolicy:
         """``<env>_<run directory name>``, e.g. ``humanoid_2025-05-14_10-00-00``."""
         return f"{self.cfg.env.name}_{self.run_dir.name}"
 
-    def make_env(self) -> gym.Env:
-        """A fresh Gymnasium env of the checkpoint's task."""
-        return make_gymnasium_env(self.cfg.env)
+    def make_env(self, num_envs: int = 1) -> VecEnv:
+        """Fresh vectorised envs of the checkpoint's task, one episode each (no auto-reset)."""
+        return make_vec_env(self.cfg.env, num_envs, autoreset=False)
 
 
 def checkpoint_run_dir(path: Path) -> Path:
@@ -165,32 +169,39 @@ class Rollout:
         }
 
 
-def select_action(
-    actor: Actor, obs: torch.Tensor, deterministic: bool, generator: torch.Generator
+def select_actions(
+    actor: Actor,
+    obs: torch.Tensor,
+    deterministic: bool,
+    generators: list[torch.Generator],
+    active: list[int],
 ) -> torch.Tensor:
-    """The mode of pi(.|s) or a sample drawn with ``generator``: obs [1, O] -> action [1, A] or [1]."""
-    dist = actor.distribution(obs)
-    if deterministic:
-        return actor.mode(dist)
-    if isinstance(dist, Categorical):
-        return torch.multinomial(dist.probs.cpu(), 1, generator=generator).squeeze(-1)
-    assert isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)
-    normal = dist.base_dist
-    return actor.bound(torch.normal(normal.loc.cpu(), normal.scale.cpu(), generator=generator))
+    """Actions [N, A] (or [N]) for normalised obs [N, O]: the mode of pi(.|s_i), or a sample drawn
+    with env i's generator, for the envs in ``active`` (the others get zeros: they are not stepped).
 
-
-def mujoco_state(env: gym.Env) -> tuple[np.ndarray, np.ndarray] | None:
-    """(qpos, qvel) copies of a MuJoCo env's state; None for other envs."""
-    data = getattr(env.unwrapped, "data", None)
-    if data is None or not hasattr(data, "qpos"):
-        return None
-    return data.qpos.copy(), data.qvel.copy()
+    Row by row (see the module docstring): env i's action does not depend on the other rows."""
+    rows: dict[int, torch.Tensor] = {}
+    for i in active:
+        dist = actor.distribution(obs[i : i + 1])
+        if deterministic:
+            rows[i] = actor.mode(dist)[0]
+        elif isinstance(dist, Categorical):
+            rows[i] = torch.multinomial(dist.probs.cpu(), 1, generator=generators[i])[0, 0]
+        else:
+            assert isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)
+            normal = dist.base_dist
+            sample = torch.normal(normal.loc.cpu(), normal.scale.cpu(), generator=generators[i])
+            rows[i] = actor.bound(sample)[0]
+    template = next(iter(rows.values()))
+    actions = torch.zeros((obs.shape[0], *template.shape), dtype=template.dtype)
+    for i, row in rows.items():
+        actions[i] = row.cpu()
+    return actions
 
 
 @torch.inference_mode()
-def rollout(
-    env: gym.Env,
-    env_cfg: Any,
+def rollouts(
+    env: VecEnv,
     actor: Actor,
     normalizer: ObsNormalizer,
     seed: int,
@@ -198,57 +209,53 @@ def rollout(
     thresholds: Any,
     max_steps: int | None = None,
     record_states: bool = False,
-) -> Rollout:
-    """Run one episode (to termination, the env's time limit, or ``max_steps``) and label it."""
-    spaces = space_info(env)
-    terms = RewardTerms(dict(env_cfg.reward_terms or {}), dict(env_cfg.reward_scales or {}))
-    generator = torch.Generator().manual_seed(seed)
+) -> list[Rollout]:
+    """One episode in each of ``env``'s N envs (built with ``autoreset=False``), env i seeded
+    ``seed + i``: to termination, the time limit, or ``max_steps``; each labelled."""
+    n, spaces = env.num_envs, env.spaces
     device = next(actor.parameters()).device
-    obs, _ = env.reset(seed=seed)
-    start = root_pose(env)
-    states = [mujoco_state(env)] if record_states else []
-    rewards: list[float] = []
-    term_sums = dict.fromkeys(terms.names, 0.0)
-    terminated = False
-    while True:
-        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device).unsqueeze(0)
-        action = select_action(actor, normalizer(obs_t), deterministic, generator)
-        action = actor.env_action(action.to(device))[0].cpu().numpy()
-        action = int(action) if spaces.discrete else np.clip(action, spaces.action_low, spaces.action_high)
-        obs, reward, term, trunc, info = env.step(action)
-        step_terms = terms.compute(float(reward), info)
-        for name, value in step_terms.items():
-            term_sums[name] += value
-        rewards.append(sum(step_terms.values()))
+    torch_env = TorchVecEnv(env, device)
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
+    obs = torch_env.reset(seed)
+    states = [env.mujoco_states()] if record_states else []
+    rewards: list[np.ndarray] = []  # [N] per step
+    ended: dict[int, EpisodeRecord] = {}
+    while len(ended) < n and (max_steps is None or len(rewards) < max_steps):
+        active = [i for i in range(n) if i not in ended]
+        actions = select_actions(actor, normalizer(obs), deterministic, generators, active)
+        step = torch_env.step(actor.env_action(actions.to(device)))
+        rewards.append(step.reward.cpu().numpy().astype(np.float64))
         if record_states:
-            states.append(mujoco_state(env))
-        terminated = bool(term)
-        if term or trunc or (max_steps is not None and len(rewards) >= max_steps):
-            break
-    record = EpisodeRecord(
-        env_index=0,
-        ret=float(sum(rewards)),
-        length=len(rewards),
-        terminated=terminated,
-        terms=term_sums,
-        body=body_record(start, root_pose(env)),
-    )
-    has_states = record_states and states[0] is not None
-    return Rollout(
-        seed=seed,
-        deterministic=deterministic,
-        record=record,
-        behavior=label_episode(record, spaces.control_dt, thresholds),
-        rewards=np.asarray(rewards, dtype=np.float64),
-        qpos=np.stack([s[0] for s in states]) if has_states else None,  # type: ignore[index]
-        qvel=np.stack([s[1] for s in states]) if has_states else None,  # type: ignore[index]
-        control_dt=spaces.control_dt,
-    )
+            states.append(env.mujoco_states())
+        for record in step.episodes:
+            ended[record.env_index] = record
+        obs = step.obs
+    for record in env.current_episodes([i for i in range(n) if i not in ended]):  # cut at max_steps
+        ended[record.env_index] = record
+    reward_rows = np.stack(rewards) if rewards else np.zeros((0, n))
+    out = []
+    for i in range(n):
+        record = ended[i]
+        length = record.length
+        has_states = record_states and states[0] is not None
+        out.append(
+            Rollout(
+                seed=seed + i,
+                deterministic=deterministic,
+                record=record,
+                behavior=label_episode(record, spaces.control_dt, thresholds),
+                rewards=reward_rows[:length, i].copy(),
+                qpos=np.stack([s[0][i] for s in states[: length + 1]]) if has_states else None,  # type: ignore[index]
+                qvel=np.stack([s[1][i] for s in states[: length + 1]]) if has_states else None,  # type: ignore[index]
+                control_dt=spaces.control_dt,
+            )
+        )
+    return out
 
 
 def run_episodes(
     policy: LoadedPolicy,
-    env: gym.Env,
+    env: VecEnv,
     episodes: int,
     seed: int,
     deterministic: bool,
@@ -256,21 +263,12 @@ def run_episodes(
     max_steps: int | None = None,
     record_states: bool = False,
 ) -> list[Rollout]:
-    """Episodes seeded seed, seed + 1, ..., one after another in ``env``."""
-    return [
-        rollout(
-            env,
-            policy.cfg.env,
-            policy.actor,
-            policy.normalizer,
-            seed + i,
-            deterministic,
-            thresholds,
-            max_steps,
-            record_states,
-        )
-        for i in range(episodes)
-    ]
+    """Episodes seeded seed, seed + 1, ..., side by side in ``env`` (``policy.make_env(episodes)``)."""
+    if env.num_envs != episodes:
+        raise ValueError(f"{episodes} episodes need {episodes} envs, not {env.num_envs}")
+    return rollouts(
+        env, policy.actor, policy.normalizer, seed, deterministic, thresholds, max_steps, record_states
+    )
 
 
 def summarize(rollouts: list[Rollout]) -> dict[str, Any]:

@@ -467,9 +467,10 @@ def contact_sheet(
 
 
 
-def model_of(env: Any) -> Any:
-    """The MjModel of a Gymnasium MuJoCo env; RenderError for any other env."""
-    model = getattr(env.unwrapped, "model", None)
-    if model is None or not hasattr(model, "nq"):
-        raise RenderError(f"{env.spec.id if env.spec else env} is not a MuJoCo env: no video")
+def model_of(env: Any, env_id: str) -> Any:
+    """The MjModel of vectorised MuJoCo envs (:meth:`~locomo.envs.VecEnv.mujoco_model`) of task
+    ``env_id``; RenderError for any other env."""
+    model = env.mujoco_model()
+    if model is None:
+        raise RenderError(f"{env_id} is not a MuJoCo env: no video")
     return model

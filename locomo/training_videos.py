@@ -59,32 +59,28 @@ class TrainingVideos:
     def _record(
         self, iteration: int, actor: Any, normalizer: Any, logger: Any, env_steps: int
     ) -> dict[str, float]:
-        from locomo.envs.gymnasium_backend import make_gymnasium_env
-        from locomo.evaluation import rollout
+        from locomo.envs import make_vec_env
+        from locomo.evaluation import rollouts as run_rollouts
 
         if self._env is None:
-            self._env = make_gymnasium_env(self.cfg.env)
-        model = model_of(self._env)
+            self._env = make_vec_env(self.cfg.env, self.video.episodes, autoreset=False)
+        model = model_of(self._env, self.cfg.env.id)
         if self._renderer is None:
             v = self.video
             self._renderer = FrameRenderer(model, v.width, v.height, v.camera, v.quality)
         start = time.perf_counter()
         was_training = actor.training
         actor.eval()
-        rollouts = [
-            rollout(
-                self._env,
-                self.cfg.env,
-                actor,
-                normalizer,
-                self.cfg.seed + 10_000 + i,
-                bool(self.video.deterministic),
-                self.cfg.behavior,
-                self.video.max_steps,
-                record_states=True,
-            )
-            for i in range(self.video.episodes)
-        ]
+        rollouts = run_rollouts(  # episode i seeded seed + 10_000 + i
+            self._env,
+            actor,
+            normalizer,
+            self.cfg.seed + 10_000,
+            bool(self.video.deterministic),
+            self.cfg.behavior,
+            self.video.max_steps,
+            record_states=True,
+        )
         actor.train(was_training)
         rollout_s = time.perf_counter() - start
         path = self.directory / f"iter_{iteration:06d}.mp4"

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 
 from locomo import rendering as video
 from locomo.config import CONF_DIR, BehaviorConfig
-from locomo.envs.gymnasium_backend import make_gymnasium_env, space_info
-from locomo.evaluation import Rollout, rollout
+from locomo.envs import make_vec_env
+from locomo.evaluation import Rollout, rollouts
 from locomo.policy import ObsNormalizer, make_actor
 from locomo.rendering import (
     FrameRenderer,
@@ -37,32 +37,31 @@ def humanoid():
         {"backend": "gymnasium", "kwargs": {}, "max_episode_steps": None},
         OmegaConf.load(CONF_DIR / "env" / "humanoid.yaml"),
     )
-    env = make_gymnasium_env(cfg)
+    env = make_vec_env(cfg, 1, autoreset=False)
     torch.manual_seed(0)
-    spaces = space_info(env)
-    actor = make_actor(spaces, [16], "tanh", -0.5)
-    normalizer = ObsNormalizer(spaces.obs_dim)
+    actor = make_actor(env.spaces, [16], "tanh", -0.5)
+    normalizer = ObsNormalizer(env.spaces.obs_dim)
     yield cfg, env, actor, normalizer
     env.close()
 
 
 def episode(humanoid, seed: int = 0, max_steps: int | None = 12, deterministic: bool = False) -> Rollout:
-    cfg, env, actor, normalizer = humanoid
-    return rollout(
-        env, cfg, actor, normalizer, seed, deterministic, BehaviorConfig(), max_steps, record_states=True
-    )
+    _, env, actor, normalizer = humanoid
+    thresholds = BehaviorConfig()
+    (one,) = rollouts(env, actor, normalizer, seed, deterministic, thresholds, max_steps, record_states=True)
+    return one
 
 
 @pytest.fixture(scope="module")
 def renderer(humanoid):
-    with FrameRenderer(humanoid[1].unwrapped.model, W, H) as r:
+    with FrameRenderer(humanoid[1].mujoco_model(), W, H) as r:
         yield r
 
 
 @pytest.fixture(scope="module")
 def empty_scene(humanoid):
     """The same camera and scene with the body's geoms hidden (moved to a geom group not drawn)."""
-    model = copy.copy(humanoid[1].unwrapped.model)
+    model = copy.copy(humanoid[1].mujoco_model())
     model.geom_group[model.geom_bodyid != 0] = 5
     with FrameRenderer(model, W, H) as r:
         yield r
@@ -104,7 +103,7 @@ def test_mp4_reads_back_with_frames_size_fps_and_a_visible_body(humanoid, render
 
 def test_odd_sizes_become_even_and_fps_keeps_real_time(humanoid, tmp_path):
     r = episode(humanoid)
-    with FrameRenderer(humanoid[1].unwrapped.model, 161, 91) as small:
+    with FrameRenderer(humanoid[1].mujoco_model(), 161, 91) as small:
         stats = write_rollout_video(tmp_path / "small.mp4", [r], small, fps=20)
     frames = iio.imread(tmp_path / "small.mp4")
     stride, fps = frame_stride(0.015, 20)
@@ -148,7 +147,7 @@ def test_camera_defaults_to_the_side_camera_or_tracks_the_root():
 
 
 def test_humanoid_is_filmed_by_its_side_camera(humanoid):
-    model = humanoid[1].unwrapped.model
+    model = humanoid[1].mujoco_model()
     camera = choose_camera(model, None)
     assert camera.type == mujoco.mjtCamera.mjCAMERA_FIXED and model.camera(camera.fixedcamid).name == "side"
 

@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     torch.set_num_threads(1)
     policy = load_policy(cfg.checkpoint)
     modes = ["deterministic", "stochastic"] if cfg.mode == "both" else [cfg.mode]
-    env = policy.make_env()
+    env = policy.make_env(cfg.episodes)
     try:
         results = {
             mode: summarize(

@@ -56,7 +56,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except (OSError, CheckpointError) as exc:
         raise ConfigError("out", str(out), f"cannot write there ({exc})") from exc
     exported = load_policy(out)  # what users will load: evaluate exactly that
-    env = exported.make_env()
+    env = exported.make_env(cfg.episodes)
     try:
         rollouts = run_episodes(exported, env, cfg.episodes, cfg.seed, True, cfg.behavior, cfg.max_steps)
     finally:

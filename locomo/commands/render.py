@@ -30,9 +30,9 @@ def run(cfg: Any) -> list[Path]:
     out_dir = Path(cfg.output_dir) if cfg.output_dir else Path("videos") / policy.run_name
     mode = "deterministic" if cfg.deterministic else "stochastic"
     stem = f"{policy.path.stem}_seed{cfg.seed}_{mode}"
-    env = policy.make_env()
+    env = policy.make_env(cfg.episodes)
     try:
-        model = model_of(env)
+        model = model_of(env, policy.cfg.env.id)
         start = time.perf_counter()
         rollouts = run_episodes(
             policy, env, cfg.episodes, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True
@@ -116,7 +116,7 @@ def render_comparison(cfg: Any) -> list[Path]:
     ]
     written: list[Path] = []
     # Checkpoints of one run share its env: one env serves every policy's rollouts and the renderer.
-    env = policies[0].make_env()
+    env = policies[0].make_env(cfg.episodes)
     try:
         start = time.perf_counter()
         per_policy = [
@@ -127,7 +127,8 @@ def render_comparison(cfg: Any) -> list[Path]:
         # Row e holds episode e under every checkpoint, left to right in training order.
         tiles = [per_policy[c][e] for e in range(cfg.episodes) for c in range(len(policies))]
         tile_titles = [titles[c] for _ in range(cfg.episodes) for c in range(len(policies))]
-        with FrameRenderer(model_of(env), cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
+        model = model_of(env, policies[0].cfg.env.id)
+        with FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
             if cfg.grid:
                 path = out_dir / f"{stem}.mp4"
                 write_rollout_video(path, tiles, renderer, cfg.fps, len(policies), 1, tile_titles)

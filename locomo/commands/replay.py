@@ -93,7 +93,7 @@ def run(cfg: Any) -> Rollout:
     """Simulate the episode, print its return and label, then show it (window) or film it (video)."""
     import torch
 
-    from locomo.evaluation import load_policy, rollout
+    from locomo.evaluation import load_policy, run_episodes
 
     validate_replay_config(cfg)
     torch.set_num_threads(1)
@@ -101,20 +101,12 @@ def run(cfg: Any) -> Rollout:
     if cfg.viewer == "window" and not display:
         raise ConfigError("viewer", cfg.viewer, "no display (DISPLAY is unset); use viewer=auto or video")
     policy = load_policy(cfg.checkpoint)
-    env = policy.make_env()
+    env = policy.make_env(1)
     try:
-        episode = rollout(
-            env,
-            policy.cfg.env,
-            policy.actor,
-            policy.normalizer,
-            cfg.seed,
-            cfg.deterministic,
-            cfg.behavior,
-            cfg.max_steps,
-            record_states=True,
+        (episode,) = run_episodes(
+            policy, env, 1, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, record_states=True
         )
-        model = getattr(env.unwrapped, "model", None)
+        model = env.mujoco_model()
     finally:
         env.close()
     mode = "deterministic" if cfg.deterministic else "stochastic"

@@ -27,14 +27,14 @@ __all__ = [
 ]
 
 
-def make_vec_env(env_cfg: Any, num_envs: int) -> VecEnv:
-    """Build the vector env named by ``env_cfg.backend``."""
+def make_vec_env(env_cfg: Any, num_envs: int, autoreset: bool = True) -> VecEnv:
+    """Build the vector env named by ``env_cfg.backend`` (``autoreset=False``: one episode per env)."""
     if env_cfg.backend == "gymnasium":
-        return GymnasiumVecEnv(env_cfg, num_envs)
+        return GymnasiumVecEnv(env_cfg, num_envs, autoreset=autoreset)
     if env_cfg.backend == "batched":
         from locomo.envs.batched import BatchedMujocoVecEnv
 
-        return BatchedMujocoVecEnv(env_cfg, num_envs)
+        return BatchedMujocoVecEnv(env_cfg, num_envs, autoreset=autoreset)
     raise ValueError(f"env.backend={env_cfg.backend!r} is not available")
 
 

@@ -3,6 +3,9 @@
 Semantics shared by all backends:
 - ``step`` auto-resets an env whose episode ended; the returned observation is then the first
   observation of the next episode and ``final_obs`` holds the last one of the old episode.
+  Built with ``autoreset=False`` (evaluation: one episode per env), an env whose episode ended
+  is no longer stepped: it keeps its last state and observation, reports reward 0 and is
+  neither terminated nor truncated again, until the next ``reset``.
 - ``terminated`` (the MDP ended: the body fell) is kept apart from ``truncated`` (the time
   limit hit): only truncation may be bootstrapped with a value estimate.
 - A step on which the simulator became unstable (MuJoCo's bad qacc / qpos / qvel warnings: it
@@ -102,6 +105,23 @@ class VecEnv(Protocol):
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`get_state` returned (arrays as numpy); no ``reset`` needed first."""
+        ...
+
+    def current_episodes(self, indices: list[int]) -> list[EpisodeRecord]:
+        """Records of the episodes in progress in envs ``indices``, as if they were cut now
+        (``terminated=False``): return, length and term sums so far, start and current pose."""
+        ...
+
+    def mujoco_states(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(qpos [N, nq], qvel [N, nv]) copies of every env's MuJoCo state now; None for other envs.
+
+        With ``autoreset=False`` an env whose episode ended still holds its last state, so these
+        after each step are what a renderer needs to film every episode to its end.
+        """
+        ...
+
+    def mujoco_model(self) -> Any:
+        """The ``MjModel`` the envs share (for rendering); None for envs that are not MuJoCo's."""
         ...
 
     def close(self) -> None:

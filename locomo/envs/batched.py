@@ -89,7 +89,10 @@ def default_max_episode_steps(gym_id: str) -> int | None:
 class BatchedMujocoVecEnv:
     """N copies of a Gymnasium v5 MuJoCo task on one model, stepped by ``threads`` threads."""
 
-    def __init__(self, env_cfg: Any, num_envs: int, threads: int | None = None) -> None:
+    def __init__(
+        self, env_cfg: Any, num_envs: int, threads: int | None = None, autoreset: bool = True
+    ) -> None:
+        self.autoreset = autoreset
         self.task = task = load_task(env_cfg)
         self.model = model = task.model
         self.num_envs = n = num_envs
@@ -118,6 +121,7 @@ class BatchedMujocoVecEnv:
         self._ctrl = np.zeros((n, model.nu))
         self._all = np.arange(n)
         self._all_list = list(range(n))
+        self._active = np.ones(n, dtype=bool)  # without autoreset: the envs whose episode goes on
         self._rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(i))) for i in range(n)]
         self._reset_qpos = np.zeros((n, model.nq))
         self._reset_qvel = np.zeros((n, model.nv))
@@ -203,6 +207,7 @@ class BatchedMujocoVecEnv:
             for i in range(self.num_envs)
         ]
         self._last_obs = self._reset_envs(self._all).astype(np.float32)
+        self._active[:] = True
         return self._last_obs.copy()
 
     def get_state(self) -> dict[str, Any]:
@@ -257,7 +262,8 @@ class BatchedMujocoVecEnv:
         actions = np.clip(actions, self.spaces.action_low, self.spaces.action_high)
         task, n = self.task, self.num_envs
         self._ctrl[:] = actions
-        self.pool.map(self._step_env, self._all_list)
+        stepped = self._all_list if self.autoreset else np.flatnonzero(self._active).tolist()
+        self.pool.map(self._step_env, stepped)
 
         f = self.fields
         before, self._position = self._position, task.position(f)
@@ -280,6 +286,10 @@ class BatchedMujocoVecEnv:
         else:
             terms64 = {"env": env_reward.astype(np.float64)}
         unstable = self._unstable_counts.any(axis=1)
+        if not self.autoreset:  # an env whose episode ended is not stepped: nothing of it to report
+            terminated, truncated, unstable = (x & self._active for x in (terminated, truncated, unstable))
+            for value in terms64.values():
+                value[~self._active] = 0.0
         if unstable.any():  # MuJoCo reset those envs mid-step: cut the episode at the last good obs
             for value in terms64.values():
                 value[unstable] = 0.0
@@ -312,7 +322,10 @@ class BatchedMujocoVecEnv:
                         unstable=bool(unstable[i]),
                     )
                 )
-            obs[ids] = self._reset_envs(ids)
+            if self.autoreset:
+                obs[ids] = self._reset_envs(ids)
+            else:
+                self._active[ids] = False
         self._last_obs = obs  # never written to after this point
         return EnvStep(
             obs,
@@ -323,6 +336,28 @@ class BatchedMujocoVecEnv:
             {name: value.astype(np.float32) for name, value in terms64.items()},
             episodes,
         )
+
+    def current_episodes(self, indices: list[int]) -> list[EpisodeRecord]:
+        """See :meth:`locomo.envs.base.VecEnv.current_episodes`."""
+        qpos = np.stack([self.datas[i].qpos[:7] for i in indices]) if self._free_root and indices else None
+        return [
+            EpisodeRecord(
+                env_index=int(i),
+                ret=float(self._returns[i]),
+                length=int(self._lengths[i]),
+                terminated=False,
+                terms={name: float(sums[i]) for name, sums in self._term_sums.items()},
+                body=body_record(self._start_pose[i], qpos[k]) if qpos is not None else {},
+            )
+            for k, i in enumerate(indices)
+        ]
+
+    def mujoco_states(self) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`locomo.envs.base.VecEnv.mujoco_states`."""
+        return np.stack([d.qpos for d in self.datas]), np.stack([d.qvel for d in self.datas])
+
+    def mujoco_model(self) -> mujoco.MjModel:
+        return self.model
 
     def close(self) -> None:
         self.pool.close()

@@ -237,8 +237,9 @@ class RewardTerms:
 class GymnasiumVecEnv:
     """N Gymnasium envs in one process, auto-reset, with named reward terms."""
 
-    def __init__(self, env_cfg: Any, num_envs: int) -> None:
-        self.num_envs = num_envs
+    def __init__(self, env_cfg: Any, num_envs: int, autoreset: bool = True) -> None:
+        self.num_envs, self.autoreset = num_envs, autoreset
+        self._active = np.ones(num_envs, dtype=bool)  # without autoreset: the envs whose episode goes on
         self.envs = [make_gymnasium_env(env_cfg) for _ in range(num_envs)]
         self.spaces = space_info(self.envs[0])
         self.reward_terms = RewardTerms(dict(env_cfg.reward_terms or {}), dict(env_cfg.reward_scales or {}))
@@ -257,6 +258,7 @@ class GymnasiumVecEnv:
         for sums in self._term_sums.values():
             sums[:] = 0.0
         self._last_obs = np.stack(obs).astype(np.float32)
+        self._active[:] = True
         return self._last_obs.copy()
 
     def get_state(self) -> dict[str, Any]:
@@ -299,6 +301,12 @@ class GymnasiumVecEnv:
         terms = {name: np.empty(n, dtype=np.float32) for name in names}
         episodes: list[EpisodeRecord] = []
         for i, env in enumerate(self.envs):
+            if not self._active[i]:  # its episode ended (no autoreset): not stepped, nothing to report
+                obs[i] = final_obs[i] = self._last_obs[i]
+                reward[i] = 0.0
+                for name in names:
+                    terms[name][i] = 0.0
+                continue
             md = self._mujoco[i]
             if md is not None:
                 clear_unstable_warnings(md[1])
@@ -330,14 +338,42 @@ class GymnasiumVecEnv:
                         unstable=unstable,
                     )
                 )
-                self._returns[i], self._lengths[i] = 0.0, 0
-                for sums in self._term_sums.values():
-                    sums[i] = 0.0
-                o, _ = env.reset()
-                self._start_pose[i] = root_pose(env)
+                if self.autoreset:
+                    self._returns[i], self._lengths[i] = 0.0, 0
+                    for sums in self._term_sums.values():
+                        sums[i] = 0.0
+                    o, _ = env.reset()
+                    self._start_pose[i] = root_pose(env)
+                else:
+                    self._active[i] = False
             obs[i] = o
         self._last_obs = obs.copy()
         return EnvStep(obs, reward, terminated, truncated, final_obs, terms, episodes)
+
+    def current_episodes(self, indices: list[int]) -> list[EpisodeRecord]:
+        """See :meth:`locomo.envs.base.VecEnv.current_episodes`."""
+        return [
+            EpisodeRecord(
+                env_index=int(i),
+                ret=float(self._returns[i]),
+                length=int(self._lengths[i]),
+                terminated=False,
+                terms={name: float(sums[i]) for name, sums in self._term_sums.items()},
+                body=body_record(self._start_pose[i], root_pose(self.envs[i])),
+            )
+            for i in indices
+        ]
+
+    def mujoco_states(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """See :meth:`locomo.envs.base.VecEnv.mujoco_states`."""
+        if self._mujoco[0] is None:
+            return None
+        datas = [md[1] for md in self._mujoco if md is not None]
+        return np.stack([d.qpos for d in datas]), np.stack([d.qvel for d in datas])
+
+    def mujoco_model(self) -> Any:
+        md = self._mujoco[0]
+        return None if md is None else md[0]
 
     def close(self) -> None:
         for env in self.envs:
