@@ -87,6 +87,9 @@ def user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig) -> Any:
+        # PyOpenGL logs an INFO line on import, which Hydra's job logging would print; set here too
+        # because a sweep's launcher may run the job in another process.
+        logging.getLogger("OpenGL").setLevel(logging.WARNING)
         try:
             return fn(cfg)
         except (*USER_ERRORS, NonFiniteError, TrainingInterrupted) as exc:

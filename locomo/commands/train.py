@@ -3,9 +3,12 @@ claims the run dir, and hands the loop to :class:`locomo.runner.Runner`."""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import validate_config
@@ -13,9 +16,11 @@ from locomo.config import validate_config
 CONFIG = "train"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
 
-# Set by prepare_argv(): where this job writes Hydra's ``.hydra/`` record itself (None: Hydra does,
-# or nobody, as on a resume that keeps the run's original record).
-_HYDRA_RECORD: dict[str, str | None] = {"subdir": None}
+# Set by prepare_argv(): where each job writes Hydra's ``.hydra/`` record itself (unset: Hydra does,
+# or nobody, as on a resume that keeps the run's original record). An environment variable, not a
+# module global, so that the jobs of a sweep that a launcher runs in other processes (joblib,
+# submitit) see it too.
+HYDRA_RECORD_ENV = "LOCOMO_HYDRA_RECORD"
 
 
 def prepare_argv(args: list[str]) -> list[str]:
@@ -23,7 +28,11 @@ def prepare_argv(args: list[str]) -> list[str]:
     (:func:`locomo.resume.prepare_resume_argv`), and Hydra's ``.hydra/`` record left to the job."""
     from locomo.resume import prepare_resume_argv
 
-    args, _HYDRA_RECORD["subdir"] = hydra_record_args(prepare_resume_argv(args))
+    args, subdir = hydra_record_args(prepare_resume_argv(args))
+    if subdir is None:
+        os.environ.pop(HYDRA_RECORD_ENV, None)
+    else:
+        os.environ[HYDRA_RECORD_ENV] = subdir
     return args
 
 
@@ -59,6 +68,9 @@ def run(cfg: DictConfig) -> float:
 
         cfg, resume_path, resume_state = resumed_config(cfg, list(HydraConfig.get().overrides.task))
     validate_config(cfg)
+    if cfg.logger.wandb.group is None and HydraConfig.get().mode == RunMode.MULTIRUN:
+        # One W&B group per sweep, named after its folder, so a sweep's runs are compared together.
+        cfg.logger.wandb.group = Path(HydraConfig.get().sweep.dir).name
     from locomo.checkpoint import RunDirLock  # heavy imports only after the config is known good
     from locomo.preflight import check_resources
     from locomo.rundir import claim_run_dir, hydra_run_dir, write_hydra_record
@@ -74,8 +86,8 @@ def run(cfg: DictConfig) -> float:
                     f"locomo: warning: overwrite=true: removed the previous run's {names} in {out}",
                     file=sys.stderr,
                 )
-        subdir = _HYDRA_RECORD["subdir"]
-        if subdir is not None:
+        subdir = os.environ.get(HYDRA_RECORD_ENV)
+        if subdir:
             hydra_cfg = HydraConfig.get()
             write_hydra_record(out, subdir, job_cfg, hydra_cfg, list(hydra_cfg.overrides.task))
         from locomo.runner import Runner
