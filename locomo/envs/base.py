@@ -56,6 +56,21 @@ class EpisodeRecord:
     unstable: bool = False
 
 
+def record_so_far(
+    i: int, returns: np.ndarray, lengths: np.ndarray, term_sums: dict[str, np.ndarray], body: dict[str, float]
+) -> EpisodeRecord:
+    """Env ``i``'s episode in progress as a record, cut now (not terminated), from a backend's
+    running statistics: ``returns`` [N], ``lengths`` [N], ``term_sums`` name -> [N]."""
+    return EpisodeRecord(
+        env_index=int(i),
+        ret=float(returns[i]),
+        length=int(lengths[i]),
+        terminated=False,
+        terms={name: float(sums[i]) for name, sums in term_sums.items()},
+        body=body,
+    )
+
+
 class EnvStep(NamedTuple):
     """The result of one vectorised step; N = number of envs, O = observation size."""
 

@@ -34,7 +34,7 @@ from gymnasium.envs.mujoco.mujoco_env import expand_model_path
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import ConfigError, resolve_xml_file
-from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo
+from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo, record_so_far
 from locomo.envs.gymnasium_backend import UNSTABLE_SLICE, RewardTerms, body_record, invalid_mjcf
 from locomo.envs.pool import WorkerPool, available_cores
 from locomo.envs.tasks import TASKS, Fields, Task
@@ -341,13 +341,12 @@ class BatchedMujocoVecEnv:
         """See :meth:`locomo.envs.base.VecEnv.current_episodes`."""
         qpos = np.stack([self.datas[i].qpos[:7] for i in indices]) if self._free_root and indices else None
         return [
-            EpisodeRecord(
-                env_index=int(i),
-                ret=float(self._returns[i]),
-                length=int(self._lengths[i]),
-                terminated=False,
-                terms={name: float(sums[i]) for name, sums in self._term_sums.items()},
-                body=body_record(self._start_pose[i], qpos[k]) if qpos is not None else {},
+            record_so_far(
+                i,
+                self._returns,
+                self._lengths,
+                self._term_sums,
+                body_record(self._start_pose[i], qpos[k]) if qpos is not None else {},
             )
             for k, i in enumerate(indices)
         ]

@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium.wrappers import TimeLimit
 
 from locomo.config import ConfigError, resolve_xml_file
-from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo
+from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo, record_so_far
 
 
 def make_gymnasium_env(env_cfg: Any, render_mode: str | None = None, **extra: Any) -> gym.Env:
@@ -352,16 +352,10 @@ class GymnasiumVecEnv:
 
     def current_episodes(self, indices: list[int]) -> list[EpisodeRecord]:
         """See :meth:`locomo.envs.base.VecEnv.current_episodes`."""
+        bodies = [body_record(self._start_pose[i], root_pose(self.envs[i])) for i in indices]
         return [
-            EpisodeRecord(
-                env_index=int(i),
-                ret=float(self._returns[i]),
-                length=int(self._lengths[i]),
-                terminated=False,
-                terms={name: float(sums[i]) for name, sums in self._term_sums.items()},
-                body=body_record(self._start_pose[i], root_pose(self.envs[i])),
-            )
-            for i in indices
+            record_so_far(i, self._returns, self._lengths, self._term_sums, body)
+            for i, body in zip(indices, bodies, strict=True)
         ]
 
     def mujoco_states(self) -> tuple[np.ndarray, np.ndarray] | None:
