@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import hydra
@@ -184,9 +185,8 @@ def sigterm_as_exception(command: str) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def hydra_app(command: str) -> Callable[[], Any]:
-    """``command``'s module as a Hydra app: ``conf/<CONFIG>.yaml``, ``run`` behind :func:`user_errors`."""
-    module = load_command(command)
+def hydra_app(module: ModuleType) -> Callable[[], Any]:
+    """A command's module as a Hydra app: ``conf/<CONFIG>.yaml``, ``run`` behind :func:`user_errors`."""
     return hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=module.CONFIG)(
         user_errors(module.run)
     )
@@ -217,7 +217,7 @@ def main() -> None:
                 args = module.prepare_argv(args)
             check_run_dir(args, getattr(module, "OUTPUT_ROOTS", None))
             sys.argv = [f"locomo {command}", *args]
-            hydra_app(command)()
+            hydra_app(module)()
     except USER_ERRORS as exc:  # raised before Hydra starts (resume, run dir, MUJOCO_GL)
         exit_for(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM outside the training loop, or a second signal in it
