@@ -256,16 +256,13 @@ def rollouts(
 def run_episodes(
     policy: LoadedPolicy,
     env: VecEnv,
-    episodes: int,
     seed: int,
     deterministic: bool,
     thresholds: Any,
     max_steps: int | None = None,
     record_states: bool = False,
 ) -> list[Rollout]:
-    """Episodes seeded seed, seed + 1, ..., side by side in ``env`` (``policy.make_env(episodes)``)."""
-    if env.num_envs != episodes:
-        raise ValueError(f"{episodes} episodes need {episodes} envs, not {env.num_envs}")
+    """One episode per env of ``env`` (``policy.make_env(episodes)``), seeded seed, seed + 1, ..."""
     return rollouts(
         env, policy.actor, policy.normalizer, seed, deterministic, thresholds, max_steps, record_states
     )

@@ -31,7 +31,7 @@ def test_shipped_walker_walks_forward():
     env = policy.make_env()
     try:
         # 400 steps = 6 s of simulated time, deterministic (mean action), a seed not in its summary.
-        (rollout,) = run_episodes(policy, env, 1, 123, True, BehaviorConfig(), max_steps=400)
+        (rollout,) = run_episodes(policy, env, 123, True, BehaviorConfig(), max_steps=400)
     finally:
         env.close()
     assert not rollout.record.terminated and rollout.record.length == 400

@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results = {
             mode: summarize(
                 run_episodes(
-                    policy, env, cfg.episodes, cfg.seed, mode == "deterministic", cfg.behavior, cfg.max_steps
+                    policy, env, cfg.seed, mode == "deterministic", cfg.behavior, cfg.max_steps
                 )
             )
             for mode in modes

@@ -58,7 +58,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     exported = load_policy(out)  # what users will load: evaluate exactly that
     env = exported.make_env(cfg.episodes)
     try:
-        rollouts = run_episodes(exported, env, cfg.episodes, cfg.seed, True, cfg.behavior, cfg.max_steps)
+        rollouts = run_episodes(exported, env, cfg.seed, True, cfg.behavior, cfg.max_steps)
     finally:
         env.close()
     summary = summarize(rollouts)

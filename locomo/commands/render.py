@@ -35,7 +35,7 @@ def run(cfg: Any) -> list[Path]:
         model = model_of(env, policy.cfg.env.id)
         start = time.perf_counter()
         rollouts = run_episodes(
-            policy, env, cfg.episodes, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True
+            policy, env, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True
         )
         rollout_s = time.perf_counter() - start
     finally:
@@ -120,7 +120,7 @@ def render_comparison(cfg: Any) -> list[Path]:
     try:
         start = time.perf_counter()
         per_policy = [
-            run_episodes(p, env, cfg.episodes, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True)
+            run_episodes(p, env, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True)
             for p in policies
         ]
         rollout_s = time.perf_counter() - start

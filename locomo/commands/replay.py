@@ -104,7 +104,7 @@ def run(cfg: Any) -> Rollout:
     env = policy.make_env(1)
     try:
         (episode,) = run_episodes(
-            policy, env, 1, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, record_states=True
+            policy, env, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, record_states=True
         )
         model = env.mujoco_model()
     finally:
