@@ -15,6 +15,7 @@ from torch import nn
 
 from locomo import losses, returns
 from locomo.buffer import RolloutBatch
+from locomo.distributed import SINGLE, Group
 from locomo.guard import check_finite
 from locomo.policy import Actor, ValueNet
 
@@ -30,7 +31,17 @@ class Advantages:
     baseline: float  # the constant baseline used (0 for none/value)
 
 
-def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor) -> Advantages:
+def global_mean_std(x: torch.Tensor, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) std of every rank's x [B] together: two passes, one all-reduce each."""
+    if not group.active:
+        return x.mean(), x.std()
+    sums = group.sum_(torch.stack([x.sum(), torch.tensor(float(x.numel()), device=x.device)]).double())
+    mean = (sums[0] / sums[1]).to(x.dtype)
+    sq = group.sum_((x - mean).square().sum().double().reshape(1))
+    return mean, torch.sqrt(sq[0] / (sums[1] - 1)).to(x.dtype)
+
+
+def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor, group: Group = SINGLE) -> Advantages:
     """Returns and baseline as configured (``algo.returns``, ``algo.baseline``, ``algo.gamma``, ...).
 
     - ``returns``: ``total`` gives each step its segment's whole return r(tau) (REINFORCE);
@@ -38,6 +49,9 @@ def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor) -> Advantage
     - ``baseline``: ``none``; ``mean`` subtracts the batch average of those returns; ``optimal``
       the gradient-norm-weighted average (:func:`returns.optimal_baseline`); ``value``
       subtracts V(s_t) (GAE(lambda) for reward-to-go; r(tau) - V(s_t) for total).
+
+    With several ranks ``batch`` is this rank's envs; returns never cross envs, and the batch
+    averages (baselines, normalisation) are over every rank's samples.
     """
     end, term = batch.episode_end, batch.terminated
     seg = returns.segment_ids(end)
@@ -60,27 +74,34 @@ def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor) -> Advantage
         value_targets = (gae + values).flatten()
     elif cfg.baseline == "mean":
         ret = weighted_returns()
-        b = returns.mean_baseline(ret)
+        b = returns.mean_baseline(ret) if not group.active else global_mean_std(ret.flatten(), group)[0]
         adv, baseline = ret - b, float(b)
     elif cfg.baseline == "optimal":
         ret = weighted_returns()
-        b = optimal_baseline_for(batch, ret, seg.flatten(), num_segments, cfg, actor)
+        b = optimal_baseline_for(batch, ret, seg.flatten(), num_segments, cfg, actor, group)
         adv, baseline = ret - b, float(b)
     else:
         adv = weighted_returns()
     adv = adv.flatten()
     if cfg.normalize_advantages:
-        adv = returns.normalize(adv)
+        adv = returns.normalize_with(adv, *global_mean_std(adv, group))
     return Advantages(adv, value_targets, seg.flatten(), num_segments, baseline)
 
 
 def optimal_baseline_for(
-    batch: RolloutBatch, ret: torch.Tensor, seg: torch.Tensor, num_segments: int, cfg: Any, actor: Actor
+    batch: RolloutBatch,
+    ret: torch.Tensor,
+    seg: torch.Tensor,
+    num_segments: int,
+    cfg: Any,
+    actor: Actor,
+    group: Group = SINGLE,
 ) -> torch.Tensor:
-    """The variance-optimal constant baseline for this batch and estimator.
+    """The variance-optimal constant baseline for this batch and estimator (every rank's samples).
 
     For ``total`` returns the estimator's samples are trajectories (g = grad log p(tau),
     R = r(tau)); for ``reward_to_go`` they are steps (g = grad log pi(a_t|s_t), R = G_t).
+    Segments never cross envs, so each rank's trajectories are whole.
     """
     obs = batch.obs.flatten(0, 1)
     actions = batch.actions.flatten(0, 1)
@@ -88,11 +109,15 @@ def optimal_baseline_for(
         sq = losses.per_sample_grad_sq_norms(
             actor, obs, actions, seg, num_segments, cfg.optimal_baseline_chunk
         )
-        seg_returns = torch.zeros(num_segments, dtype=ret.dtype, device=ret.device)
-        seg_returns[seg] = ret.flatten()
-        return returns.optimal_baseline(seg_returns, sq)
-    sq = losses.per_sample_grad_sq_norms(actor, obs, actions, chunk=cfg.optimal_baseline_chunk)
-    return returns.optimal_baseline(ret.flatten(), sq)
+        samples = torch.zeros(num_segments, dtype=ret.dtype, device=ret.device)
+        samples[seg] = ret.flatten()
+    else:
+        sq = losses.per_sample_grad_sq_norms(actor, obs, actions, chunk=cfg.optimal_baseline_chunk)
+        samples = ret.flatten()
+    sums = returns.optimal_baseline_sums(samples, sq)
+    if group.active:
+        sums = group.sum_(sums.double())
+    return returns.optimal_baseline_from_sums(sums).to(ret.dtype)
 
 
 def adaptive_lr(
@@ -115,10 +140,26 @@ def linear_lr(base_lr: float, progress: float) -> float:
     return base_lr * max(0.0, 1.0 - progress)
 
 
+@dataclass
+class Minibatch:
+    """Which samples of the flat batch one gradient step uses."""
+
+    index: torch.Tensor  # [m] long: this rank's samples of the minibatch (all of them in one process)
+    size: int  # M: the minibatch's size over all ranks
+    where: str  # for error messages: "(epoch e, minibatch k)"
+
+
 class PolicyGradient:
     """Owns the optimiser; :meth:`update` turns one batch into ``epochs x minibatches`` steps."""
 
-    def __init__(self, actor: Actor, critic: ValueNet | None, cfg: Any, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        actor: Actor,
+        critic: ValueNet | None,
+        cfg: Any,
+        generator: torch.Generator,
+        group: Group = SINGLE,
+    ) -> None:
         # A plain dataclass: OmegaConf attribute access is slow in the minibatch loop.
         self.cfg = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
         self.actor, self.critic = actor, critic
@@ -126,7 +167,9 @@ class PolicyGradient:
         self.params = params
         # Fused Adam: one kernel for all parameters (~3x faster than foreach on CPU for these sizes).
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)
+        # The same seed on every rank: every rank draws the same minibatches of the job's batch.
         self.generator = generator
+        self.group = group
 
     @property
     def lr(self) -> float:
@@ -155,19 +198,111 @@ class PolicyGradient:
             log_w = step_log_ratio
         return log_w.exp(), step_log_ratio
 
+    def _local_index(self, perm: torch.Tensor, steps: int, envs: int) -> torch.Tensor:
+        """For a permutation [T * N * K] of the job's flat sample indices (t * N K + n, n the
+        job-wide env index), this rank's flat index t * N + (n - rank N) of each sample it holds
+        and -1 for the others' (N envs per rank, K ranks)."""
+        world = envs * self.group.world_size
+        t, n = perm // world, perm % world
+        local = n - self.group.rank * envs
+        return torch.where((local >= 0) & (local < envs), t * envs + local, -1)
+
+    def _all_reduce_gradients(self, extra: torch.Tensor) -> torch.Tensor:
+        """Sum every rank's gradients (and ``extra`` [E]) in one all-reduce; return the summed extra."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        flat = self.group.sum_(torch.cat([*(g.reshape(-1) for g in grads), extra.to(grads[0].dtype)]))
+        offset = 0
+        for p in self.params:
+            p.grad = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        return flat[offset:]
+
+    def _step(
+        self,
+        mb: Minibatch,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        old_log_prob: torch.Tensor,
+        adv: Advantages,
+        value_targets: torch.Tensor | None,
+    ) -> dict[str, float]:
+        """One gradient step on minibatch ``mb`` of the flat batch (obs [B, O], actions [B, A] or
+        [B], old_log_prob [B], value_targets [B]); its diagnostics, over every rank's samples."""
+        cfg, group, critic = self.cfg, self.group, self.critic
+        idx, count = mb.index, int(mb.index.numel())
+        self.optimizer.zero_grad(set_to_none=True)
+        # Per-sample sums (importance_sums' four, then clipped samples, policy loss, entropy and
+        # value loss times the count): summed across ranks they give the minibatch's means.
+        sums = torch.zeros(8, device=obs.device)
+        weight_max = torch.zeros((), device=obs.device)
+        if count:
+            # One gather of the minibatch's observations for both nets (index_select copies
+            # whole rows; obs[idx] gathers element by element, ~3x slower on [2048, 348]).
+            mb_obs = obs.index_select(0, idx)
+            new_log_prob, entropy = self.actor.log_prob_and_entropy(mb_obs, actions.index_select(0, idx))
+            if cfg.importance == "trajectory":
+                # A trajectory's weight needs every step of it, not just this minibatch's.
+                with torch.no_grad():
+                    all_new = self.actor.log_prob(obs, actions)
+                weights_all, log_ratio_all = self._weights(all_new, old_log_prob, adv)
+                weights, step_log_ratio = weights_all[idx], log_ratio_all[idx]
+            else:
+                weights, step_log_ratio = self._weights(new_log_prob.detach(), old_log_prob[idx], adv)
+            policy_loss, info = losses.policy_surrogate_loss(
+                new_log_prob, adv.advantages[idx], weights, cfg.clip_ratio
+            )
+            loss = policy_loss - cfg.entropy_coef * entropy
+            v_loss = policy_loss.new_zeros(())
+            if critic is not None and value_targets is not None:
+                v_loss = losses.value_loss(critic.normalized(mb_obs), value_targets[idx])
+                loss = loss + cfg.value_coef * v_loss
+            check_finite("loss", loss.detach(), context=mb.where)  # before it reaches the parameters
+            # This rank's share of the minibatch mean: the shares' gradients sum to the mean's.
+            (loss * (count / mb.size) if group.active else loss).backward()
+            sums[:4] = losses.importance_sums(weights, step_log_ratio)
+            clipped = policy_loss.new_tensor(info["clip_fraction"])
+            sums[4:] = torch.stack([clipped, policy_loss.detach(), entropy.detach(), v_loss.detach()]) * count
+            weight_max = weights.detach().max()
+        if group.active:
+            sums = self._all_reduce_gradients(sums)
+            weight_max = group.max_(weight_max.reshape(1))[0]
+        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm)
+        check_finite("gradients", grad_norm.detach(), context=f"(global norm) {mb.where}")
+        self.optimizer.step()
+        totals = sums.tolist()
+        n = totals[0]
+        out = losses.diagnostics_from_sums(totals[:4], float(weight_max))
+        out.update(
+            clip_fraction=totals[4] / n,
+            policy_loss=totals[5] / n,
+            entropy=totals[6] / n,
+            grad_norm=float(grad_norm),
+        )
+        if critic is not None and value_targets is not None:
+            out["value_loss"] = totals[7] / n
+        return out
+
     def update(self, batch: RolloutBatch) -> dict[str, float]:
-        """Run the configured gradient steps on one batch; return diagnostics (grouped names)."""
-        cfg = self.cfg
-        adv = compute_advantages(batch, cfg, self.actor)
+        """Run the configured gradient steps on one batch; return diagnostics (grouped names).
+
+        With several ranks ``batch`` is this rank's envs, and the ranks together take the steps
+        one process would take on the job's batch: the same minibatches of it (one permutation
+        drawn by the shared generator), each rank's share of a minibatch's mean weighted by its
+        share of the samples (m_r / M), the gradients summed across ranks before clipping.
+        """
+        cfg, group = self.cfg, self.group
+        adv = compute_advantages(batch, cfg, self.actor, group)
         obs = batch.obs.flatten(0, 1)
         actions = batch.actions.flatten(0, 1)
         old_log_prob = batch.log_probs.flatten()
-        B = obs.shape[0]
+        steps_per_env, envs = batch.rewards.shape
+        B = obs.shape[0] * group.world_size  # the job's batch
         minibatch_size = B // cfg.minibatches
 
         critic, value_targets = self.critic, adv.value_targets
         if critic is not None and value_targets is not None:
-            critic.update_stats(value_targets)
+            critic.update_stats(value_targets, group)
             value_targets = critic.normalize_targets(value_targets)
 
         stats: dict[str, list[float]] = {}
@@ -175,44 +310,17 @@ class PolicyGradient:
         stop = False
         for epoch in range(cfg.epochs):
             epoch_kl: list[float] = []
-            perm = torch.randperm(B, generator=self.generator, device="cpu").to(obs.device)
+            perm = torch.randperm(B, generator=self.generator, device="cpu")
+            if group.active:
+                perm = self._local_index(perm, steps_per_env, envs)
+            perm = perm.to(obs.device)
             for k in range(cfg.minibatches):
                 idx = perm[k * minibatch_size : (k + 1) * minibatch_size]
-                # One gather of the minibatch's observations for both nets (index_select copies
-                # whole rows; obs[idx] gathers element by element, ~3x slower on [2048, 348]).
-                mb_obs = obs.index_select(0, idx)
-                new_log_prob, entropy = self.actor.log_prob_and_entropy(mb_obs, actions.index_select(0, idx))
-                if cfg.importance == "trajectory":
-                    # A trajectory's weight needs every step of it, not just this minibatch's.
-                    with torch.no_grad():
-                        all_new = self.actor.log_prob(obs, actions)
-                    weights_all, log_ratio_all = self._weights(all_new, old_log_prob, adv)
-                    weights, step_log_ratio = weights_all[idx], log_ratio_all[idx]
-                else:
-                    weights, step_log_ratio = self._weights(new_log_prob.detach(), old_log_prob[idx], adv)
-                policy_loss, info = losses.policy_surrogate_loss(
-                    new_log_prob, adv.advantages[idx], weights, cfg.clip_ratio
-                )
-                loss = policy_loss - cfg.entropy_coef * entropy
-                if critic is not None and value_targets is not None:
-                    v_loss = losses.value_loss(critic.normalized(mb_obs), value_targets[idx])
-                    loss = loss + cfg.value_coef * v_loss
-                    info["value_loss"] = float(v_loss.detach())
-                where = f"(epoch {epoch + 1}, minibatch {k + 1})"
-                check_finite("loss", loss.detach(), context=where)  # before it reaches the parameters
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
-                grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm)
-                check_finite("gradients", grad_norm.detach(), context=f"(global norm) {where}")
-                self.optimizer.step()
+                if group.active:
+                    idx = idx[idx >= 0]
+                minibatch = Minibatch(idx, minibatch_size, f"(epoch {epoch + 1}, minibatch {k + 1})")
+                info = self._step(minibatch, obs, actions, old_log_prob, adv, value_targets)
                 steps += 1
-                info.update(losses.importance_diagnostics(weights, step_log_ratio))
-                info.update(
-                    policy_loss=float(policy_loss.detach()),
-                    entropy=float(entropy.detach()),
-                    grad_norm=float(grad_norm),
-                )
                 for key, value in info.items():
                     stats.setdefault(key, []).append(value)
                 epoch_kl.append(info["approx_kl"])
@@ -230,7 +338,7 @@ class PolicyGradient:
             "losses/entropy": mean["entropy"],
             "losses/grad_norm": mean["grad_norm"],
             "losses/baseline": adv.baseline,
-            "losses/advantage_std": float(adv.advantages.std()),
+            "losses/advantage_std": float(global_mean_std(adv.advantages, group)[1]),
             "is/weight_mean": mean["weight_mean"],
             "is/weight_max": max(stats["weight_max"]),
             "is/ess": mean["ess"],

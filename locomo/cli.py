@@ -34,6 +34,7 @@ from locomo.errors import (
     EXIT_USER_ERROR,
     GL_FIX,
     CheckpointError,
+    DistributedError,
     MetricsError,
     NonFiniteError,
     RenderError,
@@ -44,7 +45,13 @@ from locomo.errors import (
 )
 from locomo.rundir import check_run_dir
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, MetricsError, RenderError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    CheckpointError,
+    MetricsError,
+    RenderError,
+    DistributedError,
+)
 
 
 def exit_for(exc: Exception) -> None:
@@ -53,6 +60,8 @@ def exit_for(exc: Exception) -> None:
         print(f"locomo: {exc}", file=sys.stderr)
         sys.exit(exc.exit_status)
     print(f"locomo: error: {exc}", file=sys.stderr)
+    if isinstance(exc, DistributedError):
+        sys.exit(EXIT_UNEXPECTED)
     sys.exit(EXIT_NONFINITE if isinstance(exc, NonFiniteError) else EXIT_USER_ERROR)
 
 

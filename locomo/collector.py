@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from locomo.buffer import RolloutBatch, RolloutBuffer
+from locomo.distributed import SINGLE, Group
 from locomo.envs import EpisodeRecord, TorchStep, TorchVecEnv
 from locomo.guard import check_finite
 from locomo.policy import Actor, ObsNormalizer, RewardScaler, ValueNet
@@ -46,8 +47,10 @@ class Collector:
         reward_scaler: RewardScaler,
         steps_per_env: int,
         device: torch.device,
+        group: Group = SINGLE,
     ) -> None:
         self.env, self.actor, self.critic = env, actor, critic
+        self.group = group  # the normalisers' statistics are over every rank's envs
         self.normalizer, self.reward_scaler = normalizer, reward_scaler
         self.steps_per_env = steps_per_env
         spaces = env.spaces
@@ -62,7 +65,7 @@ class Collector:
         term_sums: dict[str, np.ndarray] = {}
         ended = EndedEpisodes(self.env.num_envs)
         for t in range(self.steps_per_env):
-            self.normalizer.update(obs_raw)
+            self.normalizer.update(obs_raw, self.group)
             obs = self.normalizer(obs_raw)
             actions, log_probs = self.actor.act(obs)
             step = self.env.step(self.actor.env_action(actions))
@@ -73,7 +76,7 @@ class Collector:
                 ended.add(t, [e.env_index for e in step.episodes], self.normalizer, step.final_obs)
             rewards = step.reward
             if self.reward_scaler.enabled:
-                rewards = self.reward_scaler(rewards, step.terminated | step.truncated)
+                rewards = self.reward_scaler(rewards, step.terminated | step.truncated, self.group)
             self.buffer.add(obs, actions, log_probs, rewards, step.terminated, step.truncated)
             episodes.extend(step.episodes)
             for name, value in step.terms.items():

@@ -7,6 +7,8 @@ Exit statuses of every command:
 - 0: done.
 - 1: an error Hydra reports itself (unknown config group option, unknown key, wrong type), or an
   unexpected failure: one line naming it and the file that holds the full traceback.
+  Also 1 for a rank of a multi-process job whose peers stopped (:class:`DistributedError`: one
+  line, the failing rank says why in its own).
 - 2: bad input (:class:`~locomo.config.ConfigError`, :class:`CheckpointError`,
   :class:`MetricsError`, :class:`RenderError`).
 - 3: training stopped because something became NaN or infinite (:class:`NonFiniteError`).
@@ -67,6 +69,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint (or another file of a run) that cannot be written or read; meant for the user."""
 
 
+class DistributedError(RuntimeError):
+    """A multi-process job cannot go on: a rank could not join, or another rank stopped."""
+
+
 class MetricsError(RuntimeError):
     """The run's metrics file (``metrics.jsonl``) cannot be written; meant for the user."""
 
@@ -106,11 +112,13 @@ class NonFiniteError(RuntimeError):
 class TrainingInterrupted(RuntimeError):
     """SIGINT or SIGTERM arrived; the runner saved a checkpoint at an iteration boundary."""
 
-    def __init__(self, signum: int, iteration: int, checkpoint: Path, run_dir: Path) -> None:
+    def __init__(
+        self, signum: int, iteration: int, checkpoint: Path, run_dir: Path, launcher: str = "locomo"
+    ) -> None:
         self.signum, self.iteration, self.checkpoint, self.run_dir = signum, iteration, checkpoint, run_dir
         super().__init__(
             f"interrupted by {signal.Signals(signum).name} after iteration {iteration}; "
-            f"checkpoint saved to {checkpoint}; continue with: locomo train resume={run_dir}"
+            f"checkpoint saved to {checkpoint}; continue with: {launcher} train resume={run_dir}"
         )
 
     @property

@@ -95,14 +95,28 @@ def importance_diagnostics(weights: torch.Tensor, step_log_ratios: torch.Tensor)
     approx KL = mean((r - 1) - log r) with r the per-step ratio (Schulman's k3 estimator of
     KL(pi_old || pi_theta), always >= 0).
     """
+    return diagnostics_from_sums(importance_sums(weights, step_log_ratios).tolist(), float(weights.max()))
+
+
+def importance_sums(weights: torch.Tensor, step_log_ratios: torch.Tensor) -> torch.Tensor:
+    """[4] (B, sum w, sum w^2, sum of the KL estimator's terms) for weights, step_log_ratios [B].
+
+    Sums over parts of a minibatch add up to the whole minibatch's (ranks of a multi-process job).
+    """
     w = weights.detach()
-    ratio = step_log_ratios.detach().exp()
-    ess = float(w.sum() ** 2 / (w.numel() * (w**2).sum()).clamp_min(1e-12))
+    log_r = step_log_ratios.detach()
+    count = torch.tensor(float(w.numel()), dtype=w.dtype, device=w.device)
+    return torch.stack([count, w.sum(), (w**2).sum(), ((log_r.exp() - 1) - log_r).sum()])
+
+
+def diagnostics_from_sums(sums: list[float], weight_max: float) -> dict[str, float]:
+    """:func:`importance_diagnostics` from :func:`importance_sums` and the largest weight."""
+    n, w_sum, w_sq, kl = sums
     return {
-        "weight_mean": float(w.mean()),
-        "weight_max": float(w.max()),
-        "ess": ess,
-        "approx_kl": float(((ratio - 1) - step_log_ratios.detach()).mean()),
+        "weight_mean": w_sum / n,
+        "weight_max": weight_max,
+        "ess": w_sum**2 / max(n * w_sq, 1e-12),
+        "approx_kl": kl / n,
     }
 
 

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from locomo.distributed import SINGLE, Group
 from locomo.envs.base import SpaceInfo
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
@@ -125,9 +126,16 @@ class ObsNormalizer(nn.Module):
         return super()._apply(*args, **kwargs)
 
     @torch.no_grad()
-    def update(self, obs: torch.Tensor) -> None:
-        """Fold a batch obs [B, O] into the running statistics."""
+    def update(self, obs: torch.Tensor, group: Group = SINGLE) -> None:
+        """Fold a batch obs [B, O] into the running statistics.
+
+        With several ranks the batch is the union of every rank's ``obs`` (see
+        :meth:`_update_across`), so all ranks hold the same statistics.
+        """
         if not self.enabled:
+            return
+        if group.active:
+            self._update_across(obs, group)
             return
         x = obs.to(torch.float64)
         # Two-pass variance: as exact as x.var(0), ~5x faster on small batches (runs every env step).
@@ -136,6 +144,28 @@ class ObsNormalizer(nn.Module):
         c = float(self.count) if self._count is None else self._count
         t = c + n
         delta = batch_mean.sub_(self.mean)
+        self.mean.add_(delta, alpha=n / t)
+        self.var.mul_(c / t).add_(batch_var, alpha=n / t).add_(delta.square_(), alpha=c * n / t**2)
+        self.count.fill_(t)
+        self._affine, self._count = None, t
+
+    def _update_across(self, obs: torch.Tensor, group: Group) -> None:
+        """:meth:`update` with the batch spread over the ranks: one all-reduce of the moments.
+
+        Each rank sums d = x - m (m the running mean, the same on every rank, so the sums are
+        of small numbers and the subtraction below loses no precision) and d^2 over its rows;
+        over all n rows, batch mean = m + sum d / n and batch variance = sum d^2 / n - (sum d / n)^2.
+        Then the same parallel update as one process, with delta = sum d / n.
+        """
+        x = obs.to(torch.float64)
+        d = x - self.mean
+        sums = group.sum_(torch.cat([d.sum(0), d.square().sum(0), d.new_tensor([x.shape[0]])]))
+        dim = self.mean.shape[0]
+        n = float(sums[-1])
+        delta = sums[:dim] / n
+        batch_var = (sums[dim : 2 * dim] / n - delta.square()).clamp_(min=0.0)
+        c = float(self.count)
+        t = c + n
         self.mean.add_(delta, alpha=n / t)
         self.var.mul_(c / t).add_(batch_var, alpha=n / t).add_(delta.square_(), alpha=c * n / t**2)
         self.count.fill_(t)
@@ -168,12 +198,17 @@ class RewardScaler(nn.Module):
         self.register_buffer("running_return", torch.zeros(num_envs, dtype=torch.float64))
 
     @torch.no_grad()
-    def forward(self, rewards: torch.Tensor, episode_end: torch.Tensor) -> torch.Tensor:
-        """Scaled rewards [N] for rewards [N]; episode_end [N] bool resets R_n after this step."""
+    def forward(
+        self, rewards: torch.Tensor, episode_end: torch.Tensor, group: Group = SINGLE
+    ) -> torch.Tensor:
+        """Scaled rewards [N] for rewards [N]; episode_end [N] bool resets R_n after this step.
+
+        With several ranks, N is this rank's envs and the std is over every rank's returns.
+        """
         if not self.enabled:
             return rewards
         self.running_return.mul_(self.gamma).add_(rewards.to(torch.float64))
-        self.returns_std.update(self.running_return.unsqueeze(1))
+        self.returns_std.update(self.running_return.unsqueeze(1), group)
         scale = torch.sqrt(self.returns_std.var + self.returns_std.eps).to(rewards.dtype)
         self.running_return.masked_fill_(episode_end, 0.0)
         return (rewards / scale).clamp(-self.clip, self.clip)
@@ -335,10 +370,10 @@ class ValueNet(nn.Module):
         mean, std = self._mean_std()
         return value * std + mean
 
-    def update_stats(self, targets: torch.Tensor) -> None:
-        """Fold a batch of value targets [B] into the running statistics (no-op without them)."""
+    def update_stats(self, targets: torch.Tensor, group: Group = SINGLE) -> None:
+        """Fold value targets [B] (every rank's) into the running statistics (no-op without them)."""
         if self.value_stats is not None:
-            self.value_stats.update(targets.detach().unsqueeze(1))
+            self.value_stats.update(targets.detach().unsqueeze(1), group)
 
     def normalize_targets(self, targets: torch.Tensor) -> torch.Tensor:
         """Targets [B] in the units :meth:`normalized` regresses."""

@@ -111,6 +111,10 @@ def prepare_resume_argv(args: list[str]) -> list[str]:
     if path.name == "last.pt":  # last.pt lags iter_*.pt if a run was killed between the two writes
         path, state = load_latest(path.parent, skipped=skipped)
     require_resumable(state, path)
+    from locomo.distributed import world_size_from_env
+    from locomo.training_state import check_world_size
+
+    check_world_size(state, world_size_from_env(), path)
     run_dir = run_dir_of(path.resolve())
     iteration = periodic_iteration(path)
     if run_dir is not None and iteration is not None:

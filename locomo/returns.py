@@ -152,13 +152,31 @@ def optimal_baseline(returns: torch.Tensor, grad_sq_norms: torch.Tensor) -> torc
     Returns:
         scalar baseline.
     """
+    return optimal_baseline_from_sums(optimal_baseline_sums(returns, grad_sq_norms))
+
+
+def optimal_baseline_sums(returns: torch.Tensor, grad_sq_norms: torch.Tensor) -> torch.Tensor:
+    """[4] the sums b* is made of: (sum |g|^2 R, sum |g|^2, sum R, S), for returns and
+    grad_sq_norms [S]. Sums over parts of the samples add up to the sums over all of them (how
+    ranks of a multi-process job combine theirs)."""
     weights = grad_sq_norms.to(returns.dtype)
-    total = weights.sum()
-    if total <= 0:
-        return returns.mean()
-    return (weights * returns).sum() / total
+    count = torch.tensor(float(returns.numel()), dtype=returns.dtype, device=returns.device)
+    return torch.stack([(weights * returns).sum(), weights.sum(), returns.sum(), count])
+
+
+def optimal_baseline_from_sums(sums: torch.Tensor) -> torch.Tensor:
+    """b* = sum |g|^2 R / sum |g|^2 from :func:`optimal_baseline_sums` (the mean return when
+    every |g|^2 is 0)."""
+    if sums[1] <= 0:
+        return sums[2] / sums[3]
+    return sums[0] / sums[1]
 
 
 def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """(x - mean) / (std + eps) over all elements."""
-    return (x - x.mean()) / (x.std() + eps)
+    return normalize_with(x, x.mean(), x.std(), eps)
+
+
+def normalize_with(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / (std + eps) with given moments (those of a batch x is part of)."""
+    return (x - mean) / (std + eps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sys
 import time
 from collections import deque
@@ -28,6 +29,7 @@ from locomo.buffer import RolloutBatch
 from locomo.checkpoint import CheckpointError, CheckpointManager
 from locomo.collector import Collector
 from locomo.config import ConfigError, to_container
+from locomo.distributed import SINGLE, Group
 from locomo.envs import EpisodeRecord, SpaceInfo, TorchVecEnv, make_vec_env
 from locomo.errors import MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
 from locomo.guard import check_finite, check_parameters
@@ -51,10 +53,10 @@ def seed_everything(seed: int) -> None:
 
 
 def make_learners(
-    cfg: DictConfig, spaces: SpaceInfo, device: torch.device
+    cfg: DictConfig, spaces: SpaceInfo, device: torch.device, num_envs: int | None = None
 ) -> tuple[Actor, ValueNet | None, ObsNormalizer, RewardScaler]:
     """Actor, critic (only with ``algo.baseline=value``), observation normaliser and reward scaler
-    as the config describes them, on ``device``."""
+    (for ``num_envs`` envs, default ``train.num_envs``) as the config describes them, on ``device``."""
     m = cfg.model
     actor = make_actor(spaces, list(m.hidden_sizes), m.activation, m.init_log_std, m.action_bounds)
     critic = (
@@ -63,12 +65,39 @@ def make_learners(
         else None
     )
     normalizer = ObsNormalizer(spaces.obs_dim, enabled=m.normalize_observations).to(device)
-    scaler = RewardScaler(cfg.train.num_envs, cfg.algo.gamma, enabled=cfg.algo.normalize_rewards).to(device)
+    envs = cfg.train.num_envs if num_envs is None else num_envs
+    scaler = RewardScaler(envs, cfg.algo.gamma, enabled=cfg.algo.normalize_rewards).to(device)
     return actor.to(device), critic, normalizer, scaler
 
 
 def _warn(message: str) -> None:
     print(f"locomo: warning: {message}", file=sys.stderr)
+
+
+class _NoLogger:
+    """What ranks other than 0 log: nothing (rank 0 logs the job's metrics)."""
+
+    run_id: str | None = None
+    wandb_run: Any = None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_media(self, key: str, media: Any, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def env_config_for(cfg: DictConfig, group: Group) -> Any:
+    """``cfg.env`` for this rank: with several ranks on one machine, ``env.threads=0`` (one per
+    core) becomes this rank's share of the cores, so the ranks do not fight over them."""
+    if not group.active or cfg.env.threads != 0:
+        return cfg.env
+    env_cfg = cfg.env.copy()
+    env_cfg.threads = max(1, (os.cpu_count() or 1) // group.local_world_size)
+    return env_cfg
 
 
 class Runner:
@@ -77,6 +106,10 @@ class Runner:
     ``resume`` is a loaded checkpoint (its config must be ``cfg``): the runner then continues
     it exactly where it stopped; ``resume_path`` is where it came from (the last good checkpoint
     until this run writes one).
+
+    ``group``: this process's rank in a multi-process job (:mod:`locomo.distributed`). It steps
+    ``train.num_envs / world_size`` envs (the job's envs ``rank * N/K`` on), seeded and sampled
+    from its own streams, and trains the same weights as every other rank; rank 0 alone writes.
     """
 
     def __init__(
@@ -85,9 +118,10 @@ class Runner:
         run_dir: Path,
         resume: dict[str, Any] | None = None,
         resume_path: Path | None = None,
+        group: Group = SINGLE,
     ) -> None:
-        self.cfg, self.run_dir = cfg, run_dir
-        seed_everything(cfg.seed)
+        self.cfg, self.run_dir, self.group = cfg, run_dir, group
+        seed_everything(cfg.seed)  # the same initial weights on every rank
         default_threads = torch.get_num_threads()
         self.collect_threads = cfg.train.torch_threads or default_threads
         self.update_threads = cfg.train.update_threads or os.cpu_count() or default_threads
@@ -98,11 +132,15 @@ class Runner:
         self.device = resolve_device(cfg.train.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
-        self.env = TorchVecEnv(make_vec_env(cfg.env, cfg.train.num_envs), self.device)
+        self.first_env, num_envs = group.shard(cfg.train.num_envs)
+        self.env = TorchVecEnv(make_vec_env(env_config_for(cfg, group), num_envs), self.device)
         self.actor, self.critic, self.normalizer, self.reward_scaler = make_learners(
-            cfg, self.env.spaces, self.device
+            cfg, self.env.spaces, self.device, num_envs
         )
-        self.algorithm = PolicyGradient(self.actor, self.critic, cfg.algo, self.generator)
+        if group.active:
+            group.broadcast_tensors_(self._named_tensors())  # rank 0's weights, whatever happened before
+            seed_everything(group.rank_seed(cfg.seed))  # but each rank samples its own actions
+        self.algorithm = PolicyGradient(self.actor, self.critic, cfg.algo, self.generator, group)
         self.collector = Collector(
             self.env,
             self.actor,
@@ -111,12 +149,14 @@ class Runner:
             self.reward_scaler,
             cfg.train.steps_per_iteration // cfg.train.num_envs,
             self.device,
+            group,
         )
         self.iteration = 0
         self.env_steps = 0
         self.checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.train.keep_checkpoints)
         self.recent_episodes: deque[EpisodeRecord] = deque(maxlen=100)
         self.videos = TrainingVideos(cfg, run_dir)
+        self.videos.enabled = self.videos.enabled and group.is_main
         self.obs_raw: torch.Tensor | None = None  # [N, O] current raw observations (None: not reset)
         self.wandb_run_id: str | None = None
         self.resumed = resume is not None
@@ -138,6 +178,8 @@ class Runner:
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Load a checkpoint's weights, optimiser, counters, RNGs, env state and observations."""
+        training_state.check_world_size(state, self.group.world_size, "the checkpoint")
+        state = training_state.rank_view(state, self.group.rank)
         self.iteration, self.env_steps = training_state.restore(
             state, self.learned, self.env.spaces, self.cfg.env.name
         )
@@ -164,9 +206,13 @@ class Runner:
                 self._warned_env_state = True
             return None
 
-    def state(self) -> dict[str, Any]:
-        """Everything a replay or resume needs, as plain tensors and Python types."""
-        return training_state.assemble(
+    def state(self, gather: bool = True) -> dict[str, Any] | None:
+        """Everything a replay or resume needs, as plain tensors and Python types.
+
+        In a multi-process job, every rank must call it (``gather``): rank 0 gets the job's
+        state, the others None. ``gather=False``: this rank's own state (diagnostics).
+        """
+        state = training_state.assemble(
             self.learned,
             self.cfg,
             self.env.spaces,
@@ -177,6 +223,10 @@ class Runner:
             list(self.recent_episodes),
             self.wandb_run_id,
         )
+        if not self.group.active or not gather:
+            return state
+        parts = self.group.gather(training_state.rank_part(state))
+        return None if parts is None else training_state.merge_ranks(state, parts)
 
     def run(self) -> dict[str, float]:
         """Train until ``train.iterations``; return the last logged metrics.
@@ -185,14 +235,18 @@ class Runner:
         saving a checkpoint), CheckpointError (a checkpoint could not be written) and MetricsError
         (the metrics file could not be written).
         """
-        cfg = self.cfg
-        logger = MetricsLogger(
-            self.run_dir,
-            cfg.logger.metrics_file,
-            cfg.logger.wandb,
-            to_container(cfg),
-            run_id=self.wandb_run_id,
-            resume_at=self.env_steps if self.resumed else None,
+        cfg, main = self.cfg, self.group.is_main
+        logger: MetricsLogger | _NoLogger = (
+            MetricsLogger(
+                self.run_dir,
+                cfg.logger.metrics_file,
+                cfg.logger.wandb,
+                to_container(cfg),
+                run_id=self.wandb_run_id,
+                resume_at=self.env_steps if self.resumed else None,
+            )
+            if main
+            else _NoLogger()
         )
         self.wandb_run_id = logger.run_id
         bar = tqdm(
@@ -200,7 +254,7 @@ class Runner:
             initial=self.iteration,
             desc="train",
             unit="it",
-            disable=not cfg.logger.progress,
+            disable=not (cfg.logger.progress and main),
             dynamic_ncols=True,
         )
         metrics: dict[str, float] = {}
@@ -208,7 +262,8 @@ class Runner:
         try:
             with GracefulStop() as stop:
                 if self.obs_raw is None:  # a new run, or a resume without saved env state
-                    self.obs_raw = self.env.reset(cfg.seed + self.iteration * cfg.train.num_envs)
+                    first = cfg.seed + self.iteration * cfg.train.num_envs + self.first_env
+                    self.obs_raw = self.env.reset(first)
                     self._guarded(lambda: check_finite("observations", self.obs_raw, ("env",), "(at reset)"))
                 while self.iteration < cfg.train.iterations:
                     self._in_iteration = True
@@ -220,21 +275,27 @@ class Runner:
                     logger.log(metrics, self.env_steps)
                     logged = self.iteration
                     bar.update(1)
-                    bar.set_postfix(
-                        steps=self.env_steps,
-                        ret=f"{metrics['rollout/return_mean']:.1f}",
-                        len=f"{metrics['rollout/episode_length']:.0f}",
-                        sps=f"{metrics['perf/steps_per_s']:.0f}",
-                    )
+                    if main:
+                        bar.set_postfix(
+                            steps=self.env_steps,
+                            ret=f"{metrics['rollout/return_mean']:.1f}",
+                            len=f"{metrics['rollout/episode_length']:.0f}",
+                            sps=f"{metrics['perf/steps_per_s']:.0f}",
+                        )
+                    # One decision for all ranks: each saves its part of the checkpoint, then stops.
+                    stopping = self.group.any(stop.signum is not None)
+                    signum = stop.signum if stop.signum is not None else signal.SIGTERM
                     # Metrics first, then the checkpoint: a crash in between leaves rows after the
                     # checkpoint, which a resume drops and logs again (no gap, no repeat).
                     every = cfg.train.checkpoint_every
                     due = (every and self.iteration % every == 0) or self.iteration == cfg.train.iterations
-                    if due or stop.signum is not None:
+                    if due or stopping:
                         self._save_checkpoint()
                         self._chart_behavior(logger)
-                    if stop.signum is not None:
-                        raise TrainingInterrupted(stop.signum, self.iteration, self.last_good, self.run_dir)
+                    if stopping:
+                        raise TrainingInterrupted(
+                            signum, self.iteration, self.last_good, self.run_dir, self.group.launcher
+                        )
         except TrainingAborted as exc:  # a second signal: say truthfully what is on disk
             exc.kept, exc.run_dir = self.last_good, self.run_dir
             raise
@@ -252,7 +313,7 @@ class Runner:
                     _warn(f"while stopping: {type(exc).__name__}: {exc}")
         return metrics
 
-    def _chart_behavior(self, logger: MetricsLogger) -> None:
+    def _chart_behavior(self, logger: MetricsLogger | _NoLogger) -> None:
         """W&B ``charts/behavior``: the run's behaviour mix so far as a stacked area (as ``locomo plot``)."""
         if logger.wandb_run is None or self.env.spaces.discrete:
             return
@@ -268,7 +329,9 @@ class Runner:
             return
         logger.log_media("charts/behavior", wandb.Image(str(path)), self.env_steps)
 
-    def _rescue(self, exc: Exception, logger: MetricsLogger, metrics: dict[str, float], logged: int) -> None:
+    def _rescue(
+        self, exc: Exception, logger: MetricsLogger | _NoLogger, metrics: dict[str, float], logged: int
+    ) -> None:
         """After an unexpected failure between iterations, keep the trained iterations.
 
         The state is consistent at an iteration boundary (not inside ``_train_iteration``): log
@@ -278,6 +341,8 @@ class Runner:
         saved = self.checkpoints.last_saved
         if self._in_iteration or self.iteration == self._start_iteration:
             return  # mid-iteration (the state is torn), or nothing trained by this process
+        if self.group.active:
+            return  # a save needs every rank, and the others are elsewhere: the last checkpoint stands
         if saved is not None and saved.name == f"iter_{self.iteration:06d}.pt":
             return  # already saved
         try:
@@ -293,16 +358,20 @@ class Runner:
 
     def _save_checkpoint(self) -> None:
         """Save the periodic checkpoint; on failure say what is still on disk and how to go on."""
-        try:
-            self.last_good = self.checkpoints.save(self.state(), self.iteration)
-        except CheckpointError as exc:
-            kept = (
-                f"the previous checkpoint {self.last_good} is kept; free space or fix the directory, then: "
-                f"locomo train resume={self.run_dir}"
-                if self.last_good is not None
-                else "no checkpoint had been written yet"
-            )
-            raise CheckpointError(f"{exc}; {kept}") from exc
+        state = self.state()  # every rank: the job's state is gathered on rank 0
+        if state is not None:
+            try:
+                self.last_good = self.checkpoints.save(state, self.iteration)
+            except CheckpointError as exc:
+                kept = (
+                    f"the previous checkpoint {self.last_good} is kept; free space or fix the directory, "
+                    f"then: locomo train resume={self.run_dir}"
+                    if self.last_good is not None
+                    else "no checkpoint had been written yet"
+                )
+                raise CheckpointError(f"{exc}; {kept}") from exc
+        if self.group.active:  # what rank 0 wrote (its failure stops the others here)
+            self.last_good = Path(self.group.broadcast(str(self.last_good)))
 
     def _train_iteration(self) -> dict[str, float]:
         """One collect -> update cycle; advances the counters; returns the iteration's metrics."""
@@ -324,8 +393,18 @@ class Runner:
         check_parameters(self._named_tensors())
         t2 = time.perf_counter()
         self.iteration += 1
-        self.env_steps += cfg.train.steps_per_iteration
-        return self._metrics(batch, episodes, term_sums, update_info, t1 - t0, t2 - t1)
+        self.env_steps += cfg.train.steps_per_iteration  # the job's batch: every rank's steps
+        if self.group.active:
+            # The metrics are of the job: every rank's episodes and reward terms, on rank 0.
+            parts = self.group.gather((episodes, term_sums, float(batch.rewards.sum())))
+            if parts is None:
+                return {}
+            episodes = [e for p in parts for e in p[0]]
+            term_sums = {name: sum(p[1].get(name, 0.0) for p in parts) for name in term_sums}
+            reward_mean = sum(p[2] for p in parts) / cfg.train.steps_per_iteration
+        else:
+            reward_mean = float(batch.rewards.mean())
+        return self._metrics(reward_mean, episodes, term_sums, update_info, t1 - t0, t2 - t1)
 
     def _named_tensors(self) -> list[tuple[str, torch.Tensor]]:
         """Every learned tensor: parameters of actor and critic, normaliser statistics."""
@@ -350,16 +429,22 @@ class Runner:
             raise
 
     def _save_diagnostic(self, exc: NonFiniteError) -> Path:
-        """``checkpoints/nonfinite_iter_XXXXXX.pt``: the state as it is now and the bad batch."""
-        state = self.state()
+        """``checkpoints/nonfinite_iter_XXXXXX.pt``: the state as it is now and the bad batch.
+
+        In a multi-process job, the state of the rank that found it (``..._rankR.pt``): the others
+        are elsewhere in the loop, so nothing can be gathered.
+        """
+        state = self.state(gather=False)
+        assert state is not None
         state["nonfinite"] = {"what": exc.what, "detail": exc.detail, "iteration": exc.iteration}
         if self._batch is not None:
             state["batch"] = {k: v.detach().cpu().clone() for k, v in self._batch._asdict().items()}
-        return self.checkpoints.save_snapshot(state, f"nonfinite_iter_{exc.iteration:06d}.pt")
+        rank = f"_rank{self.group.rank}" if self.group.active else ""
+        return self.checkpoints.save_snapshot(state, f"nonfinite_iter_{exc.iteration:06d}{rank}.pt")
 
     def _metrics(
         self,
-        batch: RolloutBatch,
+        reward_mean: float,
         episodes: list[EpisodeRecord],
         term_sums: dict[str, float],
         update_info: dict[str, float],
@@ -384,7 +469,7 @@ class Runner:
             if episodes
             else nan,
             # As trained on: scaled when algo.normalize_rewards (the raw terms are reward_terms/*).
-            "rollout/reward_mean": float(batch.rewards.mean()),
+            "rollout/reward_mean": reward_mean,
             "rollout/unstable_resets": float(unstable),
             "perf/steps_per_s": steps / max(collect_s + update_s, 1e-9),
             "perf/collect_steps_per_s": steps / max(collect_s, 1e-9),

@@ -81,3 +81,79 @@ def restore(state: dict[str, Any], learned: Learned, spaces: SpaceInfo, env_name
         return int(state["counters"]["iteration"]), int(state["counters"]["env_steps"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint does not match its own config: {exc}") from exc
+
+
+# -- multi-process jobs ----------------------------------------------------------------------------
+# Each rank of a job has its own envs, observations, random streams and reward-scaler returns; the
+# rest (weights, optimiser, normalisers, the minibatch generator) is the same on every rank. Rank 0
+# gathers the per-rank parts into one checkpoint, in rank order: ``env`` becomes a list of the
+# ranks' env states, ``obs`` [N, O] and the reward scaler's ``running_return`` [N] are concatenated
+# (env n of the job is env n - r N/K of rank r), and ``distributed`` holds the world size and each
+# rank's RNG state.
+
+
+def world_size_of(state: dict[str, Any]) -> int:
+    """How many processes wrote a checkpoint (1 for a single-process run)."""
+    return int((state.get("distributed") or {}).get("world_size", 1))
+
+
+def check_world_size(state: dict[str, Any], world_size: int, where: Any) -> None:
+    """CheckpointError unless the checkpoint was written by a job of ``world_size`` processes."""
+    saved = world_size_of(state)
+    if saved == world_size:
+        return
+    how = (
+        f"torchrun --nproc_per_node={saved} -m locomo train resume=... (or --nnodes and "
+        f"--nproc_per_node with {saved} processes in all)"
+        if saved > 1
+        else "locomo train resume=... in one process"
+    )
+    raise CheckpointError(
+        f"{where} was written by a job of {saved} process(es) and this job has {world_size}: each "
+        f"process holds its own envs, so resume it with {how}"
+    )
+
+
+def rank_part(state: dict[str, Any]) -> dict[str, Any]:
+    """What of a rank's own (ungathered) state differs between ranks."""
+    scaler = state["reward_scaler"]
+    return {
+        "env": state["env"],
+        "obs": state["obs"],
+        "rng": state["rng"],
+        "running_return": scaler.get("running_return") if isinstance(scaler, dict) else None,
+    }
+
+
+def merge_ranks(state: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rank 0's state with every rank's :func:`rank_part` folded in (the job's checkpoint)."""
+    envs = [p["env"] for p in parts]
+    state["env"] = None if any(e is None for e in envs) else envs
+    obs = [p["obs"] for p in parts]
+    state["obs"] = None if any(o is None for o in obs) else torch.cat(obs)
+    returns = [p["running_return"] for p in parts]
+    if all(r is not None for r in returns):
+        state["reward_scaler"]["running_return"] = torch.cat(returns)
+    state["distributed"] = {"world_size": len(parts), "rng": [p["rng"] for p in parts]}
+    return state
+
+
+def rank_view(state: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The checkpoint of a job as rank ``rank`` restores it: its own envs, observations, RNG and
+    returns in the places a single-process checkpoint has them (a shallow copy)."""
+    world = world_size_of(state)
+    if world == 1:
+        return state
+    view = dict(state)
+    if state.get("env") is not None:
+        view["env"] = state["env"][rank]
+    if state.get("obs") is not None:
+        n = state["obs"].shape[0] // world
+        view["obs"] = state["obs"][rank * n : (rank + 1) * n]
+    scaler = dict(state["reward_scaler"])
+    if "running_return" in scaler:
+        n = scaler["running_return"].shape[0] // world
+        scaler["running_return"] = scaler["running_return"][rank * n : (rank + 1) * n]
+    view["reward_scaler"] = scaler
+    view["rng"] = state["distributed"]["rng"][rank]
+    return view

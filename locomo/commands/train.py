@@ -3,15 +3,17 @@ claims the run dir, and hands the loop to :class:`locomo.runner.Runner`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import validate_config
+from locomo.config import ConfigError, validate_config
 
 CONFIG = "train"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
@@ -25,15 +27,44 @@ HYDRA_RECORD_ENV = "LOCOMO_HYDRA_RECORD"
 
 def prepare_argv(args: list[str]) -> list[str]:
     """The command line as Hydra should see it: a resume's overrides checked and completed
-    (:func:`locomo.resume.prepare_resume_argv`), and Hydra's ``.hydra/`` record left to the job."""
+    (:func:`locomo.resume.prepare_resume_argv`), and Hydra's ``.hydra/`` record left to the job.
+
+    Under torchrun, the ranks join the job here, and ranks other than 0 wait for the run dir
+    rank 0 claims (:func:`follow_rank0`).
+    """
     from locomo.resume import prepare_resume_argv
 
-    args, subdir = hydra_record_args(prepare_resume_argv(args))
+    args = prepare_resume_argv(args)
+    from locomo import distributed
+
+    if distributed.world_size_from_env() > 1:
+        if "-m" in args or "--multirun" in args:
+            raise ConfigError(
+                "-m/--multirun", "torchrun", "a torchrun job trains one run; start a sweep without torchrun"
+            )
+        group = distributed.init()
+        if not group.is_main:
+            os.environ.pop(HYDRA_RECORD_ENV, None)
+            return follow_rank0(args, group)
+    args, subdir = hydra_record_args(args)
     if subdir is None:
         os.environ.pop(HYDRA_RECORD_ENV, None)
     else:
         os.environ[HYDRA_RECORD_ENV] = subdir
     return args
+
+
+def follow_rank0(args: list[str], group: Any) -> list[str]:
+    """A rank other than 0: the run dir is the one rank 0 claimed (Hydra's timestamped default
+    would differ between processes); it writes nothing there, not even Hydra's log."""
+    from locomo.errors import DistributedError
+
+    status, value = group.broadcast(None)
+    if status != "ok":
+        raise DistributedError(f"rank {group.rank}: rank 0 did not start the run ({value})")
+    kept = [a for a in args if not a.startswith(("hydra.run.dir=", "hydra.output_subdir="))]
+    quoted = "'" + value.replace("'", "\\'") + "'"
+    return [*kept, f"hydra.run.dir={quoted}", "hydra.output_subdir=null", "hydra/job_logging=none"]
 
 
 def hydra_record_args(args: list[str]) -> tuple[list[str], str | None]:
@@ -61,6 +92,27 @@ def run(cfg: DictConfig) -> float:
     continues in the checkpoint's run dir. A new run refuses a run dir that holds another run
     (:func:`locomo.rundir.claim_run_dir`).
     """
+    from locomo import distributed
+
+    group = distributed.current()
+    if not group.active:
+        return train(cfg, group)
+    announced: list[bool] = []
+    try:
+        ret = train(cfg, group, announced)
+    except BaseException as exc:
+        if group.is_main and not announced:  # the others wait to hear where the run is
+            # If they are gone already, rank 0's own error is the one to show.
+            with contextlib.suppress(Exception):
+                group.broadcast(("error", str(exc) or type(exc).__name__))
+        raise
+    distributed.shutdown()
+    return ret
+
+
+def train(cfg: DictConfig, group: Any, announced: list[bool] | None = None) -> float:
+    """:func:`run` in this process; in a multi-process job, rank 0 claims the run dir and tells
+    the other ranks (appending to ``announced`` once it has), which only train."""
     job_cfg = cfg
     resume_state, resume_path = None, None
     if cfg.resume is not None:
@@ -68,6 +120,9 @@ def run(cfg: DictConfig) -> float:
 
         cfg, resume_path, resume_state = resumed_config(cfg, list(HydraConfig.get().overrides.task))
     validate_config(cfg)
+    from locomo.distributed import check_config
+
+    check_config(cfg, group)
     if cfg.logger.wandb.group is None and HydraConfig.get().mode == RunMode.MULTIRUN:
         # One W&B group per sweep, named after its folder, so a sweep's runs are compared together.
         cfg.logger.wandb.group = Path(HydraConfig.get().sweep.dir).name
@@ -77,6 +132,11 @@ def run(cfg: DictConfig) -> float:
 
     check_resources(cfg)
     out = hydra_run_dir()
+    if not group.is_main:  # rank 0 holds the run dir and writes everything in it
+        from locomo.runner import Runner
+
+        Runner(cfg, out, resume=resume_state, resume_path=resume_path, group=group).run()
+        return float("nan")
     with RunDirLock(out):  # one process per run dir: a second start or resume is refused, untouched
         if resume_state is None:
             removed = claim_run_dir(out, cfg.logger.metrics_file, bool(cfg.overwrite))
@@ -90,9 +150,12 @@ def run(cfg: DictConfig) -> float:
         if subdir:
             hydra_cfg = HydraConfig.get()
             write_hydra_record(out, subdir, job_cfg, hydra_cfg, list(hydra_cfg.overrides.task))
+        if group.active and announced is not None:
+            group.broadcast(("ok", str(out)))
+            announced.append(True)
         from locomo.runner import Runner
 
-        runner = Runner(cfg, out, resume=resume_state, resume_path=resume_path)
+        runner = Runner(cfg, out, resume=resume_state, resume_path=resume_path, group=group)
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
         if resume_state is not None:
             print(

@@ -1,0 +1,225 @@
+"""One training job across processes: data parallelism on :mod:`torch.distributed`.
+
+``torchrun --nproc_per_node=K [--nnodes=M ...] -m locomo train ...`` starts K x M processes
+(ranks). ``train.num_envs`` and ``train.steps_per_iteration`` stay the *job's* batch: each rank
+steps ``num_envs / world_size`` of the envs with its own seeds, and the ranks together compute
+exactly the update one process would compute on the whole batch (tests/test_distributed.py
+checks it). What the ranks exchange, per iteration (P = parameters of actor and critic, O =
+observation size, T = steps per env):
+
+- every minibatch step: one all-reduce (sum) of the P gradients plus 5 diagnostic sums (the
+  KL early stop and the adaptive learning rate then decide the same on every rank), and one
+  max of the largest importance weight;
+- every env step: the observation normaliser's moments (2 O + 1 float64), and the reward
+  scaler's (3 float64) when ``algo.normalize_rewards``;
+- every update: the global advantage mean and std, the mean or optimal baseline, the value
+  target moments (a few floats each);
+- every iteration: the finished episodes and reward-term sums, gathered on rank 0 for the
+  metrics, and one flag that says whether any rank was asked to stop;
+- every checkpoint: each rank's env state, observations, RNG and reward-scaler returns,
+  gathered on rank 0, which alone writes checkpoints, metrics, W&B and videos.
+
+The walking recipe's actor and critic hold 688,163 parameters: 2.75 MB of float32 per minibatch
+step, 16 steps per iteration. The backend is chosen by torch for each tensor's device: gloo for
+CPU tensors, NCCL for CUDA ones (``train.device`` as in one process; rank r uses GPU
+``LOCAL_RANK``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from locomo.config import ConfigError
+from locomo.errors import DistributedError
+
+# torchrun's variables; WORLD_SIZE > 1 means this process is one rank of a job.
+_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+# How long a rank waits in a collective for the others (rank 0 may be writing a video).
+TIMEOUT = datetime.timedelta(minutes=30)
+
+
+def world_size_from_env() -> int:
+    """The job's process count as torchrun announces it (1 outside torchrun)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def _collective(what: str):  # type: ignore[no-untyped-def]
+    """Turn a collective's failure (a rank died, the network went) into one clear error."""
+
+    def wrap(fn):  # type: ignore[no-untyped-def]
+        def inner(self: Group, *args: Any, **kwargs: Any) -> Any:
+            if not self.active:
+                return fn(self, *args, **kwargs)
+            try:
+                return fn(self, *args, **kwargs)
+            except (RuntimeError, ConnectionError) as exc:
+                text = str(exc).strip().splitlines()
+                raise DistributedError(
+                    f"rank {self.rank} of {self.world_size}: {what} failed, so another rank of this job "
+                    f"has stopped (see its own error line) ({text[0] if text else type(exc).__name__})"
+                ) from exc
+
+        return inner
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in the job, and the collectives the training loop needs.
+
+    With one process every method is the identity (no torch.distributed call), so the
+    single-process path pays nothing.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def active(self) -> bool:
+        """True when this process is one of several."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes metrics, checkpoints, W&B and videos."""
+        return self.rank == 0
+
+    @property
+    def launcher(self) -> str:
+        """How to start a job like this one (for messages that say how to resume it)."""
+        if not self.active:
+            return "locomo"
+        nodes = self.world_size // self.local_world_size
+        spread = f"--nnodes={nodes} " if nodes > 1 else ""
+        return f"torchrun {spread}--nproc_per_node={self.local_world_size} -m locomo"
+
+    def shard(self, n: int) -> tuple[int, int]:
+        """(first index, count) of this rank's share of n items (n divisible by world_size)."""
+        count = n // self.world_size
+        return self.rank * count, count
+
+    @_collective("summing a tensor across ranks")
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """All-reduce ``tensor`` in place (sum over ranks) and return it."""
+        if self.active:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    @_collective("taking a maximum across ranks")
+    def max_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """All-reduce ``tensor`` in place (max over ranks) and return it."""
+        if self.active:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any (one decision for all)."""
+        if not self.active:
+            return flag
+        # A CPU tensor: gloo carries it whatever the training device.
+        return bool(self.max_(torch.tensor([int(flag)])).item())
+
+    @_collective("copying rank 0's weights")
+    def broadcast_tensors_(self, named: list[tuple[str, torch.Tensor]]) -> None:
+        """Overwrite every rank's tensors with rank 0's, in place."""
+        if self.active:
+            with torch.no_grad():
+                for _, tensor in named:
+                    dist.broadcast(tensor.data, src=0)
+
+    @_collective("gathering results on rank 0")
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj`` on rank 0 (in rank order); None on the other ranks."""
+        if not self.active:
+            return [obj]
+        out: list[Any] | None = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    @_collective("receiving rank 0's decision")
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def rank_seed(self, seed: int) -> int:
+        """The seed of this rank's own random streams (action sampling): ``seed`` on rank 0, and
+        an independent stream per rank from (seed, rank) on the others."""
+        if self.rank == 0:
+            return seed
+        return int(np.random.SeedSequence([seed, self.rank]).generate_state(1, np.uint32)[0])
+
+
+SINGLE = Group()
+_GROUP = SINGLE
+
+
+def current() -> Group:
+    """The group :func:`init` made in this process (:data:`SINGLE` outside torchrun)."""
+    return _GROUP
+
+
+def init() -> Group:
+    """Join the job torchrun started (its environment variables); :data:`SINGLE` outside one.
+
+    The default process group gets gloo for CPU tensors and, where CUDA is available, NCCL for
+    CUDA tensors; each rank's GPU is ``cuda:LOCAL_RANK``.
+    """
+    global _GROUP
+    if world_size_from_env() <= 1:
+        return SINGLE
+    if _GROUP.active:
+        return _GROUP
+    try:
+        rank, world, local, local_world = (int(os.environ[k]) for k in _ENV)
+    except (KeyError, ValueError) as exc:
+        raise DistributedError(
+            f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} but {exc} is missing or not a number: "
+            "start a multi-process job with torchrun, which sets RANK, LOCAL_RANK and LOCAL_WORLD_SIZE"
+        ) from exc
+    backend = "cpu:gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local % torch.cuda.device_count())
+        backend = "cpu:gloo,cuda:nccl"
+    try:
+        dist.init_process_group(backend=backend, timeout=TIMEOUT)
+    except (RuntimeError, ValueError, ConnectionError) as exc:
+        raise DistributedError(f"rank {rank} of {world}: could not join the job ({exc})") from exc
+    _GROUP = Group(rank, world, local, local_world)
+    return _GROUP
+
+
+def check_config(cfg: Any, group: Group) -> None:
+    """ConfigError unless the job's envs split evenly over its processes."""
+    n = cfg.train.num_envs
+    if group.active and n % group.world_size:
+        raise ConfigError(
+            "train.num_envs",
+            n,
+            f"must be a multiple of this job's {group.world_size} processes (torchrun's nnodes x "
+            f"nproc_per_node): each process steps num_envs / {group.world_size} of the envs",
+        )
+
+
+def shutdown() -> None:
+    """Leave the job (after the last collective)."""
+    global _GROUP
+    if _GROUP.active and dist.is_initialized():
+        dist.destroy_process_group()
+    _GROUP = SINGLE

@@ -1,0 +1,290 @@
+"""One training job in several processes (torchrun, gloo on CPU): the same update as one process,
+rank 0 alone writing, resume with the same number of processes, and one clear line per rank when
+the job cannot go on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from locomo.distributed import SINGLE
+from tests import distributed_worker as worker
+from tests.conftest import QUIET, REPO, cli_env, metrics_rows, run_locomo, wait_for
+
+# 2 processes x 2 envs, 16 steps each: iterations of 64 env steps.
+JOB = [
+    "env=cartpole",
+    "algo=baseline",
+    "train.num_envs=4",
+    "train.steps_per_iteration=64",
+    "logger.wandb.mode=disabled",
+    "logger.progress=false",
+    "video.enabled=false",
+]
+
+
+def torchrun_args(*args: str, nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+
+
+def torchrun(*args: str, cwd: Path, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=<nproc> <args>`` in the CLI's environment."""
+    return subprocess.run(
+        torchrun_args(*args, nproc=nproc),
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def locomo_lines(stderr: str) -> list[str]:
+    """The lines locomo itself wrote (torchrun adds its own report of failed ranks)."""
+    return [line for line in stderr.splitlines() if line.startswith("locomo:")]
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["actor"]
+
+
+@pytest.fixture(scope="module")
+def two_rank_results(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("dist") / "results.pt"
+    proc = torchrun(str(REPO / "tests" / "distributed_worker.py"), str(out), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out, weights_only=False)
+
+
+@pytest.mark.parametrize("case", list(worker.CASES))
+def test_two_ranks_update_the_weights_as_one_process(two_rank_results, case: str):
+    """Two updates of 2 ranks x half the envs give one process's weights on the whole batch, for
+    presets with one and with many epochs and minibatches (some minibatches empty on a rank),
+    every baseline, both importance weights, the KL early stop and the adaptive lr."""
+    one = worker.run_case(worker.CASES[case], SINGLE)
+    two = two_rank_results[case]
+    assert two["info"]["is/gradient_steps"] == one["info"]["is/gradient_steps"]
+    assert two["lr"] == pytest.approx(one["lr"], rel=1e-6)
+    for part in ("actor", "critic"):
+        assert (one[part] is None) == (two[part] is None)
+        for name, value in (one[part] or {}).items():
+            # Float32 summation in another order: the weights agree to a few ulps.
+            torch.testing.assert_close(two[part][name], value, rtol=1e-5, atol=1e-5, msg=f"{part}.{name}")
+    for key in ("is/approx_kl", "is/ess", "is/weight_max", "losses/policy", "losses/baseline"):
+        assert two["info"][key] == pytest.approx(one["info"][key], rel=1e-4, abs=1e-6), key
+    if case == "clipped_kl_stop":
+        assert two["info"]["is/early_stop"] == one["info"]["is/early_stop"] == 1.0
+    if case == "walk":
+        assert one["lr"] != 3e-4  # the adaptive step size moved, the same way in both
+
+
+def test_normaliser_statistics_merge_across_ranks(two_rank_results):
+    """The observation normaliser and the reward scaler fed by 2 ranks hold the statistics of one
+    process fed by all envs (equal up to float64 rounding), and scale rewards the same."""
+    one = worker.normaliser_stats(SINGLE)
+    two = two_rank_results["normalisers"]
+    for part in ("obs", "returns_std"):
+        for name, value in one[part].items():
+            torch.testing.assert_close(two[part][name], value, rtol=1e-12, atol=1e-12)
+    assert one["obs"]["count"] == 160.0
+    torch.testing.assert_close(two["scaled"], one["scaled"], rtol=1e-6, atol=1e-6)
+
+
+def test_torchrun_train_writes_one_run_and_resumes_exactly(tmp_path):
+    """Rank 0 alone writes (one run dir, metrics counting every rank's steps, checkpoints holding
+    both ranks' envs); a resume with 2 processes continues bit for bit; one with 1 is refused."""
+    straight = torchrun(
+        "-m", "locomo", "train", *JOB, "train.iterations=4", "hydra.run.dir=straight", cwd=tmp_path
+    )
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    # Without hydra.run.dir: both ranks must agree on rank 0's timestamped run dir.
+    proc = torchrun(
+        "-m", "locomo", "train", *JOB, "train.iterations=2", "train.checkpoint_every=1", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "cartpole").iterdir())
+    assert len(runs) == 1, runs
+    run = runs[0]
+    rows = metrics_rows(run)
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert [r["env_steps"] for r in rows] == [64, 128]  # both ranks' steps
+    assert proc.stdout.count("locomo: trained 2 iterations") == 1  # rank 0 reports
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["distributed"]["world_size"] == 2
+    assert len(state["env"]) == 2 and len(state["distributed"]["rng"]) == 2
+    assert state["obs"].shape == (4, 4)  # the job's 4 envs, cartpole's 4 observations
+    assert (run / ".hydra" / "config.yaml").exists() and not (run / "traceback.log").exists()
+
+    resumed = torchrun("-m", "locomo", "train", f"resume={run}", "train.iterations=4", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["iteration"] for r in metrics_rows(run)] == [1, 2, 3, 4]
+    for name, value in final_weights(tmp_path / "straight").items():
+        assert torch.equal(final_weights(run)[name], value), name
+
+    alone = run_locomo("train", f"resume={run}", "train.iterations=6", cwd=tmp_path)
+    assert alone.returncode == 2
+    assert locomo_lines(alone.stderr) == [
+        f"locomo: error: {run / 'checkpoints' / 'iter_000004.pt'} was written by a job of 2 process(es) "
+        "and this job has 1: each process holds its own envs, so resume it with torchrun "
+        "--nproc_per_node=2 -m locomo train resume=... (or --nnodes and --nproc_per_node with 2 "
+        "processes in all)"
+    ]
+
+
+def test_envs_that_do_not_split_over_the_ranks_stop_every_rank_with_one_line(tmp_path):
+    proc = torchrun(
+        "-m",
+        "locomo",
+        "train",
+        *JOB,
+        "train.num_envs=3",
+        "train.steps_per_iteration=63",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    lines = locomo_lines(proc.stderr)
+    why = (
+        "train.num_envs=3 is invalid: must be a multiple of this job's 2 processes (torchrun's nnodes x "
+        "nproc_per_node): each process steps num_envs / 2 of the envs"
+    )
+    assert sorted(lines) == sorted(
+        [f"locomo: error: {why}", f"locomo: error: rank 1: rank 0 did not start the run ({why})"]
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _rank_pids(parent: int) -> dict[int, int]:
+    """rank -> pid of torchrun's worker processes."""
+    out = {}
+    for pid in subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for item in environ:
+            if item.startswith(b"RANK="):
+                out[int(item[5:])] = int(pid)
+    return out
+
+
+def test_a_rank_that_dies_ends_the_job_without_a_torn_checkpoint(tmp_path):
+    """kill -9 of rank 1 mid-run: rank 0 stops with one line, every checkpoint on disk loads."""
+    proc = subprocess.Popen(
+        torchrun_args(
+            "-m",
+            "locomo",
+            "train",
+            *JOB,
+            "train.iterations=100000",
+            "train.checkpoint_every=1",
+            "hydra.run.dir=run",
+        ),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(
+            lambda: (
+                len(metrics_rows(tmp_path / "run")) >= 3
+                if (tmp_path / "run" / "metrics.jsonl").exists()
+                else False
+            ),
+            timeout=120,
+            proc=proc,
+            what="3 iterations",
+        )
+        pids = wait_for(lambda: (p := _rank_pids(proc.pid)) and len(p) == 2 and p, what="the ranks")
+        os.kill(pids[1], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    lines = locomo_lines(stderr)
+    assert len(lines) == 1, stderr[-3000:]
+    assert (
+        lines[0].startswith("locomo: error: rank 0 of 2: ")
+        and "another rank of this job has stopped" in lines[0]
+    )
+    from locomo.checkpoint import load_file
+
+    files = sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))
+    assert files
+    for path in files:
+        load_file(path)
+
+
+@pytest.mark.slow
+def test_cartpole_learns_under_two_ranks(tmp_path):
+    """test_learning's cartpole test (reward-to-go, mean baseline, 40 x 2048 steps) passes its
+    threshold as one job of 2 processes."""
+    proc = torchrun(
+        "-m",
+        "locomo",
+        "train",
+        "env=cartpole",
+        "algo=baseline",
+        "algo.normalize_advantages=true",
+        "algo.lr=3e-3",
+        "train.num_envs=8",
+        "train.steps_per_iteration=2048",
+        "train.iterations=40",
+        *QUIET,
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = metrics_rows(tmp_path / "run")[-1]
+    assert last["iteration"] == 40 and last["env_steps"] == 40 * 2048
+    assert last["rollout/return_mean"] >= 195.0, last["rollout/return_mean"]
+
+
+def test_sigterm_to_torchrun_saves_one_checkpoint_and_says_how_to_resume(tmp_path):
+    """torchrun passes SIGTERM to every rank; the ranks agree on the iteration to stop after, rank 0
+    saves it, and each says how to continue the job."""
+    proc = subprocess.Popen(
+        torchrun_args(
+            *["-m", "locomo", "train", *JOB, "train.iterations=100000", "train.checkpoint_every=1000"],
+            "hydra.run.dir=run",
+        ),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(
+            lambda: (
+                (tmp_path / "run" / "metrics.jsonl").exists() and len(metrics_rows(tmp_path / "run")) >= 2
+            ),
+            timeout=120,
+            proc=proc,
+            what="2 iterations",
+        )
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = [line for line in locomo_lines(stderr) if "interrupted by SIGTERM" in line]
+    assert len(done) == 2 and done[0] == done[1], stderr[-3000:]
+    last = int(metrics_rows(tmp_path / "run")[-1]["iteration"])
+    checkpoint = tmp_path / "run" / "checkpoints" / f"iter_{last:06d}.pt"
+    assert done[0] == (
+        f"locomo: interrupted by SIGTERM after iteration {last}; checkpoint saved to {checkpoint}; "
+        f"continue with: torchrun --nproc_per_node=2 -m locomo train resume={tmp_path / 'run'}"
+    )
+    assert torch.load(checkpoint, weights_only=True)["counters"]["iteration"] == last
