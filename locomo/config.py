@@ -295,6 +295,9 @@ class BenchSettings:
     train_epochs: int = 5  # passes over each batch
     train_minibatches: int = 4  # minibatches per pass
     train_iterations: int = 5  # iterations timed per trainer (the first is a warm-up, not counted)
+    # locomo's trainer again as one torchrun job of this many processes, 1 simulator thread each
+    # (against one process with `threads`); 0 = one per core, 1 = not measured
+    ranks: int = 0
     gymnasium_async: bool = True  # measure Gymnasium's subprocess vector env (num_envs processes)
     envpool: bool = True  # measure EnvPool when importable
     sb3: bool = True  # measure Stable-Baselines3 PPO when importable
@@ -684,6 +687,7 @@ def validate_bench(cfg: DictConfig | BenchConfig) -> None:
     for key in ("num_envs", "sampler_steps", "repeats", "train_batch", "train_epochs", "train_minibatches"):
         _positive(f"bench.{key}", getattr(b, key))
     _positive("bench.threads", b.threads, strict=False)
+    _positive("bench.ranks", b.ranks, strict=False)
     if b.train_iterations < 2:
         raise ConfigError(
             "bench.train_iterations", b.train_iterations, "must be >= 2 (the first is a warm-up)"

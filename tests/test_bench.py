@@ -27,6 +27,14 @@ def test_bench_quick_writes_the_table_as_json(locomo_cli):
     assert table["settings"]["num_envs"] == 4  # quick sizes
     assert table["ratios"]["locomo_sampler/raw_physics"] > 0
     assert table["locomo_update_s"] > 0
+    # The same training as a torchrun job of one process per core (a note where that cannot be:
+    # one core, or more cores than the quick size's 4 envs split over).
+    if table["locomo_train_ranks"] is None:
+        assert "locomo_train_ranks" in table["notes"]
+    else:
+        assert table["locomo_train_ranks"] > 0 and table["ranks"] == table["machine"]["cores"]
+        assert table["ratios"]["locomo_train_ranks/locomo_train"] > 0
+        assert "locomo, torchrun" in result.stdout
 
 
 def test_bench_config_errors_are_one_line(locomo_cli):

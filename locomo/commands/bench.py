@@ -20,6 +20,9 @@ GAE, clipped importance weights, observation normalisation):
   env steps / (collect + update) per iteration;
 - ``locomo_train_all_cores``: the same with ``train.update_threads=0``: the update on every core
   (faster on an idle machine, much slower when another process holds a core, hence not the default);
+- ``locomo_train_ranks``: the same config as one ``torchrun`` job of ``bench.ranks`` processes
+  (gloo), each stepping its share of the envs on 1 simulator thread (:mod:`locomo.distributed`),
+  env steps / (collect + update) of the job per iteration, as rank 0 times it;
 - ``sb3_ppo``: Stable-Baselines3 PPO on a ``DummyVecEnv`` with ``VecNormalize(norm_reward=False)``,
   torch on one thread, env steps / wall time between the starts of successive rollouts.
 
@@ -33,6 +36,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +49,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import CONF_DIR, AlgoConfig, EnvConfig, LocomoConfig, validate_bench, validate_config
+from locomo.config import (
+    CONF_DIR,
+    AlgoConfig,
+    EnvConfig,
+    LocomoConfig,
+    to_container,
+    validate_bench,
+    validate_config,
+)
 from locomo.envs.batched import BatchedMujocoVecEnv, load_task
 from locomo.envs.gymnasium_backend import GymnasiumVecEnv
 from locomo.envs.pool import WorkerPool, available_cores
@@ -239,6 +252,35 @@ def measure_locomo_train(
     }
 
 
+def measure_locomo_train_ranks(settings: Any, seed: int, run_dir: Path) -> dict[str, list[float]] | str:
+    """:func:`measure_locomo_train`'s workload as one torchrun job of ``bench.ranks`` processes with
+    one simulator thread each; or why it was not measured."""
+    ranks = settings.ranks or available_cores()
+    if ranks < 2:
+        return f"skipped (bench.ranks={settings.ranks} on {available_cores()} core(s))"
+    if settings.num_envs % ranks:
+        return f"skipped: bench.num_envs={settings.num_envs} does not split over {ranks} processes"
+    cfg = locomo_train_config(settings, seed)
+    cfg.env.threads = 1
+    cfg.video.enabled = False
+    # The exact config of the one-process measurement, as the job's primary config (typed by the schema).
+    conf = run_dir / "locomo_train_ranks.yaml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create({"defaults": ["locomo_schema", "_self_"], **to_container(cfg)}), conf)
+    out = run_dir / "locomo_train_ranks"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+        "-m", "locomo", "train", "--config-path", str(conf.parent.resolve()), "--config-name", conf.stem,
+        "hydra.run.dir='" + str(out.resolve()).replace("'", "\\'") + "'",
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        said = [line for line in proc.stderr.splitlines() if line.startswith("locomo:")]
+        return f"torchrun failed ({said[0] if said else f'exit status {proc.returncode}'})"
+    rows = [json.loads(line) for line in (out / cfg.logger.metrics_file).read_text().splitlines()][1:]
+    return {"train": [r["perf/steps_per_s"] for r in rows], "ranks": [float(ranks)]}
+
+
 def measure_sb3(settings: Any, seed: int) -> list[float] | str:
     """SB3 PPO's env steps/s per iteration after the first, or why it was not measured."""
     if not settings.sb3:
@@ -311,6 +353,10 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
     samples, notes = measure_samplers(settings, seed)
     train = measure_locomo_train(settings, seed, run_dir, "locomo_train")
     all_cores = measure_locomo_train(settings, seed, run_dir, "locomo_train_all_cores", update_threads=0)
+    ranks = measure_locomo_train_ranks(settings, seed, run_dir)
+    if isinstance(ranks, str):
+        notes["locomo_train_ranks"] = ranks
+        ranks = {}
     sb3 = measure_sb3(settings, seed)
     if isinstance(sb3, str):
         notes["sb3_ppo"] = sb3
@@ -319,6 +365,8 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
     samples["locomo_train"] = train["train"]
     samples["locomo_collect"] = train["collect"]
     samples["locomo_train_all_cores"] = all_cores["train"]
+    if ranks:
+        samples["locomo_train_ranks"] = ranks["train"]
 
     result: dict[str, Any] = {key: median(samples.get(key)) for key in REQUIRED_KEYS}
     result["locomo_gymnasium_backend"] = median(samples.get("locomo_gymnasium_backend"))
@@ -326,6 +374,8 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
     result["locomo_update_s"] = median(train["update_s"])
     result["locomo_train_all_cores"] = median(all_cores["train"])
     result["locomo_update_s_all_cores"] = median(all_cores["update_s"])
+    result["locomo_train_ranks"] = median(ranks.get("train"))
+    result["ranks"] = int(ranks["ranks"][0]) if ranks else None
     result["ratios"] = {
         "locomo_sampler/raw_physics": ratio(result["locomo_sampler"], result["raw_physics"]),
         "locomo_sampler/envpool": ratio(result["locomo_sampler"], result["envpool"]),
@@ -335,6 +385,7 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
             result["locomo_train_all_cores"], result["locomo_sampler"]
         ),
         "locomo_train/sb3_ppo": ratio(result["locomo_train"], result["sb3_ppo"]),
+        "locomo_train_ranks/locomo_train": ratio(result["locomo_train_ranks"], result["locomo_train"]),
     }
     result["samples"] = samples
     result["notes"] = notes
@@ -363,6 +414,7 @@ def _fmt(x: float | None, digits: int = 0) -> str:
 def format_table(result: dict[str, Any]) -> str:
     """The human-readable table of a :func:`run_bench` result."""
     s, m = result["settings"], result["machine"]
+    ranks_label = f"locomo, torchrun {result['ranks'] or 'K'} processes x 1 thread"
     lines = [
         f"locomo bench: {s['env_id']}, {s['num_envs']} envs, {s['threads_resolved']} simulator threads, "
         f"{m['cores']} cores (load avg {m['load_avg_start'][0]:.2f} at start, "
@@ -390,6 +442,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"  {'  update seconds per iteration':42s}{_fmt(result['locomo_update_s'], 3):>14s}",
         f"  {'locomo, train.update_threads=0':42s}{_fmt(result['locomo_train_all_cores']):>14s}",
         f"  {'  update seconds per iteration':42s}{_fmt(result['locomo_update_s_all_cores'], 3):>14s}",
+        f"  {ranks_label:42s}{_fmt(result['locomo_train_ranks']):>14s}",
         f"  {'Stable-Baselines3 PPO':42s}{_fmt(result['sb3_ppo']):>14s}",
         "",
         "ratios",
