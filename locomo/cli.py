@@ -41,6 +41,7 @@ from locomo.errors import (
     StoppedBySignal,
     TrainingInterrupted,
     first_line,
+    say,
     write_traceback,
 )
 from locomo.rundir import check_run_dir
@@ -57,9 +58,9 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 def exit_for(exc: Exception) -> None:
     """One line on stderr and the exit status of a user-facing error (see locomo.errors)."""
     if isinstance(exc, TrainingInterrupted):
-        print(f"locomo: {exc}", file=sys.stderr)
+        say(f"locomo: {exc}")
         sys.exit(exc.exit_status)
-    print(f"locomo: error: {exc}", file=sys.stderr)
+    say(f"locomo: error: {exc}")
     if isinstance(exc, DistributedError):
         sys.exit(EXIT_UNEXPECTED)
     sys.exit(EXIT_NONFINITE if isinstance(exc, NonFiniteError) else EXIT_USER_ERROR)
@@ -75,7 +76,7 @@ def report_unexpected(exc: BaseException, directory: Path | None) -> None:
     reason = first_line(exc)
     notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", []))
     saved = f"full traceback in {where}" if where is not None else "the traceback could not be written"
-    print(f"locomo: error: unexpected failure ({reason}){notes}; {saved}", file=sys.stderr)
+    say(f"locomo: error: unexpected failure ({reason}){notes}; {saved}")
     sys.exit(EXIT_UNEXPECTED)
 
 
@@ -231,7 +232,7 @@ def main() -> None:
         exit_for(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM outside the training loop, or a second signal in it
         message = str(exc) or "interrupted; the checkpoints already on disk are kept"
-        print(f"locomo: {message}", file=sys.stderr)
+        say(f"locomo: {message}")
         sys.exit(getattr(exc, "exit_status", 130))
     except Exception as exc:  # before Hydra's job (no run dir yet): one line, the traceback to a file
         report_unexpected(exc, None)

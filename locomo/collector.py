@@ -50,7 +50,7 @@ class Collector:
         group: Group = SINGLE,
     ) -> None:
         self.env, self.actor, self.critic = env, actor, critic
-        self.group = group  # the normalisers' statistics are over every rank's envs
+        self.group = group  # the normalisers' statistics are over every rank's envs, at every batch end
         self.normalizer, self.reward_scaler = normalizer, reward_scaler
         self.steps_per_env = steps_per_env
         spaces = env.spaces
@@ -87,6 +87,10 @@ class Collector:
             obs_raw = step.obs
         if self.critic is not None:
             self._fill_values(self.normalizer(obs_raw), ended)
+        # Each rank's statistics took in its own envs' observations during the batch; from here on
+        # they are the job's again (one exchange per batch, not one per step).
+        self.normalizer.sync(self.group)
+        self.reward_scaler.sync(self.group)
         totals = {name: float(sums.sum()) for name, sums in term_sums.items()}
         return self.buffer.batch(), obs_raw, episodes, totals
 

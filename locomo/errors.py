@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import os
 import signal
+import sys
 import tempfile
 import traceback
 from pathlib import Path
@@ -34,6 +35,13 @@ GL_FIX = (
 EXIT_UNEXPECTED = 1
 EXIT_USER_ERROR = 2
 EXIT_NONFINITE = 3
+
+
+def say(line: str) -> None:
+    """``line`` on stderr in one write, so that the lines of a multi-process job's ranks, which
+    share one terminal or pipe, never mix within a line."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def first_line(exc: BaseException) -> str:

@@ -116,9 +116,14 @@ class ObsNormalizer(nn.Module):
         # update's weights are plain numbers, not tensor ops and, on a GPU, no sync).
         self._affine: tuple[torch.Tensor, torch.Tensor] | None = None
         self._count: float | None = None
+        # Several ranks: the statistics (mean, var, count) at the last sync, and the sums of what
+        # this rank has seen since (see :meth:`sync`).
+        self._synced: tuple[torch.Tensor, torch.Tensor, float] | None = None
+        self._pending: torch.Tensor | None = None
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self._affine, self._count = None, None
+        self._synced, self._pending = None, None
         super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(self, *args, **kwargs):  # type: ignore[no-untyped-def]  # .to(), .cuda(), .double()
@@ -129,15 +134,14 @@ class ObsNormalizer(nn.Module):
     def update(self, obs: torch.Tensor, group: Group = SINGLE) -> None:
         """Fold a batch obs [B, O] into the running statistics.
 
-        With several ranks the batch is the union of every rank's ``obs`` (see
-        :meth:`_update_across`), so all ranks hold the same statistics.
+        With several ranks (``group``) this rank's statistics take in its own observations at
+        once, and the ranks agree again at the next :meth:`sync`, which folds in everyone's.
         """
         if not self.enabled:
             return
-        if group.active:
-            self._update_across(obs, group)
-            return
         x = obs.to(torch.float64)
+        if group.active:
+            self._remember(x)
         # Two-pass variance: as exact as x.var(0), ~5x faster on small batches (runs every env step).
         batch_mean, n = x.mean(0), x.shape[0]
         batch_var = (x - batch_mean).square_().mean(0)
@@ -149,25 +153,47 @@ class ObsNormalizer(nn.Module):
         self.count.fill_(t)
         self._affine, self._count = None, t
 
-    def _update_across(self, obs: torch.Tensor, group: Group) -> None:
-        """:meth:`update` with the batch spread over the ranks: one all-reduce of the moments.
-
-        Each rank sums d = x - m (m the running mean, the same on every rank, so the sums are
-        of small numbers and the subtraction below loses no precision) and d^2 over its rows;
-        over all n rows, batch mean = m + sum d / n and batch variance = sum d^2 / n - (sum d / n)^2.
-        Then the same parallel update as one process, with delta = sum d / n.
-        """
-        x = obs.to(torch.float64)
-        d = x - self.mean
-        sums = group.sum_(torch.cat([d.sum(0), d.square().sum(0), d.new_tensor([x.shape[0]])]))
+    def _remember(self, x: torch.Tensor) -> None:
+        """Add x [B, O] to the sums since the last sync: n, sum d and sum d^2 with d = x - m, m the
+        mean at the last sync (the same on every rank; the sums are of small numbers, so the
+        subtraction in :meth:`sync` loses no precision)."""
+        if self._synced is None:
+            self._synced = (self.mean.clone(), self.var.clone(), float(self.count))
+            self._pending = torch.zeros(2 * self.mean.shape[0] + 1, dtype=torch.float64, device=x.device)
+        assert self._pending is not None
+        d = x - self._synced[0]
         dim = self.mean.shape[0]
+        self._pending[:dim] += d.sum(0)
+        self._pending[dim : 2 * dim] += d.square().sum(0)
+        self._pending[-1] += x.shape[0]
+
+    @torch.no_grad()
+    def sync(self, group: Group) -> None:
+        """Make every rank's statistics the job's: the statistics at the last sync with every
+        rank's observations since then folded in (one all-reduce of 2 O + 1 numbers).
+
+        Over all n new rows, batch mean = m + sum d / n and batch variance = sum d^2 / n -
+        (sum d / n)^2; then the same parallel update as :meth:`update`, from the last sync's state.
+        Every rank must call it at the same point (the collective); a no-op in one process.
+        """
+        if not self.enabled or not group.active:
+            return
+        dim = self.mean.shape[0]
+        if self._synced is None:  # nothing seen since the last sync: still take part
+            self._synced = (self.mean.clone(), self.var.clone(), float(self.count))
+            self._pending = torch.zeros(2 * dim + 1, dtype=torch.float64, device=self.mean.device)
+        assert self._pending is not None
+        sums = group.sum_(self._pending)
+        mean, var, c = self._synced
+        self._synced, self._pending = None, None
         n = float(sums[-1])
+        if n == 0:
+            return
         delta = sums[:dim] / n
         batch_var = (sums[dim : 2 * dim] / n - delta.square()).clamp_(min=0.0)
-        c = float(self.count)
         t = c + n
-        self.mean.add_(delta, alpha=n / t)
-        self.var.mul_(c / t).add_(batch_var, alpha=n / t).add_(delta.square_(), alpha=c * n / t**2)
+        self.mean.copy_(mean + delta * (n / t))
+        self.var.copy_(var * (c / t) + batch_var * (n / t) + delta.square() * (c * n / t**2))
         self.count.fill_(t)
         self._affine, self._count = None, t
 
@@ -203,7 +229,7 @@ class RewardScaler(nn.Module):
     ) -> torch.Tensor:
         """Scaled rewards [N] for rewards [N]; episode_end [N] bool resets R_n after this step.
 
-        With several ranks, N is this rank's envs and the std is over every rank's returns.
+        With several ranks, N is this rank's envs; the std is every rank's after :meth:`sync`.
         """
         if not self.enabled:
             return rewards
@@ -212,6 +238,10 @@ class RewardScaler(nn.Module):
         scale = torch.sqrt(self.returns_std.var + self.returns_std.eps).to(rewards.dtype)
         self.running_return.masked_fill_(episode_end, 0.0)
         return (rewards / scale).clamp(-self.clip, self.clip)
+
+    def sync(self, group: Group) -> None:
+        """Make the returns' statistics the job's (:meth:`ObsNormalizer.sync`)."""
+        self.returns_std.sync(group)
 
 
 class Actor(nn.Module):
@@ -374,6 +404,7 @@ class ValueNet(nn.Module):
         """Fold value targets [B] (every rank's) into the running statistics (no-op without them)."""
         if self.value_stats is not None:
             self.value_stats.update(targets.detach().unsqueeze(1), group)
+            self.value_stats.sync(group)
 
     def normalize_targets(self, targets: torch.Tensor) -> torch.Tensor:
         """Targets [B] in the units :meth:`normalized` regresses."""

@@ -130,6 +130,14 @@ class Runner:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         self.device = resolve_device(cfg.train.device)
+        if self.device.type == "cuda" and group.active and torch.cuda.device_count() < group.local_world_size:
+            raise ConfigError(
+                "train.device",
+                cfg.train.device,
+                f"this node runs {group.local_world_size} processes of the job and has "
+                f"{torch.cuda.device_count()} GPU(s): NCCL needs one GPU per process (lower "
+                "--nproc_per_node, or train.device=cpu)",
+            )
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
         self.first_env, num_envs = group.shard(cfg.train.num_envs)

@@ -92,28 +92,33 @@ def run_case(overrides: list[str], group: Any) -> dict[str, Any]:
     }
 
 
-def normaliser_stats(group: Any) -> dict[str, Any]:
-    """Statistics after 20 steps of N envs through the observation normaliser and the reward
-    scaler, each rank feeding its own envs (observations far from zero: the merge must not lose
-    the variance to cancellation)."""
+def normaliser_stats(group: Any) -> list[dict[str, Any]]:
+    """The observation normaliser's and the reward scaler's statistics at each of 4 syncs, 5 steps of
+    N envs apart, each rank feeding its own envs (observations far from zero: the merge must not
+    lose the variance to cancellation)."""
     from locomo.policy import ObsNormalizer, RewardScaler
 
     data = torch.Generator().manual_seed(2)
     first, count = group.shard(ENVS)
     normalizer = ObsNormalizer(5)
     scaler = RewardScaler(count, gamma=0.99)
-    scaled = []
-    for _ in range(20):
+    synced = []
+    for step in range(20):
         obs = 100.0 + 3.0 * torch.randn(ENVS, 5, generator=data)
         rewards = torch.randn(ENVS, generator=data)
         done = torch.rand(ENVS, generator=data) < 0.2
         normalizer.update(obs[first : first + count], group)
-        scaled.append(scaler(rewards[first : first + count], done[first : first + count], group))
-    return {
-        "obs": {k: v.clone() for k, v in normalizer.state_dict().items()},
-        "returns_std": {k: v.clone() for k, v in scaler.returns_std.state_dict().items()},
-        "scaled": torch.stack(scaled),  # [20, this rank's envs]
-    }
+        scaler(rewards[first : first + count], done[first : first + count], group)
+        if step % 5 == 4:  # a batch of 5 steps ends
+            normalizer.sync(group)
+            scaler.sync(group)
+            synced.append(
+                {
+                    "obs": {k: v.clone() for k, v in normalizer.state_dict().items()},
+                    "returns_std": {k: v.clone() for k, v in scaler.returns_std.state_dict().items()},
+                }
+            )
+    return synced
 
 
 def main(out: str) -> None:
@@ -122,10 +127,7 @@ def main(out: str) -> None:
     group = distributed.init()
     results = {name: run_case(overrides, group) for name, overrides in CASES.items()}
     results["normalisers"] = normaliser_stats(group)
-    scaled = group.gather(results["normalisers"]["scaled"])
     if group.is_main:
-        assert scaled is not None
-        results["normalisers"]["scaled"] = torch.cat(scaled, dim=1)
         torch.save(results, out)
     distributed.shutdown()
 

@@ -85,15 +85,16 @@ def test_two_ranks_update_the_weights_as_one_process(two_rank_results, case: str
 
 
 def test_normaliser_statistics_merge_across_ranks(two_rank_results):
-    """The observation normaliser and the reward scaler fed by 2 ranks hold the statistics of one
-    process fed by all envs (equal up to float64 rounding), and scale rewards the same."""
+    """At every sync (a batch's end), the observation normaliser and the reward scaler fed by 2
+    ranks hold the statistics of one process fed by all envs, equal up to float64 rounding."""
     one = worker.normaliser_stats(SINGLE)
     two = two_rank_results["normalisers"]
-    for part in ("obs", "returns_std"):
-        for name, value in one[part].items():
-            torch.testing.assert_close(two[part][name], value, rtol=1e-12, atol=1e-12)
-    assert one["obs"]["count"] == 160.0
-    torch.testing.assert_close(two["scaled"], one["scaled"], rtol=1e-6, atol=1e-6)
+    assert len(one) == len(two) == 4
+    for at_one, at_two in zip(one, two, strict=True):
+        for part in ("obs", "returns_std"):
+            for name, value in at_one[part].items():
+                torch.testing.assert_close(at_two[part][name], value, rtol=1e-12, atol=1e-12)
+    assert one[-1]["obs"]["count"] == 160.0
 
 
 def test_torchrun_train_writes_one_run_and_resumes_exactly(tmp_path):
