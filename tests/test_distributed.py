@@ -129,6 +129,9 @@ def test_torchrun_train_writes_one_run_and_resumes_exactly(tmp_path):
     for name, value in final_weights(tmp_path / "straight").items():
         assert torch.equal(final_weights(run)[name], value), name
 
+    evaluated = run_locomo("eval", f"checkpoint={run}", "episodes=2", cwd=tmp_path)  # read like any other
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+
     alone = run_locomo("train", f"resume={run}", "train.iterations=6", cwd=tmp_path)
     assert alone.returncode == 2
     assert locomo_lines(alone.stderr) == [
@@ -289,3 +292,29 @@ def test_sigterm_to_torchrun_saves_one_checkpoint_and_says_how_to_resume(tmp_pat
         f"continue with: torchrun --nproc_per_node=2 -m locomo train resume={tmp_path / 'run'}"
     )
     assert torch.load(checkpoint, weights_only=True)["counters"]["iteration"] == last
+
+
+def test_a_sweep_under_torchrun_is_refused_by_every_rank(tmp_path):
+    proc = torchrun("-m", "locomo", "train", "-m", *JOB, "seed=0,1", cwd=tmp_path)
+    assert proc.returncode != 0
+    why = (
+        "locomo: error: -m/--multirun='torchrun' is invalid: a torchrun job trains one run; "
+        "start a sweep without torchrun"
+    )
+    assert locomo_lines(proc.stderr) == [why, why]
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_more_processes_than_gpus_is_refused_before_anything_runs(tmp_path):
+    """NCCL needs one GPU per process: a node with fewer is refused with one line (checked before
+    any collective, so this runs without a job or a GPU)."""
+    from locomo.config import ConfigError
+    from locomo.distributed import Group
+    from locomo.runner import Runner
+    from tests.conftest import PENDULUM_RUN, compose
+
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has a GPU per process")
+    cfg = compose(*PENDULUM_RUN, "train.device=cuda")
+    with pytest.raises(ConfigError, match=r"this node runs 2 processes of the job and has \d GPU\(s\)"):
+        Runner(cfg, tmp_path, group=Group(rank=0, world_size=2, local_rank=0, local_world_size=2))
