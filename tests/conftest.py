@@ -91,6 +91,23 @@ def start_locomo(*args: str, cwd: Path, env: dict[str, str | None] | None = None
     )
 
 
+def torchrun_args(*args: str, nproc: int = 2) -> list[str]:
+    """The command line of ``torchrun --standalone`` (a free port of its own) with ``nproc`` processes."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+
+
+def torchrun(*args: str, cwd: Path, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=<nproc> <args>`` in the CLI's environment."""
+    return subprocess.run(
+        torchrun_args(*args, nproc=nproc),
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def wait_for(
     predicate: Callable[[], Any],
     timeout: float = 60.0,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_locomo
+from tests.conftest import run_locomo, torchrun
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False here)"
@@ -61,3 +61,26 @@ def test_resume_on_cuda_continues_bit_for_bit(tmp_path: Path):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (NCCL: one per process)")
+def test_two_processes_on_two_gpus_train_and_resume_bit_for_bit(tmp_path: Path):
+    """A torchrun job of 2 processes, one GPU each (gradients over NCCL, objects over gloo)."""
+    job = [*GPU_RUN, "train.num_envs=4"]
+    straight = torchrun(
+        "-m", "locomo", "train", *job, "train.iterations=4", "hydra.run.dir=straight", cwd=tmp_path
+    )
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = torchrun("-m", "locomo", "train", *job, "train.iterations=2", "hydra.run.dir=split", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = torchrun(
+        "-m", "locomo", "train", f"resume={tmp_path / 'split'}", "train.iterations=4", cwd=tmp_path
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["distributed"]["world_size"] == 2
+    a = weights(tmp_path / "straight" / "checkpoints" / "iter_000004.pt")
+    b = weights(tmp_path / "split" / "checkpoints" / "iter_000004.pt")
+    for name, value in a.items():
+        assert torch.equal(value, b[name]), name

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 
 from locomo.distributed import SINGLE
 from tests import distributed_worker as worker
-from tests.conftest import QUIET, REPO, cli_env, metrics_rows, run_locomo, wait_for
+from tests.conftest import QUIET, REPO, cli_env, metrics_rows, run_locomo, torchrun, torchrun_args, wait_for
 
 # 2 processes x 2 envs, 16 steps each: iterations of 64 env steps.
 JOB = [
@@ -29,20 +28,8 @@ JOB = [
 ]
 
 
-def torchrun_args(*args: str, nproc: int = 2) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
-
-
-def torchrun(*args: str, cwd: Path, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node=<nproc> <args>`` in the CLI's environment."""
-    return subprocess.run(
-        torchrun_args(*args, nproc=nproc),
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+# What a rank says when torchrun stops it (SIGTERM) because another rank failed first.
+STOPPED_STARTING = "locomo: stopped by SIGTERM outside the training loop (no trained iteration was lost)"
 
 
 def locomo_lines(stderr: str) -> list[str]:
@@ -159,9 +146,9 @@ def test_envs_that_do_not_split_over_the_ranks_stop_every_rank_with_one_line(tmp
         "train.num_envs=3 is invalid: must be a multiple of this job's 2 processes (torchrun's nnodes x "
         "nproc_per_node): each process steps num_envs / 2 of the envs"
     )
-    assert sorted(lines) == sorted(
-        [f"locomo: error: {why}", f"locomo: error: rank 1: rank 0 did not start the run ({why})"]
-    )
+    rank0 = f"locomo: error: {why}"
+    rank1 = f"locomo: error: rank 1: rank 0 did not start the run ({why})"  # rank 0's reason
+    assert sorted(lines) in (sorted([rank0, rank1]), sorted([rank0, STOPPED_STARTING])), lines
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -215,12 +202,11 @@ def test_a_rank_that_dies_ends_the_job_without_a_torn_checkpoint(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
-    lines = locomo_lines(stderr)
-    assert len(lines) == 1, stderr[-3000:]
-    assert (
-        lines[0].startswith("locomo: error: rank 0 of 2: ")
-        and "another rank of this job has stopped" in lines[0]
-    )
+    # One error line; torchrun's SIGTERM to the survivor may also be acknowledged first.
+    errors = [line for line in locomo_lines(stderr) if "SIGTERM received" not in line]
+    assert len(errors) == 1, stderr[-3000:]
+    assert errors[0].startswith("locomo: error: rank 0 of 2: ")
+    assert "another rank of this job has stopped" in errors[0]
     from locomo.checkpoint import load_file
 
     files = sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))
@@ -301,7 +287,8 @@ def test_a_sweep_under_torchrun_is_refused_by_every_rank(tmp_path):
         "locomo: error: -m/--multirun='torchrun' is invalid: a torchrun job trains one run; "
         "start a sweep without torchrun"
     )
-    assert locomo_lines(proc.stderr) == [why, why]
+    assert all(line in (why, STOPPED_STARTING) for line in locomo_lines(proc.stderr)), proc.stderr[-3000:]
+    assert why in locomo_lines(proc.stderr)
     assert not (tmp_path / "multirun").exists()
 
 
@@ -315,6 +302,7 @@ def test_more_processes_than_gpus_is_refused_before_anything_runs(tmp_path):
 
     if torch.cuda.device_count() >= 2:
         pytest.skip("this machine has a GPU per process")
-    cfg = compose(*PENDULUM_RUN, "train.device=cuda")
+    cfg = compose(*PENDULUM_RUN)
+    cfg.train.device = "cuda"  # past validate_config, which refuses cuda where there is none
     with pytest.raises(ConfigError, match=r"this node runs 2 processes of the job and has \d GPU\(s\)"):
         Runner(cfg, tmp_path, group=Group(rank=0, world_size=2, local_rank=0, local_world_size=2))
