@@ -129,6 +129,7 @@ examples:
   locomo variance env=humanoid_forward batches=16
   locomo bench quick=true
   locomo train resume=outputs/humanoid/2025-01-01_12-00-00 train.iterations=600
+  torchrun --standalone --nproc_per_node=2 -m locomo train    # one job, 2 processes
 """.format(commands="\n".join(f"  {name:<10}{line}" for name, (_, line) in COMMANDS.items()))
 
 

@@ -44,6 +44,16 @@ SMALL_RUN = [
     "logger.wandb.mode=disabled",
 ]
 PENDULUM_RUN = ["env=inverted_pendulum", *SMALL_RUN]
+# test_learning's cartpole budget (reward-to-go, batch-mean baseline): >= 195 at the end.
+CARTPOLE_LEARNS = [
+    "env=cartpole",
+    "algo=baseline",
+    "algo.normalize_advantages=true",
+    "algo.lr=3e-3",
+    "train.num_envs=8",
+    "train.steps_per_iteration=2048",
+    "train.iterations=40",
+]
 CARTPOLE_RUN = ["env=cartpole", *SMALL_RUN]
 
 

@@ -14,7 +14,17 @@ import torch
 
 from locomo.distributed import SINGLE
 from tests import distributed_worker as worker
-from tests.conftest import QUIET, REPO, cli_env, metrics_rows, run_locomo, torchrun, torchrun_args, wait_for
+from tests.conftest import (
+    CARTPOLE_LEARNS,
+    QUIET,
+    REPO,
+    cli_env,
+    metrics_rows,
+    run_locomo,
+    torchrun,
+    torchrun_args,
+    wait_for,
+)
 
 # 2 processes x 2 envs, 16 steps each: iterations of 64 env steps.
 JOB = [
@@ -166,35 +176,35 @@ def _rank_pids(parent: int) -> dict[int, int]:
     return out
 
 
-def test_a_rank_that_dies_ends_the_job_without_a_torn_checkpoint(tmp_path):
-    """kill -9 of rank 1 mid-run: rank 0 stops with one line, every checkpoint on disk loads."""
+def start_long_job(tmp_path: Path, *extra: str, iterations: int) -> subprocess.Popen:
+    """A torchrun job of :data:`JOB` in ``<tmp_path>/run`` with no end in sight, once it has logged
+    ``iterations`` iterations."""
     proc = subprocess.Popen(
-        torchrun_args(
-            "-m",
-            "locomo",
-            "train",
-            *JOB,
-            "train.iterations=100000",
-            "train.checkpoint_every=1",
-            "hydra.run.dir=run",
-        ),
+        torchrun_args("-m", "locomo", "train", *JOB, "train.iterations=100000", *extra, "hydra.run.dir=run"),
         cwd=tmp_path,
         env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    metrics = tmp_path / "run" / "metrics.jsonl"
     try:
         wait_for(
-            lambda: (
-                len(metrics_rows(tmp_path / "run")) >= 3
-                if (tmp_path / "run" / "metrics.jsonl").exists()
-                else False
-            ),
+            lambda: metrics.exists() and len(metrics_rows(tmp_path / "run")) >= iterations,
             timeout=120,
             proc=proc,
-            what="3 iterations",
+            what=f"{iterations} iterations",
         )
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+def test_a_rank_that_dies_ends_the_job_without_a_torn_checkpoint(tmp_path):
+    """kill -9 of rank 1 mid-run: rank 0 stops with one line, every checkpoint on disk loads."""
+    proc = start_long_job(tmp_path, "train.checkpoint_every=1", iterations=3)
+    try:
         pids = wait_for(lambda: (p := _rank_pids(proc.pid)) and len(p) == 2 and p, what="the ranks")
         os.kill(pids[1], signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)
@@ -220,20 +230,7 @@ def test_cartpole_learns_under_two_ranks(tmp_path):
     """test_learning's cartpole test (reward-to-go, mean baseline, 40 x 2048 steps) passes its
     threshold as one job of 2 processes."""
     proc = torchrun(
-        "-m",
-        "locomo",
-        "train",
-        "env=cartpole",
-        "algo=baseline",
-        "algo.normalize_advantages=true",
-        "algo.lr=3e-3",
-        "train.num_envs=8",
-        "train.steps_per_iteration=2048",
-        "train.iterations=40",
-        *QUIET,
-        "hydra.run.dir=run",
-        cwd=tmp_path,
-        timeout=600,
+        "-m", "locomo", "train", *CARTPOLE_LEARNS, *QUIET, "hydra.run.dir=run", cwd=tmp_path, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = metrics_rows(tmp_path / "run")[-1]
@@ -244,26 +241,8 @@ def test_cartpole_learns_under_two_ranks(tmp_path):
 def test_sigterm_to_torchrun_saves_one_checkpoint_and_says_how_to_resume(tmp_path):
     """torchrun passes SIGTERM to every rank; the ranks agree on the iteration to stop after, rank 0
     saves it, and each says how to continue the job."""
-    proc = subprocess.Popen(
-        torchrun_args(
-            *["-m", "locomo", "train", *JOB, "train.iterations=100000", "train.checkpoint_every=1000"],
-            "hydra.run.dir=run",
-        ),
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_long_job(tmp_path, "train.checkpoint_every=1000", iterations=2)
     try:
-        wait_for(
-            lambda: (
-                (tmp_path / "run" / "metrics.jsonl").exists() and len(metrics_rows(tmp_path / "run")) >= 2
-            ),
-            timeout=120,
-            proc=proc,
-            what="2 iterations",
-        )
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     finally:

@@ -14,21 +14,12 @@ from __future__ import annotations
 import pytest
 
 from locomo.runner import Runner
-from tests.conftest import QUIET, compose
+from tests.conftest import CARTPOLE_LEARNS, QUIET, compose
 
 
 @pytest.mark.slow
 def test_cartpole_reward_to_go_with_mean_baseline_reaches_195(tmp_path):
-    cfg = compose(
-        "env=cartpole",
-        "algo=baseline",
-        "algo.normalize_advantages=true",
-        "algo.lr=3e-3",
-        "train.num_envs=8",
-        "train.steps_per_iteration=2048",
-        "train.iterations=40",
-        *QUIET,
-    )
+    cfg = compose(*CARTPOLE_LEARNS, *QUIET)
     metrics = Runner(cfg, tmp_path).run()
     assert metrics["iteration"] == 40
     assert metrics["rollout/return_mean"] >= 195.0, metrics["rollout/return_mean"]
