@@ -31,14 +31,21 @@ class Advantages:
     baseline: float  # the constant baseline used (0 for none/value)
 
 
+def global_mean(x: torch.Tensor, group: Group) -> tuple[torch.Tensor, float]:
+    """Mean of every rank's x [B] together (one all-reduce), and how many samples that is."""
+    if not group.active:
+        return x.mean(), float(x.numel())
+    sums = group.sum_(torch.stack([x.sum(), torch.tensor(float(x.numel()), device=x.device)]).double())
+    return (sums[0] / sums[1]).to(x.dtype), float(sums[1])
+
+
 def global_mean_std(x: torch.Tensor, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and (unbiased) std of every rank's x [B] together: two passes, one all-reduce each."""
     if not group.active:
         return x.mean(), x.std()
-    sums = group.sum_(torch.stack([x.sum(), torch.tensor(float(x.numel()), device=x.device)]).double())
-    mean = (sums[0] / sums[1]).to(x.dtype)
+    mean, n = global_mean(x, group)
     sq = group.sum_((x - mean).square().sum().double().reshape(1))
-    return mean, torch.sqrt(sq[0] / (sums[1] - 1)).to(x.dtype)
+    return mean, torch.sqrt(sq[0] / (n - 1)).to(x.dtype)
 
 
 def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor, group: Group = SINGLE) -> Advantages:
@@ -74,7 +81,7 @@ def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor, group: Group
         value_targets = (gae + values).flatten()
     elif cfg.baseline == "mean":
         ret = weighted_returns()
-        b = returns.mean_baseline(ret) if not group.active else global_mean_std(ret.flatten(), group)[0]
+        b = returns.mean_baseline(ret) if not group.active else global_mean(ret.flatten(), group)[0]
         adv, baseline = ret - b, float(b)
     elif cfg.baseline == "optimal":
         ret = weighted_returns()
@@ -198,7 +205,7 @@ class PolicyGradient:
             log_w = step_log_ratio
         return log_w.exp(), step_log_ratio
 
-    def _local_index(self, perm: torch.Tensor, steps: int, envs: int) -> torch.Tensor:
+    def _local_index(self, perm: torch.Tensor, envs: int) -> torch.Tensor:
         """For a permutation [T * N * K] of the job's flat sample indices (t * N K + n, n the
         job-wide env index), this rank's flat index t * N + (n - rank N) of each sample it holds
         and -1 for the others' (N envs per rank, K ranks)."""
@@ -296,7 +303,7 @@ class PolicyGradient:
         obs = batch.obs.flatten(0, 1)
         actions = batch.actions.flatten(0, 1)
         old_log_prob = batch.log_probs.flatten()
-        steps_per_env, envs = batch.rewards.shape
+        envs = batch.rewards.shape[1]  # this rank's
         B = obs.shape[0] * group.world_size  # the job's batch
         minibatch_size = B // cfg.minibatches
 
@@ -312,7 +319,7 @@ class PolicyGradient:
             epoch_kl: list[float] = []
             perm = torch.randperm(B, generator=self.generator, device="cpu")
             if group.active:
-                perm = self._local_index(perm, steps_per_env, envs)
+                perm = self._local_index(perm, envs)
             perm = perm.to(obs.device)
             for k in range(cfg.minibatches):
                 idx = perm[k * minibatch_size : (k + 1) * minibatch_size]
