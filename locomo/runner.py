@@ -31,6 +31,7 @@ from locomo.collector import Collector
 from locomo.config import ConfigError, to_container
 from locomo.distributed import SINGLE, Group
 from locomo.envs import EpisodeRecord, SpaceInfo, TorchVecEnv, make_vec_env
+from locomo.envs.pool import available_cores
 from locomo.errors import MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
 from locomo.guard import check_finite, check_parameters
 from locomo.logging import MetricsLogger
@@ -90,13 +91,18 @@ class _NoLogger:
         pass
 
 
+def cores_per_process(group: Group) -> int:
+    """This process's share of the cores it may run on: all of them in one process, 1/L of them
+    for each of a job's L processes on one node (so that the ranks do not fight over them)."""
+    return max(1, available_cores() // group.local_world_size)
+
+
 def env_config_for(cfg: DictConfig, group: Group) -> Any:
-    """``cfg.env`` for this rank: with several ranks on one machine, ``env.threads=0`` (one per
-    core) becomes this rank's share of the cores, so the ranks do not fight over them."""
+    """``cfg.env`` for this rank: ``env.threads=0`` (one per core) becomes its share of the cores."""
     if not group.active or cfg.env.threads != 0:
         return cfg.env
     env_cfg = cfg.env.copy()
-    env_cfg.threads = max(1, (os.cpu_count() or 1) // group.local_world_size)
+    env_cfg.threads = cores_per_process(group)
     return env_cfg
 
 
@@ -124,7 +130,7 @@ class Runner:
         seed_everything(cfg.seed)  # the same initial weights on every rank
         default_threads = torch.get_num_threads()
         self.collect_threads = cfg.train.torch_threads or default_threads
-        self.update_threads = cfg.train.update_threads or os.cpu_count() or default_threads
+        self.update_threads = cfg.train.update_threads or cores_per_process(group)
         torch.set_num_threads(self.collect_threads)
         if cfg.train.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -292,7 +298,6 @@ class Runner:
                         )
                     # One decision for all ranks: each saves its part of the checkpoint, then stops.
                     stopping = self.group.any(stop.signum is not None)
-                    signum = stop.signum if stop.signum is not None else signal.SIGTERM
                     # Metrics first, then the checkpoint: a crash in between leaves rows after the
                     # checkpoint, which a resume drops and logs again (no gap, no repeat).
                     every = cfg.train.checkpoint_every
@@ -300,7 +305,8 @@ class Runner:
                     if due or stopping:
                         self._save_checkpoint()
                         self._chart_behavior(logger)
-                    if stopping:
+                    if stopping:  # a rank that got no signal itself stops for the SIGTERM torchrun sends
+                        signum = stop.signum if stop.signum is not None else signal.SIGTERM
                         raise TrainingInterrupted(
                             signum, self.iteration, self.last_good, self.run_dir, self.group.launcher
                         )
@@ -373,7 +379,7 @@ class Runner:
             except CheckpointError as exc:
                 kept = (
                     f"the previous checkpoint {self.last_good} is kept; free space or fix the directory, "
-                    f"then: locomo train resume={self.run_dir}"
+                    f"then: {self.group.launcher} train resume={self.run_dir}"
                     if self.last_good is not None
                     else "no checkpoint had been written yet"
                 )

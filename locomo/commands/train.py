@@ -7,13 +7,16 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import ConfigError, validate_config
+
+if TYPE_CHECKING:  # the CLI imports this module before it knows torch is needed
+    from locomo.distributed import Group
 
 CONFIG = "train"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
@@ -54,7 +57,7 @@ def prepare_argv(args: list[str]) -> list[str]:
     return args
 
 
-def follow_rank0(args: list[str], group: Any) -> list[str]:
+def follow_rank0(args: list[str], group: Group) -> list[str]:
     """A rank other than 0: the run dir is the one rank 0 claimed (Hydra's timestamped default
     would differ between processes); it writes nothing there, not even Hydra's log."""
     from locomo.errors import DistributedError
@@ -110,7 +113,7 @@ def run(cfg: DictConfig) -> float:
     return ret
 
 
-def train(cfg: DictConfig, group: Any, announced: list[bool] | None = None) -> float:
+def train(cfg: DictConfig, group: Group, announced: list[bool] | None = None) -> float:
     """:func:`run` in this process; in a multi-process job, rank 0 claims the run dir and tells
     the other ranks (appending to ``announced`` once it has), which only train."""
     job_cfg = cfg
