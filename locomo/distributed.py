@@ -218,8 +218,12 @@ def check_config(cfg: Any, group: Group) -> None:
 
 
 def shutdown() -> None:
-    """Leave the job (after the last collective)."""
+    """Leave the job once every rank is done with it (after a job that ended well: a failed rank
+    would leave the others waiting here)."""
     global _GROUP
     if _GROUP.active and dist.is_initialized():
+        # No rank tears its connections down while another still uses them (rank 0 may still be
+        # writing its last files).
+        dist.barrier()
         dist.destroy_process_group()
     _GROUP = SINGLE

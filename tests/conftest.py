@@ -111,7 +111,8 @@ def torchrun(*args: str, cwd: Path, nproc: int = 2, timeout: float = 300) -> sub
     return subprocess.run(
         torchrun_args(*args, nproc=nproc),
         cwd=cwd,
-        env=cli_env(),
+        # A rank that crashes in C++ (SIGABRT, SIGSEGV) shows its Python stack too.
+        env=cli_env({"PYTHONFAULTHANDLER": "1"}),
         capture_output=True,
         text=True,
         timeout=timeout,
