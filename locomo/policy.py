@@ -157,15 +157,19 @@ class ObsNormalizer(nn.Module):
         """Add x [B, O] to the sums since the last sync: n, sum d and sum d^2 with d = x - m, m the
         mean at the last sync (the same on every rank; the sums are of small numbers, so the
         subtraction in :meth:`sync` loses no precision)."""
-        if self._synced is None:
-            self._synced = (self.mean.clone(), self.var.clone(), float(self.count))
-            self._pending = torch.zeros(2 * self.mean.shape[0] + 1, dtype=torch.float64, device=x.device)
-        assert self._pending is not None
+        pending = self._pending if self._pending is not None else self._start_pending()
+        assert self._synced is not None
         d = x - self._synced[0]
         dim = self.mean.shape[0]
-        self._pending[:dim] += d.sum(0)
-        self._pending[dim : 2 * dim] += d.square().sum(0)
-        self._pending[-1] += x.shape[0]
+        pending[:dim] += d.sum(0)
+        pending[dim : 2 * dim] += d.square().sum(0)
+        pending[-1] += x.shape[0]
+
+    def _start_pending(self) -> torch.Tensor:
+        """Remember the statistics as they are now (the last sync's) and start empty sums."""
+        self._synced = (self.mean.clone(), self.var.clone(), float(self.count))
+        self._pending = torch.zeros(2 * self.mean.shape[0] + 1, dtype=torch.float64, device=self.mean.device)
+        return self._pending
 
     @torch.no_grad()
     def sync(self, group: Group) -> None:
@@ -179,11 +183,10 @@ class ObsNormalizer(nn.Module):
         if not self.enabled or not group.active:
             return
         dim = self.mean.shape[0]
-        if self._synced is None:  # nothing seen since the last sync: still take part
-            self._synced = (self.mean.clone(), self.var.clone(), float(self.count))
-            self._pending = torch.zeros(2 * dim + 1, dtype=torch.float64, device=self.mean.device)
-        assert self._pending is not None
-        sums = group.sum_(self._pending)
+        # Nothing seen since the last sync: empty sums, but still take part in the collective.
+        pending = self._pending if self._pending is not None else self._start_pending()
+        assert self._synced is not None
+        sums = group.sum_(pending)
         mean, var, c = self._synced
         self._synced, self._pending = None, None
         n = float(sums[-1])
