@@ -6,6 +6,7 @@ configured options together and owns the optimiser.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ class Advantages:
     segment: torch.Tensor  # [B] trajectory-segment id of each sample
     num_segments: int
     baseline: float  # the constant baseline used (0 for none/value)
+    std: float  # the advantages' std over every rank's samples, before any normalisation
 
 
 def global_mean(x: torch.Tensor, group: Group) -> tuple[torch.Tensor, float]:
@@ -48,7 +50,9 @@ def global_mean_std(x: torch.Tensor, group: Group) -> tuple[torch.Tensor, torch.
     return mean, torch.sqrt(sq[0] / (n - 1)).to(x.dtype)
 
 
-def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor, group: Group = SINGLE) -> Advantages:
+def compute_advantages(
+    batch: RolloutBatch, cfg: Any, actor: Actor, group: Group = SINGLE, log_rho: torch.Tensor | None = None
+) -> Advantages:
     """Returns and baseline as configured (``algo.returns``, ``algo.baseline``, ``algo.gamma``, ...).
 
     - ``returns``: ``total`` gives each step its segment's whole return r(tau) (REINFORCE);
@@ -56,6 +60,10 @@ def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor, group: Group
     - ``baseline``: ``none``; ``mean`` subtracts the batch average of those returns; ``optimal``
       the gradient-norm-weighted average (:func:`returns.optimal_baseline`); ``value``
       subtracts V(s_t) (GAE(lambda) for reward-to-go; r(tau) - V(s_t) for total).
+    - ``log_rho`` [T, N] (kept batches, ``algo.reuse_batches`` > 1; value baseline and
+      reward-to-go only): log pi_k - log mu of each step, pi_k the policy starting the update
+      and mu the one that collected the step; the advantages and value targets are then
+      :func:`returns.off_policy_targets` with ``algo.reuse_correction``.
 
     With several ranks ``batch`` is this rank's envs; returns never cross envs, and the batch
     averages (baselines, normalisation) are over every rank's samples.
@@ -73,7 +81,13 @@ def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor, group: Group
 
     value_targets = None
     baseline = 0.0
-    if use_value:
+    if use_value and log_rho is not None:
+        adv, targets = returns.off_policy_targets(
+            batch.rewards, batch.values, batch.next_values, end, term, cfg.gamma, cfg.gae_lambda,
+            log_rho, cfg.reuse_correction,
+        )  # fmt: skip
+        value_targets = targets.flatten()
+    elif use_value:
         values, rewards = batch.values, batch.rewards
         gae = returns.gae(rewards, values, batch.next_values, end, term, cfg.gamma, cfg.gae_lambda)
         # reward_to_go with a value baseline is GAE(lambda); total keeps r(tau) - V(s_t).
@@ -90,9 +104,20 @@ def compute_advantages(batch: RolloutBatch, cfg: Any, actor: Actor, group: Group
     else:
         adv = weighted_returns()
     adv = adv.flatten()
+    mean, std = global_mean_std(adv, group)
     if cfg.normalize_advantages:
-        adv = returns.normalize_with(adv, *global_mean_std(adv, group))
-    return Advantages(adv, value_targets, seg.flatten(), num_segments, baseline)
+        adv = returns.normalize_with(adv, mean, std)
+    return Advantages(adv, value_targets, seg.flatten(), num_segments, baseline, float(std))
+
+
+def explained_variance(values: torch.Tensor, targets: torch.Tensor, group: Group = SINGLE) -> float:
+    """1 - Var(targets - V) / Var(targets) over every rank's samples (values, targets [B]).
+
+    1: the value function predicts its targets exactly; 0: no better than their mean; below 0:
+    worse. NaN when the targets do not vary."""
+    var_targets = float(global_mean_std(targets, group)[1]) ** 2
+    var_error = float(global_mean_std(targets - values, group)[1]) ** 2
+    return 1.0 - var_error / var_targets if var_targets > 0 else float("nan")
 
 
 def optimal_baseline_for(
@@ -145,6 +170,30 @@ def adaptive_lr(
 def linear_lr(base_lr: float, progress: float) -> float:
     """base_lr * (1 - progress), progress in [0, 1] the fraction of training done."""
     return base_lr * max(0.0, 1.0 - progress)
+
+
+@dataclass
+class UpdateData:
+    """An update's samples, flattened to B (all kept batches): what the gradient steps index."""
+
+    obs: torch.Tensor  # [B, O] normalised observations
+    actions: torch.Tensor  # [B, A] or [B]
+    behaviour: torch.Tensor  # [B] log mu(a|s): the policy that collected each sample
+    start: torch.Tensor | None  # [B] log pi_k(a|s), pi_k the policy starting the update (None: = mu)
+    values: torch.Tensor  # [B] V(s) the advantages were computed with
+    value_targets: torch.Tensor | None  # [B] the critic's regression targets (value baseline only)
+
+    @staticmethod
+    def of(rollout: RolloutBatch, start: torch.Tensor | None, adv: Advantages) -> UpdateData:
+        """The flat samples of a [T, N] rollout and its advantages' value targets."""
+        return UpdateData(
+            rollout.obs.flatten(0, 1),
+            rollout.actions.flatten(0, 1),
+            rollout.log_probs.flatten(),
+            start,
+            rollout.values.flatten(),
+            adv.value_targets,
+        )
 
 
 @dataclass
@@ -224,74 +273,135 @@ class PolicyGradient:
             offset += p.numel()
         return flat[offset:]
 
-    def _step(
-        self,
-        mb: Minibatch,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        old_log_prob: torch.Tensor,
-        adv: Advantages,
-        value_targets: torch.Tensor | None,
-    ) -> dict[str, float]:
-        """One gradient step on minibatch ``mb`` of the flat batch (obs [B, O], actions [B, A] or
-        [B], old_log_prob [B], value_targets [B]); its diagnostics, over every rank's samples."""
+    def _step(self, mb: Minibatch, data: UpdateData, adv: Advantages) -> dict[str, float]:
+        """One gradient step on minibatch ``mb`` of the flat ``data``; its diagnostics, over every
+        rank's samples. No step (``applied`` 0) when ``algo.target_kl`` is set and the policy has
+        already moved further than it from where the update started, measured on this minibatch
+        before the step: a step past the target is not taken."""
         cfg, group, critic = self.cfg, self.group, self.critic
+        obs, actions = data.obs, data.actions
         idx, count = mb.index, int(mb.index.numel())
         self.optimizer.zero_grad(set_to_none=True)
         # Per-sample sums (importance_sums' four, then clipped samples, policy loss, entropy and
         # value loss times the count): summed across ranks they give the minibatch's means.
         sums = torch.zeros(8, device=obs.device)
         weight_max = torch.zeros((), device=obs.device)
+        mb_obs = mb_actions = centre = None
         if count:
             # One gather of the minibatch's observations for both nets (index_select copies
             # whole rows; obs[idx] gathers element by element, ~3x slower on [2048, 348]).
             mb_obs = obs.index_select(0, idx)
-            new_log_prob, entropy = self.actor.log_prob_and_entropy(mb_obs, actions.index_select(0, idx))
+            mb_actions = actions.index_select(0, idx)
+            new_log_prob, entropy = self.actor.log_prob_and_entropy(mb_obs, mb_actions)
             if cfg.importance == "trajectory":
                 # A trajectory's weight needs every step of it, not just this minibatch's.
                 with torch.no_grad():
                     all_new = self.actor.log_prob(obs, actions)
-                weights_all, log_ratio_all = self._weights(all_new, old_log_prob, adv)
+                weights_all, log_ratio_all = self._weights(all_new, data.behaviour, adv)
                 weights, step_log_ratio = weights_all[idx], log_ratio_all[idx]
             else:
-                weights, step_log_ratio = self._weights(new_log_prob.detach(), old_log_prob[idx], adv)
+                weights, step_log_ratio = self._weights(new_log_prob.detach(), data.behaviour[idx], adv)
+            if data.start is not None:  # kept batches: clip around pi_k / mu, KL from pi_k
+                centre = (data.start[idx] - data.behaviour[idx]).exp()
+                step_log_ratio = new_log_prob.detach() - data.start[idx]
             policy_loss, info = losses.policy_surrogate_loss(
-                new_log_prob, adv.advantages[idx], weights, cfg.clip_ratio
+                new_log_prob, adv.advantages[idx], weights, cfg.clip_ratio, centre
             )
             loss = policy_loss - cfg.entropy_coef * entropy
             v_loss = policy_loss.new_zeros(())
-            if critic is not None and value_targets is not None:
-                v_loss = losses.value_loss(critic.normalized(mb_obs), value_targets[idx])
+            if critic is not None and data.value_targets is not None:
+                v_loss = losses.value_loss(critic.normalized(mb_obs), data.value_targets[idx])
                 loss = loss + cfg.value_coef * v_loss
             check_finite("loss", loss.detach(), context=mb.where)  # before it reaches the parameters
             # This rank's share of the minibatch mean: the shares' gradients sum to the mean's.
             (loss * (count / mb.size) if group.active else loss).backward()
-            sums[:4] = losses.importance_sums(weights, step_log_ratio)
+            sums[:4] = losses.importance_sums(weights, step_log_ratio, centre)
             clipped = policy_loss.new_tensor(info["clip_fraction"])
             sums[4:] = torch.stack([clipped, policy_loss.detach(), entropy.detach(), v_loss.detach()]) * count
             weight_max = weights.detach().max()
         if group.active:
             sums = self._all_reduce_gradients(sums)
             weight_max = group.max_(weight_max.reshape(1))[0]
-        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm)
-        check_finite("gradients", grad_norm.detach(), context=f"(global norm) {mb.where}")
-        self.optimizer.step()
         totals = sums.tolist()
         n = totals[0]
         out = losses.diagnostics_from_sums(totals[:4], float(weight_max))
+        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm)
+        check_finite("gradients", grad_norm.detach(), context=f"(global norm) {mb.where}")
+        applied = cfg.target_kl is None or out["approx_kl"] <= cfg.target_kl
+        if applied:
+            self.optimizer.step()
+        # With no step taken the policy stands where this minibatch measured it before.
+        kl_after = self._kl_after_step(mb_obs, mb_actions, data, idx, centre) if applied else out["approx_kl"]
         out.update(
             clip_fraction=totals[4] / n,
             policy_loss=totals[5] / n,
             entropy=totals[6] / n,
             grad_norm=float(grad_norm),
+            kl_after=kl_after,
+            applied=float(applied),
         )
-        if critic is not None and value_targets is not None:
+        if critic is not None and data.value_targets is not None:
             out["value_loss"] = totals[7] / n
         return out
 
-    def update(self, batch: RolloutBatch) -> dict[str, float]:
+    @torch.no_grad()
+    def _kl_after_step(
+        self,
+        mb_obs: torch.Tensor | None,
+        mb_actions: torch.Tensor | None,
+        data: UpdateData,
+        idx: torch.Tensor,
+        centre: torch.Tensor | None,
+    ) -> float:
+        """Approx KL(pi_k || pi_theta) on the minibatch with the step applied (every rank's samples).
+
+        What the adaptive step size reads: measured before the step, the first minibatch of an
+        update would always read 0."""
+        kl = torch.zeros(2, dtype=torch.float64, device=data.obs.device)
+        if mb_obs is not None and mb_actions is not None:
+            start = data.behaviour[idx] if data.start is None else data.start[idx]
+            log_r = self.actor.log_prob(mb_obs, mb_actions) - start
+            kl[0], kl[1] = float(idx.numel()), losses.kl_sum(log_r, centre).double()
+        if self.group.active:
+            kl = self.group.sum_(kl)
+        return float(kl[1] / kl[0])
+
+    def _prepare(self, batch: RolloutBatch, kept: Sequence[RolloutBatch]) -> tuple[UpdateData, Advantages]:
+        """The update's samples: ``kept`` (oldest first) then ``batch``, along time ([K T, N]).
+
+        Consecutive batches continue each other's episodes (env n's step T of one batch is step
+        0 of the next), so the kept batches and the new one are one rollout of K T steps. Its
+        old steps get V(s_t) from the current critic and log pi_k from the current policy (pi_k
+        starts this update); V(s_t+1) at their episode ends stays as collected (the last
+        observation of a finished episode is not kept).
+        """
+        if not kept:
+            adv = compute_advantages(batch, self.cfg, self.actor, self.group)
+            return UpdateData.of(batch, None, adv), adv
+        assert self.critic is not None  # validated: reuse needs the value baseline
+        old = RolloutBatch(*(torch.cat(parts) for parts in zip(*kept, strict=True)))
+        with torch.no_grad():
+            flat_obs, flat_actions = old.obs.flatten(0, 1), old.actions.flatten(0, 1)
+            start_old = self.actor.log_prob(flat_obs, flat_actions).view_as(old.log_probs)
+            values_old = self.critic(flat_obs).view_as(old.values)
+        rollout = RolloutBatch(*(torch.cat(parts) for parts in zip(old, batch, strict=True)))
+        values = torch.cat([values_old, batch.values])
+        shifted = torch.cat([values[1:], batch.next_values[-1:]])
+        next_values = torch.where(rollout.episode_end, rollout.next_values, shifted)
+        rollout = rollout._replace(values=values, next_values=next_values)
+        start = torch.cat([start_old, batch.log_probs])
+        log_rho = start - rollout.log_probs
+        adv = compute_advantages(rollout, self.cfg, self.actor, self.group, log_rho)
+        return UpdateData.of(rollout, start.flatten(), adv), adv
+
+    def update(self, batch: RolloutBatch, kept: Sequence[RolloutBatch] = ()) -> dict[str, float]:
         """Run the configured gradient steps on one batch; return diagnostics (grouped names).
+
+        ``batch`` [T, N] was collected by the current policy; ``kept`` are earlier batches
+        (oldest first, ``algo.reuse_batches`` - 1 of them at most), each sample with the log-prob
+        of the policy that collected it. Every epoch visits all K of them, in ``algo.minibatches``
+        minibatches per batch (so K times the gradient steps of one batch).
 
         With several ranks ``batch`` is this rank's envs, and the ranks together take the steps
         one process would take on the job's batch: the same minibatches of it (one permutation
@@ -299,18 +409,19 @@ class PolicyGradient:
         share of the samples (m_r / M), the gradients summed across ranks before clipping.
         """
         cfg, group = self.cfg, self.group
-        adv = compute_advantages(batch, cfg, self.actor, group)
-        obs = batch.obs.flatten(0, 1)
-        actions = batch.actions.flatten(0, 1)
-        old_log_prob = batch.log_probs.flatten()
+        data, adv = self._prepare(batch, kept)
+        obs = data.obs
         envs = batch.rewards.shape[1]  # this rank's
-        B = obs.shape[0] * group.world_size  # the job's batch
-        minibatch_size = B // cfg.minibatches
+        B = obs.shape[0] * group.world_size  # the job's samples, all kept batches
+        minibatch_size = batch.rewards.numel() * group.world_size // cfg.minibatches
+        minibatches = cfg.minibatches * (len(kept) + 1)
 
-        critic, value_targets = self.critic, adv.value_targets
-        if critic is not None and value_targets is not None:
-            critic.update_stats(value_targets, group)
-            value_targets = critic.normalize_targets(value_targets)
+        critic = self.critic
+        explained = float("nan")
+        if critic is not None and data.value_targets is not None:
+            explained = explained_variance(data.values, data.value_targets, group)
+            critic.update_stats(data.value_targets, group)
+            data.value_targets = critic.normalize_targets(data.value_targets)
 
         stats: dict[str, list[float]] = {}
         steps = 0
@@ -321,20 +432,20 @@ class PolicyGradient:
             if group.active:
                 perm = self._local_index(perm, envs)
             perm = perm.to(obs.device)
-            for k in range(cfg.minibatches):
+            for k in range(minibatches):
                 idx = perm[k * minibatch_size : (k + 1) * minibatch_size]
                 if group.active:
                     idx = idx[idx >= 0]
                 minibatch = Minibatch(idx, minibatch_size, f"(epoch {epoch + 1}, minibatch {k + 1})")
-                info = self._step(minibatch, obs, actions, old_log_prob, adv, value_targets)
-                steps += 1
+                info = self._step(minibatch, data, adv)
                 for key, value in info.items():
                     stats.setdefault(key, []).append(value)
-                epoch_kl.append(info["approx_kl"])
-                if cfg.target_kl is not None and info["approx_kl"] > cfg.target_kl:
+                epoch_kl.append(info["kl_after"])
+                if not info["applied"]:  # algo.target_kl reached: this step and the rest are not taken
                     stop = True
                     break
-            if cfg.lr_schedule == "adaptive":
+                steps += 1
+            if cfg.lr_schedule == "adaptive" and epoch_kl:
                 self._set_lr(adaptive_lr(self.lr, sum(epoch_kl) / len(epoch_kl), cfg.kl_threshold))
             if stop:
                 break
@@ -345,11 +456,13 @@ class PolicyGradient:
             "losses/entropy": mean["entropy"],
             "losses/grad_norm": mean["grad_norm"],
             "losses/baseline": adv.baseline,
-            "losses/advantage_std": float(global_mean_std(adv.advantages, group)[1]),
+            "losses/advantage_std": adv.std,
             "is/weight_mean": mean["weight_mean"],
             "is/weight_max": max(stats["weight_max"]),
             "is/ess": mean["ess"],
-            "is/approx_kl": mean["approx_kl"],
+            # After each step, as the adaptive step size reads it (before it, the first
+            # minibatch's would be 0 by construction).
+            "is/approx_kl": mean["kl_after"],
             "is/clip_fraction": mean["clip_fraction"],
             "is/gradient_steps": float(steps),
             "is/early_stop": float(stop),
@@ -357,6 +470,15 @@ class PolicyGradient:
         }
         if "value_loss" in mean:
             out["losses/value"] = mean["value_loss"]
+            out["losses/explained_variance"] = explained
+        if kept:
+            out["is/kept_batches"] = float(len(kept))
+            # How far the kept samples' behaviour policies mu are from pi_k: the mean of
+            # k3(log pi_k - log mu) over mu's samples estimates KL(mu || pi_k).
+            old = data.behaviour.numel() - batch.log_probs.numel()
+            assert data.start is not None
+            log_r = data.start[:old] - data.behaviour[:old]
+            out["is/behaviour_kl"] = float(global_mean(((log_r.exp() - 1) - log_r), group)[0])
         log_std = getattr(self.actor, "log_std", None)
         if log_std is not None:
             out["losses/action_std"] = float(log_std.detach().exp().mean())

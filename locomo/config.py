@@ -38,6 +38,7 @@ VIEWERS = ("auto", "window", "video")
 PLOT_KINDS = ("curves", "behavior")
 ACTION_BOUNDS = ("clip", "none")
 LR_SCHEDULES = ("constant", "linear", "adaptive")
+REUSE_CORRECTIONS = ("none", "truncated", "vtrace")
 
 
 class ConfigError(ValueError):
@@ -92,6 +93,12 @@ class AlgoConfig:
     lr_schedule: str = "constant"
     kl_threshold: float = 0.008  # the approx KL per epoch the adaptive schedule steers towards
     optimal_baseline_chunk: int = 1024  # samples per vmap chunk for the optimal baseline's grads
+    # keep the last K batches and train every update on all of them, each sample weighted by
+    # pi_theta / pi_behaviour (the policy that collected it), clipped around pi_k / pi_behaviour
+    reuse_batches: int = 1
+    # how old samples' advantages and value targets are re-estimated: none (GAE as if on-policy)
+    # | truncated (traces cut by min(1, pi_k / mu)) | vtrace (those advantages, V-trace targets)
+    reuse_correction: str = "vtrace"
 
 
 @dataclass
@@ -470,6 +477,19 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
     _positive("algo.optimal_baseline_chunk", algo.optimal_baseline_chunk)
     _choice("algo.lr_schedule", algo.lr_schedule, LR_SCHEDULES)
     _positive("algo.kl_threshold", algo.kl_threshold)
+    _choice("algo.reuse_correction", algo.reuse_correction, REUSE_CORRECTIONS)
+    if not isinstance(algo.reuse_batches, int) or algo.reuse_batches < 1:
+        raise ConfigError("algo.reuse_batches", algo.reuse_batches, "must be an integer >= 1 (1: no reuse)")
+    if algo.reuse_batches > 1:
+        needs = {"baseline": "value", "returns": "reward_to_go", "importance": "per_step"}
+        for key, value in needs.items():
+            if algo[key] != value:
+                raise ConfigError(
+                    "algo.reuse_batches",
+                    algo.reuse_batches,
+                    f"reusing earlier batches needs algo.{key}={value} (old samples' advantages are "
+                    f"re-estimated with the value function, per step); algo.{key} is {algo[key]!r}",
+                )
 
 
 def validate_model(model: DictConfig | ModelConfig) -> None:

@@ -18,6 +18,12 @@ constant factor that Adam ignores.)
   +-max_log_weight so long horizons cannot overflow.
 - Clipping (PPO, beyond the lecture): m_b = 0 where the weight has left [1 - eps, 1 + eps] in
   the direction the advantage pushes it, exactly the gradient of PPO's clipped objective.
+- Samples of earlier batches (``algo.reuse_batches``, the lecture's reuse carried across
+  batches): w_b = pi_theta / mu_b with mu_b the policy that collected sample b, and the clip
+  range is centred on where the update started, c_b = pi_k / mu_b (pi_k the policy at the start
+  of this update): [c_b - eps, c_b + eps], as in generalised PPO (Queeney et al. 2021). An old
+  sample is then neither cut off because its behaviour policy is far away, nor trusted beyond
+  the eps the update may move; for fresh samples c_b = 1, PPO's range.
 """
 
 from __future__ import annotations
@@ -53,12 +59,25 @@ def trajectory_log_weights(
     return sums.clamp(-max_log_weight, max_log_weight)[segment]
 
 
-def clip_mask(weights: torch.Tensor, advantages: torch.Tensor, clip_ratio: float | None) -> torch.Tensor:
-    """[B] 1.0 where the sample's gradient counts, 0.0 where PPO's clip cuts it off."""
+def clip_mask(
+    weights: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_ratio: float | None,
+    centre: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[B] 1.0 where the sample's gradient counts, 0.0 where the clip cuts it off.
+
+    Cut: A > 0 and w > c + eps, or A < 0 and w < c - eps, with c = ``centre`` [B] (1 when None:
+    PPO's clip; pi_k / mu for samples of earlier batches, see the module docstring).
+    """
     if clip_ratio is None:
         return torch.ones_like(weights)
-    too_high = (advantages > 0) & (weights > 1.0 + clip_ratio)
-    too_low = (advantages < 0) & (weights < 1.0 - clip_ratio)
+    if centre is None:
+        too_high = (advantages > 0) & (weights > 1.0 + clip_ratio)
+        too_low = (advantages < 0) & (weights < 1.0 - clip_ratio)
+    else:
+        too_high = (advantages > 0) & (weights > centre + clip_ratio)
+        too_low = (advantages < 0) & (weights < centre - clip_ratio)
     return (~(too_high | too_low)).to(weights.dtype)
 
 
@@ -67,19 +86,21 @@ def policy_surrogate_loss(
     advantages: torch.Tensor,
     weights: torch.Tensor,
     clip_ratio: float | None = None,
+    centre: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L = -mean( w * m * log pi_theta(a|s) * A ), with w and A constant (see module docstring).
 
     Args:
         new_log_prob: [B] log pi_theta(a|s) with grad.
         advantages: [B] advantages (constant).
-        weights: [B] importance weights (treated as constants).
+        weights: [B] importance weights pi_theta / mu (treated as constants).
         clip_ratio: PPO clip epsilon, or None.
+        centre: [B] the clip range's centre pi_k / mu, or None (1: PPO).
     Returns:
         (loss, info) with info: clip_fraction.
     """
     w = weights.detach()
-    mask = clip_mask(w, advantages, clip_ratio)
+    mask = clip_mask(w, advantages, clip_ratio, centre)
     loss = -(w * mask * new_log_prob * advantages.detach()).mean()
     return loss, {"clip_fraction": float(1.0 - mask.mean())}
 
@@ -98,15 +119,29 @@ def importance_diagnostics(weights: torch.Tensor, step_log_ratios: torch.Tensor)
     return diagnostics_from_sums(importance_sums(weights, step_log_ratios).tolist(), float(weights.max()))
 
 
-def importance_sums(weights: torch.Tensor, step_log_ratios: torch.Tensor) -> torch.Tensor:
+def importance_sums(
+    weights: torch.Tensor, step_log_ratios: torch.Tensor, kl_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """[4] (B, sum w, sum w^2, sum of the KL estimator's terms) for weights, step_log_ratios [B].
 
+    The KL terms are k3(log r) = (r - 1) - log r. For samples of earlier batches, ``kl_weights``
+    [B] = pi_k / mu_b and step_log_ratios = log pi_theta - log pi_k: the importance-weighted
+    estimate, from mu's samples, of KL(pi_k || pi_theta), how far this update has moved.
     Sums over parts of a minibatch add up to the whole minibatch's (ranks of a multi-process job).
     """
     w = weights.detach()
     log_r = step_log_ratios.detach()
     count = torch.tensor(float(w.numel()), dtype=w.dtype, device=w.device)
-    return torch.stack([count, w.sum(), (w**2).sum(), ((log_r.exp() - 1) - log_r).sum()])
+    return torch.stack([count, w.sum(), (w**2).sum(), kl_sum(log_r, kl_weights)])
+
+
+def kl_sum(log_r: torch.Tensor, kl_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_b v_b k3(log r_b), k3(x) = (e^x - 1) - x >= 0 (Schulman's KL estimator), v = 1 when None.
+
+    log_r [B] = log pi_theta - log pi_ref; kl_weights v [B] = pi_ref / mu when the samples came
+    from mu (then the sum estimates B KL(pi_ref || pi_theta) from mu's samples)."""
+    terms = (log_r.exp() - 1) - log_r
+    return terms.sum() if kl_weights is None else (kl_weights * terms).sum()
 
 
 def diagnostics_from_sums(sums: list[float], weight_max: float) -> dict[str, float]:

@@ -74,6 +74,10 @@ def estimate_memory(cfg: Any, sizes: EnvSizes) -> MemoryEstimate:
         f"{envs} simulators": float(envs) * sizes.env_bytes,
         "networks": 4.0 * 4 * params,
     }
+    kept = int(cfg.algo.get("reuse_batches", 1)) - 1
+    if kept > 0:  # each kept batch's copy, and its share of the update's K-batch rollout
+        stored = 4 * (sizes.obs_dim + sizes.action_dim + SCALARS_PER_STEP)
+        parts["kept batches"] = float(steps) * kept * (stored + per_step)
     if cfg.algo.baseline == "optimal":  # per-sample policy gradients, a chunk at a time
         parts["per-sample gradients"] = 4.0 * min(int(cfg.algo.optimal_baseline_chunk), steps) * params
     if cfg.video.enabled and sizes.state_dim:
@@ -88,6 +92,7 @@ def estimate_memory(cfg: Any, sizes: EnvSizes) -> MemoryEstimate:
         "video rollouts": "video.episodes",
         "networks": "model.hidden_sizes",
         "per-sample gradients": "algo.optimal_baseline_chunk",
+        "kept batches": "algo.reuse_batches",
     }[max(parts, key=lambda k: parts[k])]
     return MemoryEstimate(parts, blame)
 

@@ -91,18 +91,22 @@ def gae(
     terminated: torch.Tensor,
     gamma: float,
     lam: float,
+    trace: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Generalised advantage estimation (Schulman et al. 2016).
+    """Generalised advantage estimation (Schulman et al. 2016), with optional trace cuts.
 
         delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)
-        A_t     = delta_t + gamma * lam * (1 - end_t) * A_{t+1}
+        A_t     = delta_t + gamma * lam * (1 - end_t) * c_{t+1} * A_{t+1}
 
     With lam = 1 this is reward-to-go (bootstrapped at cuts) minus V(s_t); with lam = 0 the
-    one-step TD error.
+    one-step TD error. ``trace`` c (1 when None) cuts the trace where the samples came from
+    another policy than the one being evaluated: c_t = min(1, pi(a_t|s_t) / mu(a_t|s_t)) gives
+    the truncated-importance (Retrace / V-trace) advantage of :func:`off_policy_targets`.
 
     Args:
         rewards, values, next_values: [T, N].
         episode_end, terminated: [T, N] bool.
+        trace: [T, N] trace coefficients c_t in [0, 1], or None.
     Returns:
         [T, N] advantages.
     """
@@ -110,12 +114,56 @@ def gae(
     not_term = (~terminated).to(rewards.dtype)
     deltas = rewards + gamma * not_term * next_values - values
     decay = gamma * lam * (~episode_end).to(rewards.dtype)  # gamma * lam * (1 - end_t)
+    if trace is not None:
+        decay[:-1] *= trace[1:]  # the step after t carries c_{t+1}
     out = torch.empty_like(rewards)
     d, k, a = deltas.unbind(0), decay.unbind(0), out.unbind(0)
     a[T - 1].copy_(d[T - 1])  # the batch boundary: nothing after T - 1 is known
     for t in range(T - 2, -1, -1):
         torch.add(d[t], k[t] * a[t + 1], out=a[t])
     return out
+
+
+def off_policy_targets(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    episode_end: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+    lam: float,
+    log_rho: torch.Tensor,
+    correction: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages and value targets of steps taken by a behaviour policy mu, for a policy pi.
+
+    rho_t = pi(a_t|s_t) / mu(a_t|s_t) and c_t = min(1, rho_t). The advantage of the action taken
+    (the loss weighs it by pi_theta / mu itself) follows the trace only as far as pi would have:
+
+        A_t = delta_t + gamma * lam * (1 - end_t) * c_{t+1} * A_{t+1}     (:func:`gae` with trace c)
+
+    - ``none``: c = 1, GAE as if the steps were pi's; targets A_t + V(s_t).
+    - ``truncated``: truncated importance weights in the trace; targets A_t + V(s_t) (Retrace's).
+    - ``vtrace``: the same advantages; targets V-trace's v_t = V(s_t) + c_t A_t (Espeholt et al.
+      2018 with rho-bar = c-bar = 1 and lam in the trace): the recursion
+      v_t - V(s_t) = c_t delta_t + gamma lam c_t (v_{t+1} - V(s_{t+1})) estimates V^pi, not Q^pi.
+
+    With rho = 1 (on-policy steps) all three are GAE and its targets.
+
+    Args:
+        rewards, values, next_values: [T, N].
+        episode_end, terminated: [T, N] bool.
+        log_rho: [T, N] log pi(a_t|s_t) - log mu(a_t|s_t).
+        correction: none | truncated | vtrace.
+    Returns:
+        ([T, N] advantages, [T, N] value targets).
+    """
+    trace = None if correction == "none" else log_rho.clamp(max=0.0).exp()
+    adv = gae(rewards, values, next_values, episode_end, terminated, gamma, lam, trace)
+    if correction == "vtrace":
+        assert trace is not None
+        return adv, values + trace * adv
+    return adv, adv + values
 
 
 def segment_ids(episode_end: torch.Tensor) -> torch.Tensor:

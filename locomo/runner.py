@@ -169,6 +169,8 @@ class Runner:
         self.env_steps = 0
         self.checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.train.keep_checkpoints)
         self.recent_episodes: deque[EpisodeRecord] = deque(maxlen=100)
+        # The last algo.reuse_batches - 1 batches (oldest first), trained on again with the next one.
+        self.kept: deque[RolloutBatch] = deque(maxlen=cfg.algo.reuse_batches - 1)
         self.videos = TrainingVideos(cfg, run_dir)
         self.videos.enabled = self.videos.enabled and group.is_main
         self.obs_raw: torch.Tensor | None = None  # [N, O] current raw observations (None: not reset)
@@ -207,6 +209,14 @@ class Runner:
         else:
             _warn("the checkpoint holds no env state: the envs start new episodes (not a bit-exact resume)")
         self.recent_episodes.extend(EpisodeRecord(**e) for e in state.get("episodes", []))
+        kept = training_state.kept_batches(state, self.device)
+        if self.kept.maxlen and len(kept) < min(self.kept.maxlen, self.iteration):
+            _warn(
+                f"the checkpoint keeps {len(kept)} earlier batch(es) and algo.reuse_batches="
+                f"{self.cfg.algo.reuse_batches} reuses {self.kept.maxlen}: the next updates reuse fewer "
+                "(not a bit-exact resume)"
+            )
+        self.kept.extend(kept[-self.kept.maxlen :] if self.kept.maxlen else [])
         self.wandb_run_id = state.get("wandb", {}).get("run_id")
 
     # -- the loop -------------------------------------------------------------------------------
@@ -235,6 +245,7 @@ class Runner:
             self._env_state(),
             self.obs_raw,
             list(self.recent_episodes),
+            list(self.kept),
             self.wandb_run_id,
         )
         if not self.group.active or not gather:
@@ -401,9 +412,11 @@ class Runner:
         torch.set_num_threads(self.update_threads)
         try:
             self.algorithm.begin_update(self.iteration / cfg.train.iterations)
-            update_info = self.algorithm.update(batch)
+            update_info = self.algorithm.update(batch, list(self.kept))
         finally:
             torch.set_num_threads(self.collect_threads)
+        if self.kept.maxlen:  # the buffer's tensors are overwritten by the next collection
+            self.kept.append(RolloutBatch(*(x.clone() for x in batch)))
         check_parameters(self._named_tensors())
         t2 = time.perf_counter()
         self.iteration += 1

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from locomo.buffer import RolloutBatch
 from locomo.checkpoint import CheckpointError, check_spaces, restore_rng, rng_state
 from locomo.config import to_container
 from locomo.envs import EpisodeRecord, SpaceInfo
@@ -42,9 +43,11 @@ def assemble(
     env_state: dict[str, Any] | None,
     obs: torch.Tensor | None,
     episodes: list[EpisodeRecord],
+    kept: list[RolloutBatch],
     wandb_run_id: str | None,
 ) -> dict[str, Any]:
-    """The checkpoint's contents. ``obs`` [N, O]: the raw observations the next step acts on."""
+    """The checkpoint's contents. ``obs`` [N, O]: the raw observations the next step acts on;
+    ``kept``: the earlier batches the next update trains on again (``algo.reuse_batches``)."""
     return {
         "actor": learned.actor.state_dict(),
         "critic": None if learned.critic is None else learned.critic.state_dict(),
@@ -59,8 +62,19 @@ def assemble(
         "env": env_state,
         "obs": None if obs is None else obs.detach().cpu().clone(),
         "episodes": [asdict(e) for e in episodes],
+        "kept_batches": [{k: v.detach().cpu().clone() for k, v in b._asdict().items()} for b in kept],
         "wandb": {"run_id": wandb_run_id},
     }
+
+
+def kept_batches(state: dict[str, Any], device: torch.device) -> list[RolloutBatch]:
+    """The batches a checkpoint kept for reuse, oldest first (none in checkpoints older than the
+    key, which were written without reuse); CheckpointError when they are not batches."""
+    try:
+        kept = state.get("kept_batches", [])
+        return [RolloutBatch(**{k: v.to(device) for k, v in b.items()}) for b in kept]
+    except (TypeError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint's kept batches are not rollout batches: {exc}") from exc
 
 
 def restore(state: dict[str, Any], learned: Learned, spaces: SpaceInfo, env_name: str) -> tuple[int, int]:
@@ -122,6 +136,7 @@ def rank_part(state: dict[str, Any]) -> dict[str, Any]:
         "obs": state["obs"],
         "rng": state["rng"],
         "running_return": scaler.get("running_return") if isinstance(scaler, dict) else None,
+        "kept_batches": state.get("kept_batches", []),
     }
 
 
@@ -134,6 +149,11 @@ def merge_ranks(state: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str,
     returns = [p["running_return"] for p in parts]
     if all(r is not None for r in returns):
         state["reward_scaler"]["running_return"] = torch.cat(returns)
+    # A kept batch [T, N/K, ...] per rank becomes the job's [T, N, ...] (env n of rank r at r N/K + n).
+    state["kept_batches"] = [
+        {k: torch.cat([p["kept_batches"][i][k] for p in parts], dim=1) for k in batch}
+        for i, batch in enumerate(parts[0]["kept_batches"])
+    ]
     state["distributed"] = {"world_size": len(parts), "rng": [p["rng"] for p in parts]}
     return state
 
@@ -156,4 +176,8 @@ def rank_view(state: dict[str, Any], rank: int) -> dict[str, Any]:
         scaler["running_return"] = scaler["running_return"][rank * n : (rank + 1) * n]
     view["reward_scaler"] = scaler
     view["rng"] = state["distributed"]["rng"][rank]
+    view["kept_batches"] = [
+        {k: v[:, rank * (v.shape[1] // world) : (rank + 1) * (v.shape[1] // world)] for k, v in batch.items()}
+        for batch in state.get("kept_batches", [])
+    ]
     return view

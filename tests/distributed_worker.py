@@ -25,9 +25,17 @@ CASES: dict[str, list[str]] = {
     "clipped_kl_stop": ["env=inverted_pendulum", "algo=clipped", "algo.target_kl=0.01"],  # stops early
     # kl_threshold low enough that the adaptive lr moves
     "walk": ["env=inverted_pendulum", "algo=walk", "model.hidden_sizes=[64,64]", "algo.kl_threshold=0.002"],
-}
+    # earlier batches trained on again (the third update reuses two), each advantage correction
+    "walk_reuse_vtrace": [
+        "env=inverted_pendulum", "algo=walk", "model.hidden_sizes=[64,64]", "algo.reuse_batches=3",
+    ],
+    "clipped_reuse_truncated": [
+        "env=inverted_pendulum", "algo=clipped", "algo.epochs=2", "algo.minibatches=4",
+        "algo.reuse_batches=2", "algo.reuse_correction=truncated",
+    ],
+}  # fmt: skip
 STEPS, ENVS = 16, 8  # the job's batch: T x N = 128 samples
-UPDATES = 2
+UPDATES = 3
 
 
 def synthetic_batch(actor: Any, spaces: Any, generator: torch.Generator) -> Any:
@@ -81,9 +89,11 @@ def run_case(overrides: list[str], group: Any) -> dict[str, Any]:
     data = torch.Generator().manual_seed(1)
     first, count = group.shard(ENVS)
     info: dict[str, float] = {}
+    kept: list[Any] = []  # as the runner keeps them: the last algo.reuse_batches - 1 batches
     for _ in range(UPDATES):
-        batch = synthetic_batch(actor, spaces, data)
-        info = algorithm.update(columns(batch, first, count))
+        batch = columns(synthetic_batch(actor, spaces, data), first, count)
+        info = algorithm.update(batch, kept[len(kept) - cfg.algo.reuse_batches + 1 :])
+        kept.append(batch)
     return {
         "actor": {k: v.clone() for k, v in actor.state_dict().items()},
         "critic": None if critic is None else {k: v.clone() for k, v in critic.state_dict().items()},

@@ -166,7 +166,8 @@ def test_importance_weights_are_exactly_one_on_first_pass(importance: str):
     info = PolicyGradient(actor, None, cfg, torch.Generator().manual_seed(0)).update(batch)
     assert info["is/weight_mean"] == 1.0
     assert info["is/weight_max"] == 1.0
-    assert info["is/approx_kl"] == 0.0
+    # Measured after the step (what the adaptive lr reads), it sees how far the step moved.
+    assert info["is/approx_kl"] > 0.0
 
 
 def test_per_step_and_trajectory_weights_match_direct_computation():

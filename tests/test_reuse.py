@@ -1,0 +1,220 @@
+"""Reuse of earlier batches (``algo.reuse_batches``): the off-policy gradient of the lecture's
+section 5 carried across batches, with generalised-PPO clipping and V-trace corrections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from locomo import losses, returns
+from locomo.algorithm import PolicyGradient
+from locomo.config import ConfigError
+from locomo.distributed import SINGLE
+from locomo.policy import GaussianActor, ValueNet
+from tests import distributed_worker as worker
+from tests.conftest import compose
+from tests.test_losses import N, T, algo_cfg, make_batch
+
+GOLDEN = Path(__file__).parent / "data" / "update_golden.pt"
+
+
+GOLDEN_CASES = ["reinforce", "mean_baseline", "optimal_total", "clipped", "clipped_discrete"]
+
+
+@pytest.mark.parametrize("case", GOLDEN_CASES)
+def test_one_batch_reproduces_the_update_before_reuse_bit_for_bit(monkeypatch, case: str):
+    """With algo.reuse_batches=1 the update is the one before reuse existed: the weights after two
+    updates equal, bit for bit, those its code produced (tests/data/update_golden.pt, written by the
+    commit before reuse from this same worker; presets whose KL handling did not change)."""
+    monkeypatch.setattr(worker, "UPDATES", 2)  # as the golden run
+    golden = torch.load(GOLDEN, weights_only=True)[case]
+    ours = worker.run_case(worker.CASES[case], SINGLE)
+    for part in ("actor", "critic"):
+        assert (golden[part] is None) == (ours[part] is None)
+        for name, value in (golden[part] or {}).items():
+            assert torch.equal(ours[part][name], value), f"{part}.{name}"
+
+
+def test_clip_is_centred_on_where_the_update_started():
+    """Hand-computed: w = pi_theta/mu, c = pi_k/mu, eps = 0.2; the gradient is cut where w left
+    [c - eps, c + eps] in the direction the advantage pushes it, and matches the gradient of
+    generalised PPO's objective -mean(min(w A, clip(w, c - eps, c + eps) A))."""
+    w = torch.tensor([1.5, 1.5, 0.5, 0.5, 1.1, 0.7])
+    c = torch.tensor([1.4, 1.2, 0.6, 0.8, 1.0, 1.0])
+    adv = torch.tensor([1.0, 1.0, -1.0, -1.0, 1.0, -1.0])
+    mask = losses.clip_mask(w, adv, 0.2, c)
+    # 1.5 <= 1.4 + 0.2 kept; 1.5 > 1.2 + 0.2 cut; 0.5 >= 0.6 - 0.2 kept; 0.5 < 0.8 - 0.2 cut;
+    # fresh samples (c = 1): 1.1 <= 1.2 kept, 0.7 < 0.8 cut
+    assert mask.tolist() == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    # Without the centre (PPO around 1) the first old sample would be cut, the third too.
+    assert losses.clip_mask(w, adv, 0.2).tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.randn(64, generator=gen, dtype=torch.float64)
+    start = mu + 0.3 * torch.randn(64, generator=gen, dtype=torch.float64)
+    new = (start + 0.3 * torch.randn(64, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    a = torch.randn(64, generator=gen, dtype=torch.float64)
+    ratio, centre = torch.exp(new - mu), torch.exp(start - mu)
+    clipped = torch.maximum(torch.minimum(ratio, centre + 0.2), centre - 0.2)
+    geppo = -torch.min(ratio * a, clipped * a).mean()
+    (expected,) = torch.autograd.grad(geppo, new)
+    ours, info = losses.policy_surrogate_loss(new, a, ratio.detach(), 0.2, centre)
+    (got,) = torch.autograd.grad(ours, new)
+    torch.testing.assert_close(got, expected)
+    assert 0.0 < info["clip_fraction"] < 1.0
+
+
+def naive_off_policy(rewards, values, next_values, end, term, gamma, lam, rho, correction):
+    """The recursions by plain loops over floats, env by env, backwards in time."""
+    T_, N_ = rewards.shape
+    adv = [[0.0] * N_ for _ in range(T_)]
+    target = [[0.0] * N_ for _ in range(T_)]
+    for n in range(N_):
+        follow = 0.0  # A_{t+1}
+        for t in range(T_ - 1, -1, -1):
+            r, v, nv = float(rewards[t, n]), float(values[t, n]), float(next_values[t, n])
+            delta = r + gamma * (0.0 if term[t, n] else nv) - v
+            c_next = 1.0 if correction == "none" or t == T_ - 1 else min(1.0, float(rho[t + 1, n]))
+            goes_on = not end[t, n] and t < T_ - 1
+            a = delta + (gamma * lam * c_next * follow if goes_on else 0.0)
+            adv[t][n] = a
+            c = 1.0 if correction == "none" else min(1.0, float(rho[t, n]))
+            target[t][n] = v + (c * a if correction == "vtrace" else a)
+            follow = a
+    return torch.tensor(adv, dtype=torch.float64), torch.tensor(target, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("correction", ["none", "truncated", "vtrace"])
+def test_off_policy_targets_match_the_recursions_by_hand(correction: str):
+    gen = torch.Generator().manual_seed(3)
+    shape = (9, 3)
+    rewards = torch.randn(shape, generator=gen, dtype=torch.float64)
+    values = torch.randn(shape, generator=gen, dtype=torch.float64)
+    next_values = torch.randn(shape, generator=gen, dtype=torch.float64)
+    end = torch.zeros(shape, dtype=torch.bool)
+    end[2, 0] = end[5, 1] = end[6, 2] = True
+    term = end.clone()
+    term[5, 1] = False  # a truncation: bootstraps
+    log_rho = 0.5 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    adv, targets = returns.off_policy_targets(
+        rewards, values, next_values, end, term, 0.99, 0.9, log_rho, correction
+    )
+    want_adv, want_targets = naive_off_policy(
+        rewards, values, next_values, end, term, 0.99, 0.9, log_rho.exp(), correction
+    )
+    torch.testing.assert_close(adv, want_adv)
+    torch.testing.assert_close(targets, want_targets)
+    # On-policy steps (rho = 1): every correction is GAE and its targets.
+    gae = returns.gae(rewards, values, next_values, end, term, 0.99, 0.9)
+    on_policy = torch.zeros(shape, dtype=torch.float64)
+    on_adv, on_targets = returns.off_policy_targets(
+        rewards, values, next_values, end, term, 0.99, 0.9, on_policy, correction
+    )
+    torch.testing.assert_close(on_adv, gae)
+    torch.testing.assert_close(on_targets, gae + values)
+
+
+def learners(seed: int = 0) -> tuple[GaussianActor, ValueNet]:
+    torch.manual_seed(seed)
+    return GaussianActor(4, 2, [8], "tanh", 0.0).double(), ValueNet(4, [8], "tanh").double()
+
+
+def reuse_cfg(**overrides):
+    base = dict(baseline="value", epochs=2, minibatches=3, clip_ratio=0.2, reuse_batches=2)
+    return algo_cfg(**(base | overrides))
+
+
+def test_update_trains_on_every_kept_batch_with_weights_from_its_own_behaviour_policy():
+    """A kept batch's samples enter the update with w = pi_theta / mu (mu: its collecting policy)
+    and the clip centred on pi_k / mu: before the first step the weights of the old samples are
+    pi_k / mu (not 1), the fresh ones' 1; and the update takes minibatches of both."""
+    actor, critic = learners()
+    old = make_batch(actor, seed=1)
+    # mu: the old batch's collecting policy, a little off the current one
+    old = old._replace(log_probs=old.log_probs + 0.05 * torch.randn(T, N, dtype=torch.float64))
+    fresh = make_batch(actor, seed=2)
+    algo = PolicyGradient(actor, critic, reuse_cfg(), torch.Generator().manual_seed(0))
+    data, _ = algo._prepare(fresh, [old])
+    assert data.obs.shape[0] == 2 * T * N
+    with torch.no_grad():
+        start = actor.log_prob(old.obs.flatten(0, 1), old.actions.flatten(0, 1))
+    assert data.start is not None
+    torch.testing.assert_close(data.start[: T * N], start)  # log pi_k of the old samples
+    torch.testing.assert_close(data.start[T * N :], fresh.log_probs.flatten())  # fresh: pi_k = mu
+    torch.testing.assert_close(data.behaviour[: T * N], old.log_probs.flatten())
+    info = algo.update(fresh, [old])
+    assert info["is/gradient_steps"] == 2 * 3 * 2  # epochs x minibatches per batch x 2 batches
+    assert info["is/kept_batches"] == 1.0
+    assert info["is/behaviour_kl"] > 0.0
+    assert info["is/weight_mean"] != 1.0
+
+
+def test_kept_batches_are_one_rollout_with_the_current_critic():
+    """The old steps' V(s_t) come from the current critic; V(s_t+1) at the old batch's last step
+    is the new batch's first V (the rollout continues); at an episode end it stays as stored."""
+    actor, critic = learners()
+    old, fresh = make_batch(actor, seed=1), make_batch(actor, seed=2)
+    stored = torch.full((T, N), 7.0, dtype=torch.float64)
+    old = old._replace(values=stored, next_values=stored)
+    with torch.no_grad():
+        fresh = fresh._replace(values=critic(fresh.obs.flatten(0, 1)).view(T, N))
+    fresh = fresh._replace(next_values=torch.cat([fresh.values[1:], fresh.values[-1:]]))
+    algo = PolicyGradient(actor, critic, reuse_cfg(), torch.Generator().manual_seed(0))
+    data, _ = algo._prepare(fresh, [old])
+    values = data.values.view(2 * T, N)
+    with torch.no_grad():
+        torch.testing.assert_close(values[:T], critic(old.obs.flatten(0, 1)).view(T, N))
+
+
+def test_resume_with_reuse_is_bit_exact_and_old_checkpoints_load(tmp_path):
+    """A run of 4 iterations with 2 kept batches equals one of 2 iterations resumed to 4: the
+    checkpoint carries the kept batches; a checkpoint without them (older than the key) loads."""
+    from locomo.runner import Runner
+    from tests.conftest import PENDULUM_RUN
+
+    def runner(run_dir: Path, iterations: int, resume: dict | None = None) -> Runner:
+        overrides = ("algo=walk", "model.hidden_sizes=[16,16]", "algo.reuse_batches=3")
+        cfg = compose(*PENDULUM_RUN, *overrides, f"train.iterations={iterations}")
+        return Runner(cfg, run_dir, resume=resume)
+
+    straight = runner(tmp_path / "a", 4)
+    straight.run()
+    runner(tmp_path / "b", 2).run()
+    state = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    assert len(state["kept_batches"]) == 2
+    resumed = runner(tmp_path / "b", 4, resume=state)
+    assert len(resumed.kept) == 2
+    resumed.run()
+    for name, value in straight.actor.state_dict().items():
+        assert torch.equal(resumed.actor.state_dict()[name], value), name
+
+    del state["kept_batches"]  # as written before reuse existed
+    legacy = runner(tmp_path / "c", 3, resume=state)
+    assert len(legacy.kept) == 0
+    legacy.run()
+    assert len(legacy.kept) == 1
+
+
+def test_bad_reuse_settings_are_one_line():
+    with pytest.raises(ConfigError, match=r"algo\.reuse_batches=0 is invalid: must be an integer >= 1"):
+        compose("algo.reuse_batches=0")
+    with pytest.raises(ConfigError, match=r"needs algo\.baseline=value"):
+        compose("env=inverted_pendulum", "algo=baseline", "algo.reuse_batches=2")
+    with pytest.raises(ConfigError, match=r"algo\.reuse_correction='retrace' is invalid"):
+        compose("algo.reuse_correction=retrace")
+
+
+def test_memory_estimate_counts_the_kept_batches():
+    from locomo.preflight import env_sizes, estimate_memory
+
+    one = compose("env=humanoid")
+    many = compose("env=humanoid", "algo.reuse_batches=4")
+    sizes = env_sizes(one.env)
+    extra = estimate_memory(many, sizes).parts["kept batches"]
+    assert "kept batches" not in estimate_memory(one, sizes).parts
+    per_batch = 4 * one.train.steps_per_iteration * sizes.obs_dim  # observations alone
+    assert extra > 3 * per_batch
+    huge = compose("env=humanoid", "algo.reuse_batches=1000000", "train.steps_per_iteration=65536")
+    assert estimate_memory(huge, sizes).blame == "algo.reuse_batches"
