@@ -7,7 +7,7 @@ configured options together and owns the optimiser.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ from locomo.buffer import RolloutBatch
 from locomo.distributed import SINGLE, Group
 from locomo.guard import check_finite
 from locomo.policy import Actor, ValueNet
+from locomo.symmetry import PolicyMirror
 
 
 @dataclass
@@ -215,6 +216,7 @@ class PolicyGradient:
         cfg: Any,
         generator: torch.Generator,
         group: Group = SINGLE,
+        mirror: PolicyMirror | None = None,
     ) -> None:
         # A plain dataclass: OmegaConf attribute access is slow in the minibatch loop.
         self.cfg = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
@@ -226,6 +228,7 @@ class PolicyGradient:
         # The same seed on every rank: every rank draws the same minibatches of the job's batch.
         self.generator = generator
         self.group = group
+        self.mirror = mirror  # algo.symmetry=augment: every sample's mirror image joins the update
 
     @property
     def lr(self) -> float:
@@ -367,38 +370,65 @@ class PolicyGradient:
             kl = self.group.sum_(kl)
         return float(kl[1] / kl[0])
 
-    def _prepare(self, batch: RolloutBatch, kept: Sequence[RolloutBatch]) -> tuple[UpdateData, Advantages]:
+    def _prepare(
+        self, batch: RolloutBatch, kept: Sequence[RolloutBatch], fresh: bool = True
+    ) -> tuple[UpdateData, Advantages]:
         """The update's samples: ``kept`` (oldest first) then ``batch``, along time ([K T, N]).
 
         Consecutive batches continue each other's episodes (env n's step T of one batch is step
         0 of the next), so the kept batches and the new one are one rollout of K T steps. Its
-        old steps get V(s_t) from the current critic and log pi_k from the current policy (pi_k
-        starts this update); V(s_t+1) at their episode ends stays as collected (the last
-        observation of a finished episode is not kept).
+        steps collected by an earlier policy (the kept batches, and ``batch`` too unless
+        ``fresh``) get V(s_t) from the current critic and log pi_k from the current policy (pi_k
+        starts this update); V(s_t+1) at their episode ends, and after a stale ``batch``, stays
+        as collected (the last observation of a finished episode is not kept).
         """
-        if not kept:
+        stale = [*kept] if fresh else [*kept, batch]
+        if not stale:
             adv = compute_advantages(batch, self.cfg, self.actor, self.group)
             return UpdateData.of(batch, None, adv), adv
         assert self.critic is not None  # validated: reuse needs the value baseline
-        old = RolloutBatch(*(torch.cat(parts) for parts in zip(*kept, strict=True)))
+        old = RolloutBatch(*(torch.cat(parts) for parts in zip(*stale, strict=True)))
         with torch.no_grad():
             flat_obs, flat_actions = old.obs.flatten(0, 1), old.actions.flatten(0, 1)
-            start_old = self.actor.log_prob(flat_obs, flat_actions).view_as(old.log_probs)
-            values_old = self.critic(flat_obs).view_as(old.values)
-        rollout = RolloutBatch(*(torch.cat(parts) for parts in zip(old, batch, strict=True)))
-        values = torch.cat([values_old, batch.values])
-        shifted = torch.cat([values[1:], batch.next_values[-1:]])
+            start = self.actor.log_prob(flat_obs, flat_actions).view_as(old.log_probs)
+            values = self.critic(flat_obs).view_as(old.values)
+        rollout = old
+        if fresh:
+            rollout = RolloutBatch(*(torch.cat(parts) for parts in zip(old, batch, strict=True)))
+            values, start = torch.cat([values, batch.values]), torch.cat([start, batch.log_probs])
+        shifted = torch.cat([values[1:], rollout.next_values[-1:]])
         next_values = torch.where(rollout.episode_end, rollout.next_values, shifted)
         rollout = rollout._replace(values=values, next_values=next_values)
-        start = torch.cat([start_old, batch.log_probs])
-        log_rho = start - rollout.log_probs
-        adv = compute_advantages(rollout, self.cfg, self.actor, self.group, log_rho)
+        adv = compute_advantages(rollout, self.cfg, self.actor, self.group, start - rollout.log_probs)
         return UpdateData.of(rollout, start.flatten(), adv), adv
 
-    def update(self, batch: RolloutBatch, kept: Sequence[RolloutBatch] = ()) -> dict[str, float]:
+    @torch.no_grad()
+    def _with_images(
+        self, data: UpdateData, adv: Advantages, mirror: PolicyMirror
+    ) -> tuple[UpdateData, Advantages]:
+        """``data`` followed by the mirror image of each sample (:mod:`locomo.symmetry`): (M s, M a)
+        with the sample's advantage, value target and behaviour log-prob, and log pi_k(M a|M s)."""
+        obs, actions = mirror.obs(data.obs), mirror.action(data.actions)
+        start = data.behaviour if data.start is None else data.start
+        targets = data.value_targets
+        images = UpdateData(
+            torch.cat([data.obs, obs]),
+            torch.cat([data.actions, actions]),
+            torch.cat([data.behaviour, data.behaviour]),
+            torch.cat([start, self.actor.log_prob(obs, actions)]),
+            torch.cat([data.values, data.values]),
+            None if targets is None else torch.cat([targets, targets]),
+        )
+        return images, replace(adv, advantages=torch.cat([adv.advantages, adv.advantages]))
+
+    def update(
+        self, batch: RolloutBatch, kept: Sequence[RolloutBatch] = (), fresh: bool = True
+    ) -> dict[str, float]:
         """Run the configured gradient steps on one batch; return diagnostics (grouped names).
 
-        ``batch`` [T, N] was collected by the current policy; ``kept`` are earlier batches
+        ``batch`` [T, N] was collected by the current policy (``fresh``), or by the one before
+        the last update (``train.overlap``: collected while that update ran; its samples are then
+        weighted like a kept batch's, with pi_k / mu); ``kept`` are earlier batches
         (oldest first, ``algo.reuse_batches`` - 1 of them at most), each sample with the log-prob
         of the policy that collected it. Every epoch visits all K of them, in ``algo.minibatches``
         minibatches per batch (so K times the gradient steps of one batch).
@@ -409,7 +439,7 @@ class PolicyGradient:
         share of the samples (m_r / M), the gradients summed across ranks before clipping.
         """
         cfg, group = self.cfg, self.group
-        data, adv = self._prepare(batch, kept)
+        data, adv = self._prepare(batch, kept, fresh)
         obs = data.obs
         envs = batch.rewards.shape[1]  # this rank's
         B = obs.shape[0] * group.world_size  # the job's samples, all kept batches
@@ -422,6 +452,9 @@ class PolicyGradient:
             explained = explained_variance(data.values, data.value_targets, group)
             critic.update_stats(data.value_targets, group)
             data.value_targets = critic.normalize_targets(data.value_targets)
+        if self.mirror is not None:  # twice the samples in as many steps: minibatches twice the size
+            data, adv = self._with_images(data, adv, self.mirror)
+            B, minibatch_size = 2 * B, 2 * minibatch_size
 
         stats: dict[str, list[float]] = {}
         steps = 0
@@ -471,11 +504,11 @@ class PolicyGradient:
         if "value_loss" in mean:
             out["losses/value"] = mean["value_loss"]
             out["losses/explained_variance"] = explained
-        if kept:
+        if kept or not fresh:
             out["is/kept_batches"] = float(len(kept))
-            # How far the kept samples' behaviour policies mu are from pi_k: the mean of
+            # How far the stale samples' behaviour policies mu are from pi_k: the mean of
             # k3(log pi_k - log mu) over mu's samples estimates KL(mu || pi_k).
-            old = data.behaviour.numel() - batch.log_probs.numel()
+            old = (len(kept) + (not fresh)) * batch.log_probs.numel()
             assert data.start is not None
             log_r = data.start[:old] - data.behaviour[:old]
             out["is/behaviour_kl"] = float(global_mean(((log_r.exp() - 1) - log_r), group)[0])

@@ -39,6 +39,7 @@ PLOT_KINDS = ("curves", "behavior")
 ACTION_BOUNDS = ("clip", "none")
 LR_SCHEDULES = ("constant", "linear", "adaptive")
 REUSE_CORRECTIONS = ("none", "truncated", "vtrace")
+SYMMETRIES = ("none", "augment")
 
 
 class ConfigError(ValueError):
@@ -99,6 +100,9 @@ class AlgoConfig:
     # how old samples' advantages and value targets are re-estimated: none (GAE as if on-policy)
     # | truncated (traces cut by min(1, pi_k / mu)) | vtrace (those advantages, V-trace targets)
     reuse_correction: str = "vtrace"
+    # none | augment: each update also learns from the left-right mirror image of every sample
+    # (the humanoid envs), with its importance weight (locomo/symmetry.py)
+    symmetry: str = "none"
 
 
 @dataclass
@@ -125,6 +129,10 @@ class TrainConfig:
     # intra-op threads for torch; 0 = torch's default (one per core). 1 leaves the cores to the
     # simulator threads (env.threads): policy inference on N envs is too small to gain from more.
     torch_threads: int = 1
+    # collect the next batch while the update runs (a thread beside the simulator's): that batch
+    # comes from the policy before the update and is weighted like a kept batch (pi_k / mu). Needs
+    # what algo.reuse_batches > 1 needs (value baseline, reward-to-go, per-step weights)
+    overlap: bool = False
     # intra-op threads for torch during the update; 0 = one per core. The simulator threads are
     # idle then, so 0 helps a little on an idle machine; but with one other busy process the
     # update gets several times slower (torch's worker threads wait on each other whenever one
@@ -480,6 +488,11 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
     _choice("algo.reuse_correction", algo.reuse_correction, REUSE_CORRECTIONS)
     if not isinstance(algo.reuse_batches, int) or algo.reuse_batches < 1:
         raise ConfigError("algo.reuse_batches", algo.reuse_batches, "must be an integer >= 1 (1: no reuse)")
+    _choice("algo.symmetry", algo.symmetry, SYMMETRIES)
+    if algo.symmetry != "none" and algo.importance != "per_step":
+        raise ConfigError(
+            "algo.symmetry", algo.symmetry, "mirror images need algo.importance=per_step (weights per step)"
+        )
     if algo.reuse_batches > 1:
         needs = {"baseline": "value", "returns": "reward_to_go", "importance": "per_step"}
         for key, value in needs.items():
@@ -666,6 +679,22 @@ def validate_config(cfg: DictConfig) -> None:
     validate_logger(cfg.logger)
     validate_behavior(cfg.behavior)
     validate_video(cfg.video)
+    if cfg.algo.symmetry != "none" and not str(cfg.env.id).startswith("Humanoid"):
+        raise ConfigError(
+            "algo.symmetry",
+            cfg.algo.symmetry,
+            f"env {cfg.env.name!r} ({cfg.env.id}) has no left-right mirror map; the humanoid envs have",
+        )
+    if cfg.train.overlap:
+        needs = {"baseline": "value", "returns": "reward_to_go", "importance": "per_step"}
+        for key, value in needs.items():
+            if cfg.algo[key] != value:
+                raise ConfigError(
+                    "train.overlap",
+                    cfg.train.overlap,
+                    f"a batch collected during the update is one update old: weighting it needs "
+                    f"algo.{key}={value}; algo.{key} is {cfg.algo[key]!r}",
+                )
     minibatch = cfg.train.steps_per_iteration // cfg.algo.minibatches
     if minibatch < 1:
         raise ConfigError(

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from locomo.algorithm import PolicyGradient
 from locomo.behavior import behavior_fractions
 from locomo.buffer import RolloutBatch
 from locomo.checkpoint import CheckpointError, CheckpointManager
-from locomo.collector import Collector
+from locomo.collector import BehaviourPolicy, Collector
 from locomo.config import ConfigError, to_container
 from locomo.distributed import SINGLE, Group
 from locomo.envs import EpisodeRecord, SpaceInfo, TorchVecEnv, make_vec_env
@@ -37,6 +38,7 @@ from locomo.guard import check_finite, check_parameters
 from locomo.logging import MetricsLogger
 from locomo.policy import Actor, ObsNormalizer, RewardScaler, ValueNet, make_actor
 from locomo.signals import GracefulStop
+from locomo.symmetry import make_policy_mirror
 from locomo.training_videos import TrainingVideos
 
 
@@ -154,11 +156,23 @@ class Runner:
         if group.active:
             group.broadcast_tensors_(self._named_tensors())  # rank 0's weights, whatever happened before
             seed_everything(group.rank_seed(cfg.seed))  # but each rank samples its own actions
-        self.algorithm = PolicyGradient(self.actor, self.critic, cfg.algo, self.generator, group)
+        spaces = self.env.spaces
+        mirror = make_policy_mirror(cfg.algo.symmetry, self.env.env, cfg.env, spaces, self.normalizer)
+        self.algorithm = PolicyGradient(self.actor, self.critic, cfg.algo, self.generator, group, mirror)
+        if cfg.train.overlap and group.active:
+            raise ConfigError(
+                "train.overlap", True, "not in a torchrun job (the update's and the collection's "
+                "collectives would interleave); use train.overlap=false"
+            )  # fmt: skip
+        # train.overlap: the collector acts with its own copy of the policy (and critic), the one
+        # before the update that runs meanwhile in the worker thread.
+        self.behaviour = BehaviourPolicy(self.actor, self.critic) if cfg.train.overlap else None
+        self.worker = ThreadPoolExecutor(1, "locomo-update") if cfg.train.overlap else None
+        self.pending: RolloutBatch | None = None  # train.overlap: collected, not yet trained on
         self.collector = Collector(
             self.env,
-            self.actor,
-            self.critic,
+            self.behaviour.actor if self.behaviour else self.actor,
+            self.behaviour.critic if self.behaviour else self.critic,
             self.normalizer,
             self.reward_scaler,
             cfg.train.steps_per_iteration // cfg.train.num_envs,
@@ -217,6 +231,7 @@ class Runner:
                 "(not a bit-exact resume)"
             )
         self.kept.extend(kept[-self.kept.maxlen :] if self.kept.maxlen else [])
+        self.pending = training_state.pending_batch(state, self.device) if self.cfg.train.overlap else None
         self.wandb_run_id = state.get("wandb", {}).get("run_id")
 
     # -- the loop -------------------------------------------------------------------------------
@@ -246,6 +261,7 @@ class Runner:
             self.obs_raw,
             list(self.recent_episodes),
             list(self.kept),
+            self.pending,
             self.wandb_run_id,
         )
         if not self.group.active or not gather:
@@ -331,12 +347,16 @@ class Runner:
         finally:
             # Each clean-up on its own: one failing (a full disk when the metrics file is closed)
             # must not hide the error that stopped training, nor skip the others.
-            for close in (bar.close, self.videos.close, logger.close, self.env.close):
+            for close in (bar.close, self.videos.close, logger.close, self._stop_worker, self.env.close):
                 try:
                     close()
                 except Exception as exc:
                     _warn(f"while stopping: {type(exc).__name__}: {exc}")
         return metrics
+
+    def _stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.shutdown(wait=True)
 
     def _chart_behavior(self, logger: MetricsLogger | _NoLogger) -> None:
         """W&B ``charts/behavior``: the run's behaviour mix so far as a stacked area (as ``locomo plot``)."""
@@ -398,8 +418,57 @@ class Runner:
         if self.group.active:  # what rank 0 wrote (its failure stops the others here)
             self.last_good = Path(self.group.broadcast(str(self.last_good)))
 
+    def _overlapped_iteration(self) -> dict[str, float]:
+        """``train.overlap``: the update on the pending batch runs in the worker thread while the
+        next batch is collected by the policy before it (the copy in :class:`BehaviourPolicy`)."""
+        cfg = self.cfg
+        assert self.behaviour is not None and self.worker is not None and self.obs_raw is not None
+        t0 = time.perf_counter()
+        episodes: list[EpisodeRecord] = []
+        term_sums: dict[str, float] = {}
+        fresh = self.pending is None  # the first batch (or a resume without one): collected first
+        if self.pending is None:
+            self.pending, episodes, term_sums = self._collect_copy()
+        batch = self._batch = self.pending
+        self.behaviour.sync(self.actor, self.critic)
+        self.actor.train()
+        self.algorithm.begin_update(self.iteration / cfg.train.iterations)
+        update = self.worker.submit(self._timed_update, batch, list(self.kept), fresh)
+        try:
+            t1 = time.perf_counter()
+            self.pending, more, terms = self._collect_copy()
+            collect_s = time.perf_counter() - t1
+        finally:
+            update_info, update_s = update.result()  # the update's own errors surface here
+        episodes += more
+        term_sums = {k: term_sums.get(k, 0.0) + v for k, v in terms.items()}
+        if self.kept.maxlen:
+            self.kept.append(batch)
+        check_parameters(self._named_tensors())
+        self.iteration += 1
+        self.env_steps += cfg.train.steps_per_iteration * (2 if fresh else 1)
+        reward_mean = float(batch.rewards.mean())
+        wall_s = time.perf_counter() - t0
+        return self._metrics(reward_mean, episodes, term_sums, update_info, collect_s, update_s, wall_s)
+
+    def _collect_copy(self) -> tuple[RolloutBatch, list[EpisodeRecord], dict[str, float]]:
+        """A batch collected by the behaviour copy, copied out of the buffer (which the next
+        collection overwrites while the update may still read this one)."""
+        assert self.obs_raw is not None
+        batch, self.obs_raw, episodes, term_sums = self.collector.collect(self.obs_raw)
+        return RolloutBatch(*(x.clone() for x in batch)), episodes, term_sums
+
+    def _timed_update(
+        self, batch: RolloutBatch, kept: list[RolloutBatch], fresh: bool
+    ) -> tuple[dict[str, float], float]:
+        start = time.perf_counter()
+        info = self.algorithm.update(batch, kept, fresh)
+        return info, time.perf_counter() - start
+
     def _train_iteration(self) -> dict[str, float]:
         """One collect -> update cycle; advances the counters; returns the iteration's metrics."""
+        if self.cfg.train.overlap:
+            return self._overlapped_iteration()
         cfg = self.cfg
         t0 = time.perf_counter()
         self.actor.eval()
@@ -477,7 +546,11 @@ class Runner:
         update_info: dict[str, float],
         collect_s: float,
         update_s: float,
+        wall_s: float | None = None,
     ) -> dict[str, float]:
+        """The iteration's metrics row; ``wall_s`` the iteration's time when collection and update
+        overlapped (else their sum)."""
+        wall_s = collect_s + update_s if wall_s is None else wall_s
         # Episodes cut by a simulator blow-up are counted, not averaged into the returns.
         unstable = sum(e.unstable for e in episodes)
         episodes = [e for e in episodes if not e.unstable]
@@ -498,7 +571,7 @@ class Runner:
             # As trained on: scaled when algo.normalize_rewards (the raw terms are reward_terms/*).
             "rollout/reward_mean": reward_mean,
             "rollout/unstable_resets": float(unstable),
-            "perf/steps_per_s": steps / max(collect_s + update_s, 1e-9),
+            "perf/steps_per_s": steps / max(wall_s, 1e-9),
             "perf/collect_steps_per_s": steps / max(collect_s, 1e-9),
             "perf/collect_s": collect_s,
             "perf/update_s": update_s,

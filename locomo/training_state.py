@@ -44,6 +44,7 @@ def assemble(
     obs: torch.Tensor | None,
     episodes: list[EpisodeRecord],
     kept: list[RolloutBatch],
+    pending: RolloutBatch | None,
     wandb_run_id: str | None,
 ) -> dict[str, Any]:
     """The checkpoint's contents. ``obs`` [N, O]: the raw observations the next step acts on;
@@ -62,9 +63,26 @@ def assemble(
         "env": env_state,
         "obs": None if obs is None else obs.detach().cpu().clone(),
         "episodes": [asdict(e) for e in episodes],
-        "kept_batches": [{k: v.detach().cpu().clone() for k, v in b._asdict().items()} for b in kept],
+        "kept_batches": [_plain(b) for b in kept],
+        # train.overlap: the batch collected during the last update, which the next one trains on
+        "pending_batch": None if pending is None else _plain(pending),
         "wandb": {"run_id": wandb_run_id},
     }
+
+
+def _plain(batch: RolloutBatch) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in batch._asdict().items()}
+
+
+def pending_batch(state: dict[str, Any], device: torch.device) -> RolloutBatch | None:
+    """The batch a ``train.overlap`` checkpoint had collected and not yet trained on (or None)."""
+    pending = state.get("pending_batch")
+    if pending is None:
+        return None
+    try:
+        return RolloutBatch(**{k: v.to(device) for k, v in pending.items()})
+    except (TypeError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint's pending batch is not a rollout batch: {exc}") from exc
 
 
 def kept_batches(state: dict[str, Any], device: torch.device) -> list[RolloutBatch]:
