@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from locomo.commands.bench import REQUIRED_KEYS
+from locomo.commands.bench import REQUIRED_KEYS, SPLIT_PARTS
+from tests.conftest import compose
 
 OPTIONAL = ("gymnasium_async", "envpool", "sb3_ppo")  # null when not installed or skipped
 
@@ -35,6 +36,29 @@ def test_bench_quick_writes_the_table_as_json(locomo_cli):
         assert table["locomo_train_ranks"] > 0 and table["ranks"] == table["machine"]["cores"]
         assert table["ratios"]["locomo_train_ranks/locomo_train"] > 0
         assert "locomo, torchrun" in result.stdout
+    # The default job's own workload, whatever the default is (quick=true does not shrink it).
+    default = compose()
+    workload = table["default_workload"]
+    assert workload["num_envs"] == default.train.num_envs
+    assert workload["steps_per_iteration"] == default.train.steps_per_iteration
+    assert workload["hidden_sizes"] == list(default.model.hidden_sizes)
+    assert workload["reuse_batches"] == default.algo.reuse_batches
+    assert table["ratios"]["locomo_train_default/raw_physics"] > 0
+    assert table["raw_physics_default"] > 0
+    # Where its iteration goes: every part timed (a part the runner stops calling under the name
+    # the bench wraps fails here), none negative, and together the iteration's total.
+    split = table["default_iteration_split"]
+    for part in (*SPLIT_PARTS, "other"):
+        assert split[part]["cpu_s"] >= 0 and split[part]["wall_s"] >= 0, part
+    for part in SPLIT_PARTS:
+        assert split[part]["cpu_s"] > 0, part
+    for unit in ("cpu_s", "wall_s"):
+        parts = sum(split[part][unit] for part in (*SPLIT_PARTS, "other"))
+        assert parts == pytest.approx(split["total"][unit], rel=1e-9, abs=1e-9), unit
+    assert sum(split[part]["cpu_fraction"] for part in (*SPLIT_PARTS, "other")) == pytest.approx(1.0)
+    assert -0.05 < table["default_idle_share"] < 1
+    assert not [note for note in table["notes"] if note.startswith("default_iteration_split")]
+    assert "the default job" in result.stdout and "policy forward" in result.stdout
 
 
 def test_bench_config_errors_are_one_line(locomo_cli):

@@ -9,7 +9,9 @@ Samplers (random actions, the same [T, N, A] array for all, auto-reset as each d
   (1, 2), so it simulates the same mix of standing and falling bodies as the samplers;
 - ``gymnasium_sync`` / ``gymnasium_async``: ``gymnasium.make_vec(..., vectorization_mode=...)``;
 - ``envpool``: ``envpool.make(..., num_threads=threads)`` when EnvPool is importable;
-- ``locomo_gymnasium_backend``: locomo's own ``env.backend=gymnasium`` (for reference).
+- ``locomo_gymnasium_backend``: locomo's own ``env.backend=gymnasium`` (for reference);
+- ``raw_physics_default``: ``raw_physics`` at the default job's model, envs and simulator threads
+  (below), measured only when those differ from ``bench.num_envs`` and ``bench.threads``.
 
 Trainers, the identical workload (batch ``train_batch`` env steps from ``num_envs`` envs, ``train_epochs``
 passes of ``train_minibatches`` minibatches, 64x64 tanh MLPs, Gaussian policy, value baseline with
@@ -26,20 +28,49 @@ GAE, clipped importance weights, observation normalisation):
 - ``sb3_ppo``: Stable-Baselines3 PPO on a ``DummyVecEnv`` with ``VecNormalize(norm_reward=False)``,
   torch on one thread, env steps / wall time between the starts of successive rollouts.
 
+The default job's own workload, ``locomo_train_default``: the config ``locomo train`` composes
+with no overrides (``conf/train.yaml``: env=humanoid, algo=walk, with whatever networks, batch,
+epochs, minibatches, ``algo.reuse_batches`` and thread settings they hold when the bench runs), on
+the CPU with the bench's seed, no videos and no W&B, for ``bench.train_iterations`` iterations
+through :class:`~locomo.runner.Runner`: env steps/s per iteration (the runner's
+``perf/steps_per_s``: collect + update, or their overlapped wall time with ``train.overlap``).
+The ratio ``locomo_train_default/raw_physics`` divides it by the raw physics at the same envs
+and threads (``default_workload.raw_physics`` says which figure: ``raw_physics`` or
+``raw_physics_default``).
+
+``default_iteration_split``: where one of its iterations' time goes, CPU seconds
+(``time.process_time``: every thread of the process, MuJoCo's simulator threads and torch's
+intra-op threads included) and wall seconds per iteration, the mean over the iterations after
+the warm-up. They are measured inside the real iterations, by wrapping the runner's own objects
+(:class:`PartClock`): ``physics`` the vector env's ``step`` (``mj_step`` on the simulator threads,
+observations, rewards, resets), ``policy_forward`` the actor's ``act`` on the N normalised
+observations of each step, ``critic`` the value net's passes of the collection (the batch's
+[T*N, O] observations and the bootstrap rows), ``update`` ``algorithm.update`` (advantages, every
+epoch and minibatch, the critic's passes in it included); ``other`` is the iteration's total
+minus those (observation normalisation, the buffer, numpy <-> torch, checks, metrics), so the
+parts sum to the total exactly. (With ``train.overlap`` the update runs beside the collection:
+the parts overlap in time, ``other`` is no remainder, and a note says so.)
+``default_idle_share``: 1 - CPU s / (wall s x the cores this process may run on), the share of
+the cores' time the iteration leaves unused.
+
 Every figure is a median over repeats (samplers interleaved repeat by repeat, so a busy neighbour
-slows all of them alike) or over iterations after a warm-up one. Nothing here asserts a speed.
+slows all of them alike) or over iterations after a warm-up one (the split: a mean, so that its
+parts add up). Nothing here asserts a speed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +85,7 @@ from locomo.config import (
     AlgoConfig,
     EnvConfig,
     LocomoConfig,
+    register_configs,
     to_container,
     validate_bench,
     validate_config,
@@ -74,8 +106,11 @@ REQUIRED_KEYS = (
     "gymnasium_async",
     "envpool",
     "locomo_train",
+    "locomo_train_default",
     "sb3_ppo",
 )
+# The parts of the default job's iteration that are timed (the rest of the iteration is "other").
+SPLIT_PARTS = ("physics", "policy_forward", "critic", "update")
 QUICK = {
     "num_envs": 4,
     "sampler_steps": 20,
@@ -85,6 +120,7 @@ QUICK = {
 }
 
 Stepper = Callable[[np.ndarray], Any]  # one vector step with actions [N, A]
+Sampler = tuple[Stepper, Callable[[], None], int]  # step, close, and how many envs a step steps
 
 
 def resolve_threads(threads: int) -> int:
@@ -97,10 +133,13 @@ def resolve_threads(threads: int) -> int:
 
 
 class RawPhysics:
-    """N MjData of Humanoid-v5 stepped by ``threads`` threads: mj_step and nothing else."""
+    """N MjData of Humanoid-v5 stepped by ``threads`` threads: mj_step and nothing else.
 
-    def __init__(self, num_envs: int, threads: int) -> None:
-        self.task = load_task(EnvConfig(id=ENV_ID, backend="batched"))
+    ``env_cfg``: the model to load (default: Gymnasium's own Humanoid-v5 XML).
+    """
+
+    def __init__(self, num_envs: int, threads: int, env_cfg: Any = None) -> None:
+        self.task = load_task(env_cfg if env_cfg is not None else EnvConfig(id=ENV_ID, backend="batched"))
         self.model = self.task.model
         self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
         for d in self.datas:
@@ -126,18 +165,27 @@ class RawPhysics:
         self.pool.close()
 
 
-def make_samplers(settings: Any, seed: int) -> tuple[dict[str, tuple[Stepper, Callable[[], None]]], dict]:
-    """name -> (step, close) for every sampler that can run here; notes on those that cannot."""
+def make_samplers(
+    settings: Any, seed: int, raw_default: RawSetup | None = None
+) -> tuple[dict[str, Sampler], dict[str, str]]:
+    """name -> (step, close, envs) for every sampler that can run here; notes on those that cannot.
+
+    ``raw_default``: also ``raw_physics_default``, the raw physics at the default job's model, envs
+    and threads (when those differ from ``raw_physics``'s).
+    """
     n, threads = settings.num_envs, resolve_threads(settings.threads)
-    samplers: dict[str, tuple[Stepper, Callable[[], None]]] = {}
+    samplers: dict[str, Sampler] = {}
     notes: dict[str, str] = {}
 
     batched = BatchedMujocoVecEnv(EnvConfig(id=ENV_ID, backend="batched"), n, threads=threads)
     batched.reset(seed)
-    samplers["locomo_sampler"] = (batched.step, batched.close)
+    samplers["locomo_sampler"] = (batched.step, batched.close, n)
 
     raw = RawPhysics(n, threads)
-    samplers["raw_physics"] = (raw.step, raw.close)
+    samplers["raw_physics"] = (raw.step, raw.close, n)
+    if raw_default is not None and raw_default.separate:
+        other = RawPhysics(raw_default.num_envs, raw_default.threads, raw_default.env_cfg)
+        samplers["raw_physics_default"] = (other.step, other.close, raw_default.num_envs)
 
     for mode in ("sync", "async"):
         if mode == "async" and not settings.gymnasium_async:
@@ -145,7 +193,7 @@ def make_samplers(settings: Any, seed: int) -> tuple[dict[str, tuple[Stepper, Ca
             continue
         vec = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode=mode)
         vec.reset(seed=seed)
-        samplers[f"gymnasium_{mode}"] = (vec.step, vec.close)
+        samplers[f"gymnasium_{mode}"] = (vec.step, vec.close, n)
 
     if settings.envpool:
         try:
@@ -155,7 +203,7 @@ def make_samplers(settings: Any, seed: int) -> tuple[dict[str, tuple[Stepper, Ca
                 ENV_ID, env_type="gymnasium", num_envs=n, batch_size=n, num_threads=threads, seed=seed
             )
             pool.reset()
-            samplers["envpool"] = (pool.step, pool.close)
+            samplers["envpool"] = (pool.step, pool.close, n)
         except ImportError as exc:
             notes["envpool"] = f"not installed ({exc}); pip install -e .[bench]"
     else:
@@ -163,30 +211,34 @@ def make_samplers(settings: Any, seed: int) -> tuple[dict[str, tuple[Stepper, Ca
 
     backend = GymnasiumVecEnv(EnvConfig(id=ENV_ID), n)
     backend.reset(seed)
-    samplers["locomo_gymnasium_backend"] = (backend.step, backend.close)
+    samplers["locomo_gymnasium_backend"] = (backend.step, backend.close, n)
     return samplers, notes
 
 
-def measure_samplers(settings: Any, seed: int) -> tuple[dict[str, list[float]], dict[str, str]]:
+def measure_samplers(
+    settings: Any, seed: int, raw_default: RawSetup | None = None
+) -> tuple[dict[str, list[float]], dict[str, str]]:
     """env steps/s of each sampler, one figure per repeat."""
-    samplers, notes = make_samplers(settings, seed)
-    n, steps = settings.num_envs, settings.sampler_steps
+    samplers, notes = make_samplers(settings, seed, raw_default)
+    steps = settings.sampler_steps
     low, high = -0.4, 0.4  # Humanoid-v5's control range
     rng = np.random.default_rng(seed)
-    actions = rng.uniform(low, high, size=(steps, n, 17)).astype(np.float32)
+    # The bench's own size first, so its samplers step the same actions whatever else is measured.
+    sizes = dict.fromkeys([settings.num_envs, *(envs for _, _, envs in samplers.values())])
+    actions = {n: rng.uniform(low, high, size=(steps, n, 17)).astype(np.float32) for n in sizes}
     rates: dict[str, list[float]] = {name: [] for name in samplers}
     try:
-        for step, _ in samplers.values():  # warm-up: first calls, page faults, thread start
-            for a in actions[: min(5, steps)]:
+        for step, _, n in samplers.values():  # warm-up: first calls, page faults, thread start
+            for a in actions[n][: min(5, steps)]:
                 step(a)
         for _ in range(settings.repeats):
-            for name, (step, _) in samplers.items():
+            for name, (step, _, n) in samplers.items():
                 start = time.perf_counter()
-                for a in actions:
+                for a in actions[n]:
                     step(a)
                 rates[name].append(steps * n / (time.perf_counter() - start))
     finally:
-        for _, close in samplers.values():
+        for _, close, _ in samplers.values():
             close()
     return rates, notes
 
@@ -281,6 +333,178 @@ def measure_locomo_train_ranks(settings: Any, seed: int, run_dir: Path) -> dict[
     return {"train": [r["perf/steps_per_s"] for r in rows], "ranks": [float(ranks)]}
 
 
+# ---------------------------------------------------------------------------------------------
+# The default job
+
+
+def default_train_config(seed: int, iterations: int) -> DictConfig:
+    """The config ``locomo train`` composes with no overrides (``conf/train.yaml``: env=humanoid,
+    algo=walk, as they are now), for ``iterations`` iterations with the bench's seed, on the CPU,
+    with no videos, W&B, progress bar or periodic checkpoints (those are not its workload)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [
+        f"seed={seed}",
+        f"train.iterations={iterations}",
+        "train.device=cpu",
+        "train.checkpoint_every=0",
+        "video.enabled=false",
+        "logger.wandb.mode=disabled",
+        "logger.progress=false",
+    ]
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        # Inside the ``locomo bench`` app: its search path is CONF_DIR already, where train.yaml is.
+        cfg = compose(config_name="train", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = compose(config_name="train", overrides=overrides)
+    validate_config(cfg)
+    return cfg
+
+
+@dataclass(frozen=True)
+class RawSetup:
+    """The raw physics that ``locomo_train_default/raw_physics`` compares with: the default job's
+    model (``env_cfg``), envs and simulator threads; ``separate``: measured as its own sampler,
+    ``raw_physics_default``, since ``raw_physics`` (``bench.num_envs``, ``bench.threads``) differs."""
+
+    env_cfg: Any
+    num_envs: int
+    threads: int
+    separate: bool
+
+
+def raw_default_setup(cfg: DictConfig, settings: Any) -> RawSetup:
+    """The default job's envs and simulator threads (as the batched env resolves ``env.threads``),
+    against the bench's ``raw_physics``."""
+    n = cfg.train.num_envs
+    threads = min(n, cfg.env.threads if cfg.env.threads > 0 else available_cores())
+    bench_n = settings.num_envs
+    same = (n, threads) == (bench_n, min(bench_n, resolve_threads(settings.threads)))
+    return RawSetup(cfg.env, n, threads, separate=not same)
+
+
+class PartClock:
+    """CPU and wall seconds of named parts of each training iteration.
+
+    CPU seconds are ``time.process_time()``: every thread of the process, so the simulator's
+    native threads count to the physics and torch's intra-op threads to the update. The parts
+    are wrapped methods; a part entered inside another in the same thread (the update runs the
+    critic) counts to the outer one, so while the parts run one after another (not with
+    ``train.overlap``) they never overlap and the rest of an iteration is ``other``, >= 0.
+    """
+
+    def __init__(self) -> None:
+        self.local = threading.local()  # .active: the part this thread is in, if any
+        self.current = self._empty()
+        self.iterations: list[dict[str, list[float]]] = []  # part or "total" -> [cpu_s, wall_s, calls]
+
+    @staticmethod
+    def _empty() -> dict[str, list[float]]:
+        return {name: [0.0, 0.0, 0.0] for name in SPLIT_PARTS}
+
+    def wrap(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn``, its time counted to ``part``."""
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if getattr(self.local, "active", None) is not None:
+                return fn(*args, **kwargs)
+            self.local.active = part
+            cpu, wall = time.process_time(), time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = self.current[part]
+                spent[0] += time.process_time() - cpu
+                spent[1] += time.perf_counter() - wall
+                spent[2] += 1
+                self.local.active = None
+
+        return timed
+
+    def wrap_iteration(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` (one whole iteration), its parts and total recorded as one row of :attr:`iterations`."""
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self.current = self._empty()
+            cpu, wall = time.process_time(), time.perf_counter()
+            out = fn(*args, **kwargs)
+            total = [time.process_time() - cpu, time.perf_counter() - wall, 1.0]
+            self.iterations.append({**self.current, "total": total})
+            return out
+
+        return timed
+
+
+def clock_runner(runner: Any, clock: PartClock) -> None:
+    """Time ``runner``'s iterations and their parts with ``clock``: physics is the numpy-side
+    vector env's ``step`` (mj_step on the simulator threads, observations, rewards, resets),
+    policy forward the collecting actor's ``act``, critic the collecting value net's passes
+    (V(s_t) of the batch and the bootstrap rows; its passes inside the update are update time),
+    update ``algorithm.update`` (advantages, every epoch and minibatch). The methods are wrapped
+    on these objects only; nothing else changes."""
+
+    def wrap(obj: Any, name: str, part: str) -> None:
+        setattr(obj, name, clock.wrap(part, getattr(obj, name)))
+
+    collector = runner.collector  # its actor and critic: the runner's, or their copies (train.overlap)
+    wrap(runner.env.env, "step", "physics")
+    wrap(collector.actor, "act", "policy_forward")
+    if collector.critic is not None:
+        # nn.Module.__call__ looks forward up on the instance, so this times every pass.
+        wrap(collector.critic, "forward", "critic")
+    wrap(runner.algorithm, "update", "update")
+    runner._train_iteration = clock.wrap_iteration(runner._train_iteration)
+
+
+def measure_locomo_train_default(cfg: DictConfig, run_dir: Path) -> tuple[list[float], list[dict]]:
+    """The default job through :class:`~locomo.runner.Runner`, its iterations clocked by
+    :class:`PartClock`: env steps/s (``perf/steps_per_s``) of each iteration after the first, and
+    every iteration's parts (:attr:`PartClock.iterations`)."""
+    from locomo.runner import Runner
+
+    out = run_dir / "locomo_train_default"
+    out.mkdir(parents=True, exist_ok=True)
+    runner = Runner(cfg, out)
+    clock = PartClock()
+    clock_runner(runner, clock)
+    runner.run()
+    rows = [json.loads(line) for line in (out / cfg.logger.metrics_file).read_text().splitlines()][1:]
+    return [r["perf/steps_per_s"] for r in rows], clock.iterations
+
+
+def iteration_split(
+    iterations: list[dict], cores: int
+) -> tuple[dict[str, dict[str, float]], float, list[str]]:
+    """Means over the iterations after the first (the warm-up): CPU and wall seconds per iteration
+    of each part, ``other`` (the iteration's total minus the parts) and ``total``, each part's
+    CPU seconds as a fraction of the total; the cores' idle share, 1 - CPU s / (wall s x cores);
+    and the parts that were never called (their time, if any, is in ``other``)."""
+    timed = iterations[1:]
+
+    def mean(part: str, i: int) -> float:
+        return statistics.fmean(row[part][i] for row in timed)
+
+    total_cpu, total_wall = mean("total", 0), mean("total", 1)
+    split: dict[str, dict[str, float]] = {}
+    for part in SPLIT_PARTS:
+        split[part] = {"cpu_s": mean(part, 0), "wall_s": mean(part, 1)}
+    split["other"] = {
+        "cpu_s": total_cpu - sum(p["cpu_s"] for p in split.values()),
+        "wall_s": total_wall - sum(p["wall_s"] for p in split.values()),
+    }
+    split["total"] = {"cpu_s": total_cpu, "wall_s": total_wall}
+    for part in split.values():
+        part["cpu_fraction"] = part["cpu_s"] / total_cpu if total_cpu > 0 else 0.0
+    idle = 1.0 - total_cpu / (total_wall * cores)
+    unused = [part for part in SPLIT_PARTS if not any(row[part][2] for row in timed)]
+    return split, idle, unused
+
+
 def measure_sb3(settings: Any, seed: int) -> list[float] | str:
     """SB3 PPO's env steps/s per iteration after the first, or why it was not measured."""
     if not settings.sb3:
@@ -350,9 +574,20 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
     """Measure everything; return the JSON-ready result (the required keys are env steps/s or None)."""
     load_start = os.getloadavg()
-    samples, notes = measure_samplers(settings, seed)
+    default_cfg = default_train_config(seed, settings.train_iterations)
+    raw_default = raw_default_setup(default_cfg, settings)
+    samples, notes = measure_samplers(settings, seed, raw_default)
     train = measure_locomo_train(settings, seed, run_dir, "locomo_train")
     all_cores = measure_locomo_train(settings, seed, run_dir, "locomo_train_all_cores", update_threads=0)
+    default_rates, default_iterations = measure_locomo_train_default(default_cfg, run_dir)
+    split, idle, unused = iteration_split(default_iterations, available_cores())
+    for part in unused:
+        notes[f"default_iteration_split.{part}"] = "not called in the timed iterations: its time is in other"
+    if default_cfg.train.get("overlap", False):
+        notes["default_iteration_split"] = (
+            "train.overlap: the update runs beside the collection, so the parts overlap in time and "
+            "each one's CPU seconds (process-wide) include the other's; other is not a remainder here"
+        )
     ranks = measure_locomo_train_ranks(settings, seed, run_dir)
     if isinstance(ranks, str):
         notes["locomo_train_ranks"] = ranks
@@ -365,6 +600,7 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
     samples["locomo_train"] = train["train"]
     samples["locomo_collect"] = train["collect"]
     samples["locomo_train_all_cores"] = all_cores["train"]
+    samples["locomo_train_default"] = default_rates
     if ranks:
         samples["locomo_train_ranks"] = ranks["train"]
 
@@ -376,6 +612,30 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
     result["locomo_update_s_all_cores"] = median(all_cores["update_s"])
     result["locomo_train_ranks"] = median(ranks.get("train"))
     result["ranks"] = int(ranks["ranks"][0]) if ranks else None
+    raw_key = "raw_physics_default" if raw_default.separate else "raw_physics"
+    result["raw_physics_default"] = median(samples.get(raw_key))
+    result["default_iteration_split"] = split
+    result["default_idle_share"] = idle
+    algo, model = default_cfg.algo, default_cfg.model
+    result["default_workload"] = {
+        "algo": algo.name,
+        "num_envs": default_cfg.train.num_envs,
+        "steps_per_iteration": default_cfg.train.steps_per_iteration,
+        "epochs": algo.epochs,
+        "minibatches": algo.minibatches,
+        "reuse_batches": algo.reuse_batches,
+        "symmetry": algo.get("symmetry"),  # keys of the default recipe that change the update's work
+        "overlap": default_cfg.train.get("overlap"),
+        "hidden_sizes": list(model.hidden_sizes),
+        "activation": model.activation,
+        "simulator_threads": raw_default.threads,
+        "torch_threads": default_cfg.train.torch_threads,
+        "update_threads": default_cfg.train.update_threads,
+        "iterations": default_cfg.train.iterations,
+        # Which raw-physics figure the ratio divides by: the bench's own when its envs and
+        # threads are the default job's, else the one measured at the default job's.
+        "raw_physics": raw_key,
+    }
     result["ratios"] = {
         "locomo_sampler/raw_physics": ratio(result["locomo_sampler"], result["raw_physics"]),
         "locomo_sampler/envpool": ratio(result["locomo_sampler"], result["envpool"]),
@@ -386,6 +646,9 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
         ),
         "locomo_train/sb3_ppo": ratio(result["locomo_train"], result["sb3_ppo"]),
         "locomo_train_ranks/locomo_train": ratio(result["locomo_train_ranks"], result["locomo_train"]),
+        "locomo_train_default/raw_physics": ratio(
+            result["locomo_train_default"], result["raw_physics_default"]
+        ),
     }
     result["samples"] = samples
     result["notes"] = notes
@@ -433,6 +696,10 @@ def format_table(result: dict[str, Any]) -> str:
         ("locomo env.backend=gymnasium", "locomo_gymnasium_backend"),
     ]
     lines += [f"  {label:42s}{_fmt(result[key]):>14s}" for label, key in rows]
+    w = result["default_workload"]
+    raw_default = f"raw physics at {w['num_envs']} envs x {w['simulator_threads']} threads"
+    if w["raw_physics"] == "raw_physics_default":
+        lines.append(f"  {raw_default:42s}{_fmt(result['raw_physics_default']):>14s}")
     lines += [
         "",
         f"training: batch {s['train_batch']}, {s['train_epochs']} epochs x {s['train_minibatches']} "
@@ -445,12 +712,50 @@ def format_table(result: dict[str, Any]) -> str:
         f"  {ranks_label:42s}{_fmt(result['locomo_train_ranks']):>14s}",
         f"  {'Stable-Baselines3 PPO':42s}{_fmt(result['sb3_ppo']):>14s}",
         "",
+        *format_default(result),
+        "",
         "ratios",
     ]
     lines += [f"  {name:42s}{_fmt(value, 2):>14s}" for name, value in result["ratios"].items()]
+    lines.append(f"  (locomo_train_default/raw_physics divides by the {raw_default})")
     for name, note in result["notes"].items():
         lines.append(f"note: {name}: {note}")
     return "\n".join(lines)
+
+
+def format_default(result: dict[str, Any]) -> list[str]:
+    """The table's lines on the default job: its env steps/s and where an iteration's time goes."""
+    w, split = result["default_workload"], result["default_iteration_split"]
+    hidden = "-".join(str(h) for h in w["hidden_sizes"])
+    timed = w["iterations"] - 1
+    lines = [
+        f"the default job (locomo train, algo={w['algo']}): {w['num_envs']} envs, batch "
+        f"{w['steps_per_iteration']}, {w['epochs']} epochs x {w['minibatches']} minibatches,",
+        f"  algo.reuse_batches={w['reuse_batches']} algo.symmetry={w['symmetry']} "
+        f"train.overlap={w['overlap']}, {hidden} {w['activation']} MLPs,",
+        f"  {w['simulator_threads']} simulator threads, train.torch_threads={w['torch_threads']} "
+        f"train.update_threads={w['update_threads']}",
+        f"  {'locomo_train_default (env steps/s)':42s}{_fmt(result['locomo_train_default']):>14s}",
+        f"  where one iteration's time goes (mean over {timed} after a warm-up; CPU s: all threads)",
+        f"  {'part':20s}{'CPU s':>10s}{'wall s':>10s}{'CPU share':>12s}",
+    ]
+    labels = {
+        "physics": "physics",
+        "policy_forward": "policy forward",
+        "critic": "critic",
+        "update": "update",
+        "other": "other",
+        "total": "total",
+    }
+    for key, label in labels.items():
+        part = split[key]
+        share = f"{100 * part['cpu_fraction']:.1f}%"
+        lines.append(f"    {label:18s}{part['cpu_s']:>10.3f}{part['wall_s']:>10.3f}{share:>12s}")
+    lines.append(
+        f"  cores idle: {100 * result['default_idle_share']:.1f}% of {result['machine']['cores']} cores' "
+        "time (1 - CPU s / (wall s x cores))"
+    )
+    return lines
 
 
 def bench_settings(cfg: DictConfig) -> DictConfig:
