@@ -225,7 +225,8 @@ def overlap_runner(run_dir: Path, iterations: int, resume: dict | None = None, *
     from tests.conftest import PENDULUM_RUN
 
     overrides = ("algo=walk", "model.hidden_sizes=[16,16]", "train.overlap=true", *more)
-    return Runner(compose(*PENDULUM_RUN, *overrides, f"train.iterations={iterations}"), run_dir, resume=resume)
+    cfg = compose(*PENDULUM_RUN, *overrides, f"train.iterations={iterations}")
+    return Runner(cfg, run_dir, resume=resume)
 
 
 def test_overlapped_collection_is_deterministic_and_resumes_exactly(tmp_path):
