@@ -407,15 +407,17 @@ class PolicyGradient:
         self, data: UpdateData, adv: Advantages, mirror: PolicyMirror
     ) -> tuple[UpdateData, Advantages]:
         """``data`` followed by the mirror image of each sample (:mod:`locomo.symmetry`): (M s, M a)
-        with the sample's advantage, value target and behaviour log-prob, and log pi_k(M a|M s)."""
+        with the sample's advantage and value target, log pi_k(M a|M s), and as its behaviour
+        log-prob max(log mu(a|s), log pi_k(M a|M s)): the exact weight truncated at 1."""
         obs, actions = mirror.obs(data.obs), mirror.action(data.actions)
         start = data.behaviour if data.start is None else data.start
+        image_start = self.actor.log_prob(obs, actions)
         targets = data.value_targets
         images = UpdateData(
             torch.cat([data.obs, obs]),
             torch.cat([data.actions, actions]),
-            torch.cat([data.behaviour, data.behaviour]),
-            torch.cat([start, self.actor.log_prob(obs, actions)]),
+            torch.cat([data.behaviour, torch.maximum(data.behaviour, image_start)]),
+            torch.cat([start, image_start]),
             torch.cat([data.values, data.values]),
             None if targets is None else torch.cat([targets, targets]),
         )

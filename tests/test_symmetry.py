@@ -36,9 +36,9 @@ def test_mirror_in_normalised_units_is_the_normalised_mirror(humanoid):
 
 
 def test_update_learns_from_each_sample_and_its_image(humanoid):
-    """Every sample's image enters with the sample's advantage and behaviour log-prob mu(a|s)
-    (the density of the mirrored behaviour policy at the image) and log pi_k(M a|M s); the
-    update keeps its number of steps, with minibatches twice the size."""
+    """Every sample's image enters with the sample's advantage, log pi_k(M a|M s), and the behaviour
+    log-prob mu(a|s) (the density of the mirrored behaviour policy at the image) truncated at
+    pi_k's; the update keeps its number of steps, with minibatches twice the size."""
     from locomo.algorithm import PolicyGradient
     from locomo.buffer import RolloutBatch
 
@@ -63,17 +63,22 @@ def test_update_learns_from_each_sample_and_its_image(humanoid):
     assert images.obs.shape[0] == 2 * B
     torch.testing.assert_close(images.obs[B:], mirror.obs(data.obs))
     torch.testing.assert_close(images.actions[B:], mirror.action(data.actions))
-    torch.testing.assert_close(images.behaviour[B:], data.behaviour)
     torch.testing.assert_close(adv2.advantages[B:], adv.advantages)
     assert images.start is not None
     with torch.no_grad():
-        torch.testing.assert_close(images.start[B:], actor.log_prob(images.obs[B:], images.actions[B:]))
+        image_start = actor.log_prob(images.obs[B:], images.actions[B:])
+    torch.testing.assert_close(images.start[B:], image_start)
+    # The exact behaviour density mu(a|s), truncated at pi_k's: no image weighs more than pi_theta/pi_k.
+    torch.testing.assert_close(images.behaviour[B:], torch.maximum(data.behaviour, image_start))
+    assert (images.start[B:] <= images.behaviour[B:]).all()
     info = algo.update(batch)
     assert info["is/gradient_steps"] == cfg.algo.epochs * cfg.algo.minibatches
 
 
 def test_symmetry_needs_a_mirrored_env_and_per_step_weights():
-    cfg = compose("env=walker2d", "algo.symmetry=augment")
+    with pytest.raises(ConfigError, match=r"algo\.symmetry='augment' is invalid: env 'walker2d'"):
+        compose("env=walker2d", "algo.symmetry=augment")  # refused by the env id, before any env
+    cfg = compose("env=walker2d")
     env = make_vec_env(cfg.env, 1)
     try:
         with pytest.raises(ConfigError, match=r"algo\.symmetry='augment' is invalid: env 'walker2d'"):
