@@ -159,15 +159,14 @@ class Runner:
         spaces = self.env.spaces
         mirror = make_policy_mirror(cfg.algo.symmetry, self.env.env, cfg.env, spaces, self.normalizer)
         self.algorithm = PolicyGradient(self.actor, self.critic, cfg.algo, self.generator, group, mirror)
-        if cfg.train.overlap and group.active:
-            raise ConfigError(
-                "train.overlap", True, "not in a torchrun job (the update's and the collection's "
-                "collectives would interleave); use train.overlap=false"
-            )  # fmt: skip
         # train.overlap: the collector acts with its own copy of the policy (and critic), the one
-        # before the update that runs meanwhile in the worker thread.
-        self.behaviour = BehaviourPolicy(self.actor, self.critic) if cfg.train.overlap else None
-        self.worker = ThreadPoolExecutor(1, "locomo-update") if cfg.train.overlap else None
+        # before the update that runs meanwhile in the worker thread. Not in a torchrun job: the
+        # two threads' collectives would interleave differently on each rank.
+        self.overlap = bool(cfg.train.overlap) and not group.active
+        if cfg.train.overlap and group.active and group.is_main:
+            _warn("train.overlap is off in a torchrun job (each update waits for its batch)")
+        self.behaviour = BehaviourPolicy(self.actor, self.critic) if self.overlap else None
+        self.worker = ThreadPoolExecutor(1, "locomo-update") if self.overlap else None
         self.pending: RolloutBatch | None = None  # train.overlap: collected, not yet trained on
         self.collector = Collector(
             self.env,
@@ -231,7 +230,7 @@ class Runner:
                 "(not a bit-exact resume)"
             )
         self.kept.extend(kept[-self.kept.maxlen :] if self.kept.maxlen else [])
-        self.pending = training_state.pending_batch(state, self.device) if self.cfg.train.overlap else None
+        self.pending = training_state.pending_batch(state, self.device) if self.overlap else None
         self.wandb_run_id = state.get("wandb", {}).get("run_id")
 
     # -- the loop -------------------------------------------------------------------------------
@@ -467,7 +466,7 @@ class Runner:
 
     def _train_iteration(self) -> dict[str, float]:
         """One collect -> update cycle; advances the counters; returns the iteration's metrics."""
-        if self.cfg.train.overlap:
+        if self.overlap:
             return self._overlapped_iteration()
         cfg = self.cfg
         t0 = time.perf_counter()
