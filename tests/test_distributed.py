@@ -291,3 +291,27 @@ def test_more_processes_than_gpus_is_refused_before_anything_runs(tmp_path):
     cfg.train.device = "cuda"  # past validate_config, which refuses cuda where there is none
     with pytest.raises(ConfigError, match=r"this node runs 2 processes of the job and has \d GPU\(s\)"):
         Runner(cfg, tmp_path, group=Group(rank=0, world_size=2, local_rank=0, local_world_size=2))
+
+
+def test_overlap_is_off_with_a_warning_under_torchrun(tmp_path):
+    """train.overlap (the walking recipe's) cannot run in a torchrun job: one warning, then the job
+    trains as a plain data-parallel one."""
+    job = [
+        "env=inverted_pendulum",
+        "algo=walk",
+        "model.hidden_sizes=[16,16]",
+        "train.overlap=true",
+        "train.num_envs=4",
+        "train.steps_per_iteration=64",
+        "train.iterations=2",
+        "logger.wandb.mode=disabled",
+        "logger.progress=false",
+        "video.enabled=false",
+        "hydra.run.dir=run",
+    ]
+    proc = torchrun("-m", "locomo", "train", *job, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings_seen = [line for line in locomo_lines(proc.stderr) if "train.overlap is off" in line]
+    expected = "locomo: warning: train.overlap is off in a torchrun job (each update waits for its batch)"
+    assert warnings_seen == [expected]
+    assert [r["iteration"] for r in metrics_rows(tmp_path / "run")] == [1, 2]
