@@ -39,7 +39,7 @@ PLOT_KINDS = ("curves", "behavior")
 ACTION_BOUNDS = ("clip", "none")
 LR_SCHEDULES = ("constant", "linear", "adaptive")
 REUSE_CORRECTIONS = ("none", "truncated", "vtrace")
-SYMMETRIES = ("none", "augment")
+SYMMETRIES = ("none", "augment", "auto")
 
 
 class ConfigError(ValueError):
@@ -101,7 +101,8 @@ class AlgoConfig:
     # | truncated (traces cut by min(1, pi_k / mu)) | vtrace (those advantages, V-trace targets)
     reuse_correction: str = "vtrace"
     # none | augment: each update also learns from the left-right mirror image of every sample
-    # (the humanoid envs), with its importance weight (locomo/symmetry.py)
+    # (the humanoid envs), with its importance weight (locomo/symmetry.py) | auto: augment where
+    # it applies (an env with a mirror map, the humanoid's, and per-step weights), none elsewhere
     symmetry: str = "none"
 
 
@@ -489,7 +490,7 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
     if not isinstance(algo.reuse_batches, int) or algo.reuse_batches < 1:
         raise ConfigError("algo.reuse_batches", algo.reuse_batches, "must be an integer >= 1 (1: no reuse)")
     _choice("algo.symmetry", algo.symmetry, SYMMETRIES)
-    if algo.symmetry != "none" and algo.importance != "per_step":
+    if algo.symmetry == "augment" and algo.importance != "per_step":
         raise ConfigError(
             "algo.symmetry", algo.symmetry, "mirror images need algo.importance=per_step (weights per step)"
         )
@@ -501,7 +502,8 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
                     "algo.reuse_batches",
                     algo.reuse_batches,
                     f"reusing earlier batches needs algo.{key}={value} (old samples' advantages are "
-                    f"re-estimated with the value function, per step); algo.{key} is {algo[key]!r}",
+                    f"re-estimated with the value function, per step); algo.{key} is {algo[key]!r}: "
+                    "set algo.reuse_batches=1 (and train.overlap=false) to use it",
                 )
 
 
@@ -679,7 +681,7 @@ def validate_config(cfg: DictConfig) -> None:
     validate_logger(cfg.logger)
     validate_behavior(cfg.behavior)
     validate_video(cfg.video)
-    if cfg.algo.symmetry != "none" and not str(cfg.env.id).startswith("Humanoid"):
+    if cfg.algo.symmetry == "augment" and not str(cfg.env.id).startswith("Humanoid"):
         raise ConfigError(
             "algo.symmetry",
             cfg.algo.symmetry,
@@ -693,7 +695,7 @@ def validate_config(cfg: DictConfig) -> None:
                     "train.overlap",
                     cfg.train.overlap,
                     f"a batch collected during the update is one update old: weighting it needs "
-                    f"algo.{key}={value}; algo.{key} is {cfg.algo[key]!r}",
+                    f"algo.{key}={value}; algo.{key} is {cfg.algo[key]!r}: set train.overlap=false to use it",
                 )
     minibatch = cfg.train.steps_per_iteration // cfg.algo.minibatches
     if minibatch < 1:

@@ -157,7 +157,9 @@ class Runner:
             group.broadcast_tensors_(self._named_tensors())  # rank 0's weights, whatever happened before
             seed_everything(group.rank_seed(cfg.seed))  # but each rank samples its own actions
         spaces = self.env.spaces
-        mirror = make_policy_mirror(cfg.algo.symmetry, self.env.env, cfg.env, spaces, self.normalizer)
+        # (validated: augment implies per-step weights; auto applies only with them)
+        symmetry = "none" if cfg.algo.importance != "per_step" else cfg.algo.symmetry
+        mirror = make_policy_mirror(symmetry, self.env.env, cfg.env, spaces, self.normalizer)
         self.algorithm = PolicyGradient(self.actor, self.critic, cfg.algo, self.generator, group, mirror)
         # train.overlap: the collector acts with its own copy of the policy (and critic), the one
         # before the update that runs meanwhile in the worker thread. Not in a torchrun job: the
@@ -426,8 +428,10 @@ class Runner:
         episodes: list[EpisodeRecord] = []
         term_sums: dict[str, float] = {}
         fresh = self.pending is None  # the first batch (or a resume without one): collected first
+        collected: list[RolloutBatch] = []  # what this iteration collects (its metrics' batches)
         if self.pending is None:
             self.pending, episodes, term_sums = self._collect_copy()
+            collected.append(self.pending)
         batch = self._batch = self.pending
         self.behaviour.sync(self.actor, self.critic)
         self.actor.train()
@@ -439,6 +443,7 @@ class Runner:
             collect_s = time.perf_counter() - t1
         finally:
             update_info, update_s = update.result()  # the update's own errors surface here
+        collected.append(self.pending)
         episodes += more
         term_sums = {k: term_sums.get(k, 0.0) + v for k, v in terms.items()}
         if self.kept.maxlen:
@@ -446,9 +451,11 @@ class Runner:
         check_parameters(self._named_tensors())
         self.iteration += 1
         self.env_steps += cfg.train.steps_per_iteration * (2 if fresh else 1)
-        reward_mean = float(batch.rewards.mean())
+        reward_mean = float(torch.stack([b.rewards.mean() for b in collected]).mean())
         wall_s = time.perf_counter() - t0
-        return self._metrics(reward_mean, episodes, term_sums, update_info, collect_s, update_s, wall_s)
+        steps = cfg.train.steps_per_iteration * len(collected)
+        info = update_info
+        return self._metrics(reward_mean, episodes, term_sums, info, collect_s, update_s, wall_s, steps)
 
     def _collect_copy(self) -> tuple[RolloutBatch, list[EpisodeRecord], dict[str, float]]:
         """A batch collected by the behaviour copy, copied out of the buffer (which the next
@@ -546,9 +553,10 @@ class Runner:
         collect_s: float,
         update_s: float,
         wall_s: float | None = None,
+        steps: int | None = None,
     ) -> dict[str, float]:
         """The iteration's metrics row; ``wall_s`` the iteration's time when collection and update
-        overlapped (else their sum)."""
+        overlapped (else their sum), ``steps`` the env steps it collected (else one batch)."""
         wall_s = collect_s + update_s if wall_s is None else wall_s
         # Episodes cut by a simulator blow-up are counted, not averaged into the returns.
         unstable = sum(e.unstable for e in episodes)
@@ -556,7 +564,7 @@ class Runner:
         self.recent_episodes.extend(episodes)
         recent = list(self.recent_episodes)
         nan = float("nan")
-        steps = self.cfg.train.steps_per_iteration
+        steps = self.cfg.train.steps_per_iteration if steps is None else steps
         out: dict[str, float] = {
             "iteration": float(self.iteration),
             # Mean over the last 100 finished episodes (so it is defined on every iteration).

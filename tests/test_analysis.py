@@ -48,6 +48,7 @@ def test_multirun_then_plot_groups_runs_by_estimator(locomo_cli):
         "-m",
         "env=cartpole",
         "seed=0,1",
+        "algo=baseline",
         "algo.baseline=none,mean",
         *TINY,
         "logger.wandb.mode=disabled",

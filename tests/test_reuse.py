@@ -27,10 +27,16 @@ GOLDEN_CASES = ["reinforce", "mean_baseline", "optimal_total", "clipped", "clipp
 def test_one_batch_reproduces_the_update_before_reuse_bit_for_bit(monkeypatch, case: str):
     """With algo.reuse_batches=1 the update is the one before reuse existed: the weights after two
     updates equal, bit for bit, those its code produced (tests/data/update_golden.pt, written by the
-    commit before reuse from this same worker; presets whose KL handling did not change)."""
+    commit before reuse from this same worker, torch on one thread; presets whose KL handling did
+    not change)."""
     monkeypatch.setattr(worker, "UPDATES", 2)  # as the golden run
     golden = torch.load(GOLDEN, weights_only=True)[case]
-    ours = worker.run_case(worker.CASES[case], SINGLE)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the golden run: another thread count sums in another order
+    try:
+        ours = worker.run_case(worker.CASES[case], SINGLE)
+    finally:
+        torch.set_num_threads(threads)
     for part in ("actor", "critic"):
         assert (golden[part] is None) == (ours[part] is None)
         for name, value in (golden[part] or {}).items():

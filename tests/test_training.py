@@ -24,6 +24,8 @@ def test_every_estimator_combination_trains(tmp_path, returns: str, baseline: st
         f"algo.importance={importance}",
         "algo.epochs=2",
         "algo.minibatches=2",
+        "algo.reuse_batches=1",  # the default recipe's reuse and overlap need the value baseline
+        "train.overlap=false",
         *TINY,
     )
     metrics = Runner(cfg, tmp_path).run()
@@ -92,7 +94,9 @@ def test_reward_normalisation_trains_and_is_checkpointed(tmp_path):
     metrics = runner.run()
     assert math.isfinite(metrics["losses/policy"])
     state = runner.state()["reward_scaler"]
-    assert state["returns_std.count"] == 2 * 128  # one update per step of the 2 iterations
+    # One update per env step collected: 3 batches of 128 in 2 iterations with the default recipe's
+    # train.overlap (the first iteration collects one to train on and one during the update).
+    assert state["returns_std.count"] == runner.env_steps == 3 * 128
     assert state["running_return"].shape == (4,)
     raw_reward_per_step = sum(v for k, v in metrics.items() if k.startswith("rollout/reward_terms/"))
     assert metrics["rollout/reward_mean"] != pytest.approx(raw_reward_per_step)  # trained on scaled rewards
