@@ -86,6 +86,9 @@ def estimate_memory(cfg: Any, sizes: EnvSizes) -> MemoryEstimate:
             video_steps = min(video_steps, int(cfg.video.max_steps))
         per_state = 2 * sizes.state_dim * 8 + 64  # qpos and qvel in float64, and the step's record
         parts["video rollouts"] = float(cfg.video.episodes) * (video_steps + 1) * per_state
+    # The kept batches grow with the batch too: blame K only where K, not the batch, makes them
+    # large (more than twice the batch's own share).
+    weight = {"kept batches": 0.5}
     blame = {
         "rollout buffer and update": "train.steps_per_iteration",
         f"{envs} simulators": "train.num_envs",
@@ -93,7 +96,7 @@ def estimate_memory(cfg: Any, sizes: EnvSizes) -> MemoryEstimate:
         "networks": "model.hidden_sizes",
         "per-sample gradients": "algo.optimal_baseline_chunk",
         "kept batches": "algo.reuse_batches",
-    }[max(parts, key=lambda k: parts[k])]
+    }[max(parts, key=lambda k: parts[k] * weight.get(k, 1.0))]
     return MemoryEstimate(parts, blame)
 
 

@@ -215,7 +215,7 @@ def test_bad_reuse_settings_are_one_line():
 def test_memory_estimate_counts_the_kept_batches():
     from locomo.preflight import env_sizes, estimate_memory
 
-    one = compose("env=humanoid")
+    one = compose("env=humanoid", "algo.reuse_batches=1")
     many = compose("env=humanoid", "algo.reuse_batches=4")
     sizes = env_sizes(one.env)
     extra = estimate_memory(many, sizes).parts["kept batches"]
