@@ -240,9 +240,12 @@ class PolicyGradient:
             group["lr"] = lr
 
     def begin_update(self, progress: float) -> None:
-        """Called before each update with the fraction of training done (the linear schedule)."""
+        """Called before each update (in the thread that collects) with the fraction of training
+        done: the linear schedule's lr, and the mirror's normaliser statistics."""
         if self.cfg.lr_schedule == "linear":
             self._set_lr(linear_lr(self.cfg.lr, progress))
+        if self.mirror is not None:
+            self.mirror.refresh()
 
     def _weights(
         self, new_log_prob_all: torch.Tensor, old_log_prob_all: torch.Tensor, adv: Advantages

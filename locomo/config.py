@@ -495,16 +495,25 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
             "algo.symmetry", algo.symmetry, "mirror images need algo.importance=per_step (weights per step)"
         )
     if algo.reuse_batches > 1:
-        needs = {"baseline": "value", "returns": "reward_to_go", "importance": "per_step"}
-        for key, value in needs.items():
-            if algo[key] != value:
-                raise ConfigError(
-                    "algo.reuse_batches",
-                    algo.reuse_batches,
-                    f"reusing earlier batches needs algo.{key}={value} (old samples' advantages are "
-                    f"re-estimated with the value function, per step); algo.{key} is {algo[key]!r}: "
-                    "set algo.reuse_batches=1 (and train.overlap=false) to use it",
-                )
+        key, value = _off_policy_needs(algo)
+        if key is not None:
+            raise ConfigError(
+                "algo.reuse_batches",
+                algo.reuse_batches,
+                f"reusing earlier batches needs algo.{key}={value} (old samples' advantages are "
+                f"re-estimated with the value function, per step); algo.{key} is {algo[key]!r}: "
+                "set algo.reuse_batches=1 (and train.overlap=false) to use it",
+            )
+
+
+def _off_policy_needs(algo: DictConfig | AlgoConfig) -> tuple[str | None, str]:
+    """The first algo key (and the value it needs) that stops samples of an earlier policy from
+    being re-weighted (kept batches, overlapped collection); (None, "") when none does."""
+    needs = {"baseline": "value", "returns": "reward_to_go", "importance": "per_step"}
+    for key, value in needs.items():
+        if algo[key] != value:
+            return key, value
+    return None, ""
 
 
 def validate_model(model: DictConfig | ModelConfig) -> None:
@@ -687,16 +696,14 @@ def validate_config(cfg: DictConfig) -> None:
             cfg.algo.symmetry,
             f"env {cfg.env.name!r} ({cfg.env.id}) has no left-right mirror map; the humanoid envs have",
         )
-    if cfg.train.overlap:
-        needs = {"baseline": "value", "returns": "reward_to_go", "importance": "per_step"}
-        for key, value in needs.items():
-            if cfg.algo[key] != value:
-                raise ConfigError(
-                    "train.overlap",
-                    cfg.train.overlap,
-                    f"a batch collected during the update is one update old: weighting it needs "
-                    f"algo.{key}={value}; algo.{key} is {cfg.algo[key]!r}: set train.overlap=false to use it",
-                )
+    key, value = _off_policy_needs(cfg.algo)
+    if cfg.train.overlap and key is not None:
+        raise ConfigError(
+            "train.overlap",
+            cfg.train.overlap,
+            f"a batch collected during the update is one update old: weighting it needs "
+            f"algo.{key}={value}; algo.{key} is {cfg.algo[key]!r}: set train.overlap=false to use it",
+        )
     minibatch = cfg.train.steps_per_iteration // cfg.algo.minibatches
     if minibatch < 1:
         raise ConfigError(

@@ -435,7 +435,7 @@ class Runner:
         batch = self._batch = self.pending
         self.behaviour.sync(self.actor, self.critic)
         self.actor.train()
-        self.algorithm.begin_update(self.iteration / cfg.train.iterations)
+        self.algorithm.begin_update(self.iteration / cfg.train.iterations)  # before the thread starts
         update = self.worker.submit(self._timed_update, batch, list(self.kept), fresh)
         try:
             t1 = time.perf_counter()

@@ -34,14 +34,24 @@ class PolicyMirror:
 
     def __init__(self, mirror: Mirror, normalizer: ObsNormalizer) -> None:
         self.mirror, self.normalizer = mirror, normalizer
+        self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Take the normaliser's statistics as they are now (at the start of an update): with
+        ``train.overlap`` the collection updates them while the update runs, so the update must
+        not read them live (the images would depend on thread timing)."""
+        norm = self.normalizer
+        self._mean, self._var = norm.mean.clone(), norm.var.clone()
 
     def obs(self, obs: torch.Tensor) -> torch.Tensor:
-        """M s in normalised units: denormalise, reflect, normalise with the same statistics."""
+        """M s in normalised units: denormalise, reflect, normalise with the same statistics (those
+        of the last :meth:`refresh`)."""
         norm = self.normalizer
         if not norm.enabled:
             return self.mirror.obs(obs)
-        mean = norm.mean.to(obs.dtype)
-        std = torch.sqrt(norm.var.to(obs.dtype) + norm.eps)
+        mean = self._mean.to(obs.dtype)
+        std = torch.sqrt(self._var.to(obs.dtype) + norm.eps)
         return ((self.mirror.obs(obs * std + mean) - mean) / std).clamp(-norm.clip, norm.clip)
 
     def action(self, actions: torch.Tensor) -> torch.Tensor:

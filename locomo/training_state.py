@@ -74,25 +74,27 @@ def _plain(batch: RolloutBatch) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in batch._asdict().items()}
 
 
-def pending_batch(state: dict[str, Any], device: torch.device) -> RolloutBatch | None:
-    """The batch a ``train.overlap`` checkpoint had collected and not yet trained on (or None)."""
-    pending = state.get("pending_batch")
-    if pending is None:
-        return None
+def _batch_from(saved: Any, device: torch.device, what: str) -> RolloutBatch:
     try:
-        return RolloutBatch(**{k: v.to(device) for k, v in pending.items()})
+        return RolloutBatch(**{k: v.to(device) for k, v in saved.items()})
     except (TypeError, AttributeError) as exc:
-        raise CheckpointError(f"checkpoint's pending batch is not a rollout batch: {exc}") from exc
+        raise CheckpointError(f"checkpoint's {what} is not a rollout batch: {exc}") from exc
+
+
+def pending_batch(state: dict[str, Any], device: torch.device) -> RolloutBatch | None:
+    """The batch a ``train.overlap`` checkpoint had collected and not yet trained on (or None);
+    CheckpointError when it is not a batch."""
+    pending = state.get("pending_batch")
+    return None if pending is None else _batch_from(pending, device, "pending batch")
 
 
 def kept_batches(state: dict[str, Any], device: torch.device) -> list[RolloutBatch]:
     """The batches a checkpoint kept for reuse, oldest first (none in checkpoints older than the
     key, which were written without reuse); CheckpointError when they are not batches."""
-    try:
-        kept = state.get("kept_batches", [])
-        return [RolloutBatch(**{k: v.to(device) for k, v in b.items()}) for b in kept]
-    except (TypeError, AttributeError) as exc:
-        raise CheckpointError(f"checkpoint's kept batches are not rollout batches: {exc}") from exc
+    kept = state.get("kept_batches", [])
+    if not isinstance(kept, list):
+        raise CheckpointError(f"checkpoint's kept batches are not a list: {type(kept).__name__}")
+    return [_batch_from(b, device, f"kept batch {i}") for i, b in enumerate(kept)]
 
 
 def restore(state: dict[str, Any], learned: Learned, spaces: SpaceInfo, env_name: str) -> tuple[int, int]:

@@ -69,7 +69,7 @@ def test_check_parameters_names_the_tensor():
 
 
 def test_nan_reward_stops_at_its_iteration_with_snapshot(tmp_path: Path):
-    runner = make_runner(tmp_path)
+    runner = make_runner(tmp_path, "train.overlap=false")  # batch k is iteration k's
     runner.env.env = CorruptStep(runner.env.env, "reward", at=16 + 6, value=float("nan"))
     err = run_until_error(runner)
     assert str(err).startswith(
@@ -81,7 +81,7 @@ def test_nan_reward_stops_at_its_iteration_with_snapshot(tmp_path: Path):
 
 
 def test_inf_observation_stops_before_the_normaliser_sees_it(tmp_path: Path):
-    runner = make_runner(tmp_path)
+    runner = make_runner(tmp_path, "train.overlap=false")  # batch k is iteration k's
     runner.env.env = CorruptStep(runner.env.env, "obs", at=16 + 16 + 3, value=np.inf)
     err = run_until_error(runner)
     assert "non-finite observations at iteration 3" in str(err) and "first at env 1" in str(err)

@@ -132,7 +132,8 @@ def test_eval_table_json_and_replay_reproduces_its_returns(trained):
     assert re.search(r"^deterministic\s+3\s", result.stdout, re.M)
     assert re.search(r"^stochastic\s+3\s", result.stdout, re.M)
     report = json.loads((run / "eval" / "last_seed5.json").read_text())
-    assert report["seeds"] == [5, 6, 7] and report["counters"] == {"iteration": 2, "env_steps": 128}
+    # 2 iterations of the default recipe's overlapped collection: 3 batches of 64 steps
+    assert report["seeds"] == [5, 6, 7] and report["counters"] == {"iteration": 2, "env_steps": 192}
     for mode in ("deterministic", "stochastic"):
         summary = report["modes"][mode]
         assert len(summary["per_episode"]) == 3 and sum(summary["labels"].values()) == 3
