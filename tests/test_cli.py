@@ -27,7 +27,7 @@ def test_train_humanoid_tiny_writes_config_metrics_checkpoint_and_wandb(locomo_c
     assert [r["env_steps"] for r in rows] == [128, 192]
     assert all("rollout/return_mean" in r and "is/ess" in r for r in rows)
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["counters"] == {"iteration": 2, "env_steps": 128}
+    assert ckpt["counters"] == {"iteration": 2, "env_steps": 192}
     assert ckpt["config"]["env"]["name"] == "humanoid"
     offline = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == 1 and offline[0].stat().st_size > 0
