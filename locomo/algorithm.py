@@ -6,9 +6,11 @@ configured options together and owns the optimiser.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -20,6 +22,8 @@ from locomo.distributed import SINGLE, Group
 from locomo.guard import check_finite
 from locomo.policy import Actor, ValueNet
 from locomo.symmetry import PolicyMirror
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -217,6 +221,7 @@ class PolicyGradient:
         generator: torch.Generator,
         group: Group = SINGLE,
         mirror: PolicyMirror | None = None,
+        critic_thread: bool = False,
     ) -> None:
         # A plain dataclass: OmegaConf attribute access is slow in the minibatch loop.
         self.cfg = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
@@ -229,6 +234,28 @@ class PolicyGradient:
         self.generator = generator
         self.group = group
         self.mirror = mirror  # algo.symmetry=augment: every sample's mirror image joins the update
+        # The actor and the critic share no parameter, so the critic's forward and backward can
+        # run in a second thread beside the actor's (each single-threaded, so the results are
+        # those of one thread, bit for bit): a core the update would leave idle. Coarse work
+        # items (a minibatch's whole critic step) keep it robust to a busy core, unlike torch's
+        # intra-op threads, which wait on each other at every operation.
+        self._critic_worker = (
+            ThreadPoolExecutor(1, "locomo-critic", initializer=torch.set_num_threads, initargs=(1,))
+            if critic_thread and critic is not None
+            else None
+        )
+
+    def _beside(self, fn: Callable[[], R]) -> Future[R]:
+        """Run ``fn`` in the critic's thread (or now, without one); its result as a future."""
+        if self._critic_worker is not None:
+            return self._critic_worker.submit(fn)
+        return self._done(fn())
+
+    @staticmethod
+    def _done(value: R) -> Future[R]:
+        done: Future[R] = Future()
+        done.set_result(value)
+        return done
 
     @property
     def lr(self) -> float:
@@ -279,9 +306,12 @@ class PolicyGradient:
             offset += p.numel()
         return flat[offset:]
 
-    def _step(self, mb: Minibatch, data: UpdateData, adv: Advantages) -> dict[str, float]:
+    def _step(
+        self, mb: Minibatch, data: UpdateData, adv: Advantages
+    ) -> tuple[dict[str, float], Future[float]]:
         """One gradient step on minibatch ``mb`` of the flat ``data``; its diagnostics, over every
-        rank's samples. No step (``applied`` 0) when ``algo.target_kl`` is set and the policy has
+        rank's samples, and the approx KL after it (a future: :meth:`_kl_after_step`). No step
+        (``applied`` 0) when ``algo.target_kl`` is set and the policy has
         already moved further than it from where the update started, measured on this minibatch
         before the step: a step past the target is not taken."""
         cfg, group, critic = self.cfg, self.group, self.critic
@@ -298,29 +328,33 @@ class PolicyGradient:
             # whole rows; obs[idx] gathers element by element, ~3x slower on [2048, 348]).
             mb_obs = obs.index_select(0, idx)
             mb_actions = actions.index_select(0, idx)
-            new_log_prob, entropy = self.actor.log_prob_and_entropy(mb_obs, mb_actions)
-            if cfg.importance == "trajectory":
-                # A trajectory's weight needs every step of it, not just this minibatch's.
-                with torch.no_grad():
-                    all_new = self.actor.log_prob(obs, actions)
-                weights_all, log_ratio_all = self._weights(all_new, data.behaviour, adv)
-                weights, step_log_ratio = weights_all[idx], log_ratio_all[idx]
-            else:
-                weights, step_log_ratio = self._weights(new_log_prob.detach(), data.behaviour[idx], adv)
-            if data.start is not None:  # kept batches: clip around pi_k / mu, KL from pi_k
-                centre = (data.start[idx] - data.behaviour[idx]).exp()
-                step_log_ratio = new_log_prob.detach() - data.start[idx]
-            policy_loss, info = losses.policy_surrogate_loss(
-                new_log_prob, adv.advantages[idx], weights, cfg.clip_ratio, centre
-            )
-            loss = policy_loss - cfg.entropy_coef * entropy
-            v_loss = policy_loss.new_zeros(())
-            if critic is not None and data.value_targets is not None:
-                v_loss = losses.value_loss(critic.normalized(mb_obs), data.value_targets[idx])
-                loss = loss + cfg.value_coef * v_loss
-            check_finite("loss", loss.detach(), context=mb.where)  # before it reaches the parameters
             # This rank's share of the minibatch mean: the shares' gradients sum to the mean's.
-            (loss * (count / mb.size) if group.active else loss).backward()
+            share = count / mb.size if group.active else None
+            value_step = None
+            if critic is not None and data.value_targets is not None:
+                targets = data.value_targets[idx]
+                value_step = self._beside(partial(self._value_step, mb_obs, targets, share, mb.where))
+            try:
+                new_log_prob, entropy = self.actor.log_prob_and_entropy(mb_obs, mb_actions)
+                if cfg.importance == "trajectory":
+                    # A trajectory's weight needs every step of it, not just this minibatch's.
+                    with torch.no_grad():
+                        all_new = self.actor.log_prob(obs, actions)
+                    weights_all, log_ratio_all = self._weights(all_new, data.behaviour, adv)
+                    weights, step_log_ratio = weights_all[idx], log_ratio_all[idx]
+                else:
+                    weights, step_log_ratio = self._weights(new_log_prob.detach(), data.behaviour[idx], adv)
+                if data.start is not None:  # kept batches: clip around pi_k / mu, KL from pi_k
+                    centre = (data.start[idx] - data.behaviour[idx]).exp()
+                    step_log_ratio = new_log_prob.detach() - data.start[idx]
+                policy_loss, info = losses.policy_surrogate_loss(
+                    new_log_prob, adv.advantages[idx], weights, cfg.clip_ratio, centre
+                )
+                loss = policy_loss - cfg.entropy_coef * entropy
+                check_finite("loss", loss.detach(), context=mb.where)  # before it reaches the parameters
+                (loss * share if share is not None else loss).backward()
+            finally:  # the critic's half is over before anything reads its gradients
+                v_loss = value_step.result() if value_step is not None else torch.zeros((), device=obs.device)
             sums[:4] = losses.importance_sums(weights, step_log_ratio, centre)
             clipped = policy_loss.new_tensor(info["clip_fraction"])
             sums[4:] = torch.stack([clipped, policy_loss.detach(), entropy.detach(), v_loss.detach()]) * count
@@ -337,19 +371,40 @@ class PolicyGradient:
         applied = cfg.target_kl is None or out["approx_kl"] <= cfg.target_kl
         if applied:
             self.optimizer.step()
-        # With no step taken the policy stands where this minibatch measured it before.
-        kl_after = self._kl_after_step(mb_obs, mb_actions, data, idx, centre) if applied else out["approx_kl"]
+        # With no step taken the policy stands where this minibatch measured it before. The
+        # measurement reads the stepped policy only: in the critic's thread (queued before the
+        # next minibatch's critic half, which the next step waits for) it runs beside the next
+        # minibatch's actor half. Not in a job of several ranks, whose collectives keep one order.
+        if not applied:
+            kl_after = self._done(out["approx_kl"])
+        elif group.active:
+            kl_after = self._done(self._kl_after_step(mb_obs, mb_actions, data, idx, centre))
+        else:
+            kl_after = self._beside(partial(self._kl_after_step, mb_obs, mb_actions, data, idx, centre))
         out.update(
             clip_fraction=totals[4] / n,
             policy_loss=totals[5] / n,
             entropy=totals[6] / n,
             grad_norm=float(grad_norm),
-            kl_after=kl_after,
             applied=float(applied),
         )
         if critic is not None and data.value_targets is not None:
             out["value_loss"] = totals[7] / n
-        return out
+        return out, kl_after
+
+    def _value_step(
+        self, mb_obs: torch.Tensor, targets: torch.Tensor, share: float | None, where: str
+    ) -> torch.Tensor:
+        """The critic's half of a step: value loss on observations ``mb_obs`` [m, O] against
+        ``targets`` [m], its backward (times ``algo.value_coef`` and this rank's ``share``); the
+        loss, detached. The actor's half adds no gradient to the critic's parameters, so this is
+        the gradient of the summed loss."""
+        assert self.critic is not None
+        v_loss = losses.value_loss(self.critic.normalized(mb_obs), targets)
+        scaled = self.cfg.value_coef * v_loss
+        check_finite("loss", scaled.detach(), context=where)  # before it reaches the parameters
+        (scaled * share if share is not None else scaled).backward()
+        return v_loss.detach()
 
     @torch.no_grad()
     def _kl_after_step(
@@ -391,10 +446,12 @@ class PolicyGradient:
             return UpdateData.of(batch, None, adv), adv
         assert self.critic is not None  # validated: reuse needs the value baseline
         old = RolloutBatch(*(torch.cat(parts) for parts in zip(*stale, strict=True)))
+        critic = self.critic
         with torch.no_grad():
             flat_obs, flat_actions = old.obs.flatten(0, 1), old.actions.flatten(0, 1)
+            values_of = self._beside(torch.no_grad()(lambda: critic(flat_obs).view_as(old.values)))
             start = self.actor.log_prob(flat_obs, flat_actions).view_as(old.log_probs)
-            values = self.critic(flat_obs).view_as(old.values)
+            values = values_of.result()
         rollout = old
         if fresh:
             rollout = RolloutBatch(*(torch.cat(parts) for parts in zip(old, batch, strict=True)))
@@ -465,7 +522,7 @@ class PolicyGradient:
         steps = 0
         stop = False
         for epoch in range(cfg.epochs):
-            epoch_kl: list[float] = []
+            pending_kl: list[Future[float]] = []
             perm = torch.randperm(B, generator=self.generator, device="cpu")
             if group.active:
                 perm = self._local_index(perm, envs)
@@ -475,14 +532,16 @@ class PolicyGradient:
                 if group.active:
                     idx = idx[idx >= 0]
                 minibatch = Minibatch(idx, minibatch_size, f"(epoch {epoch + 1}, minibatch {k + 1})")
-                info = self._step(minibatch, data, adv)
+                info, kl_after = self._step(minibatch, data, adv)
                 for key, value in info.items():
                     stats.setdefault(key, []).append(value)
-                epoch_kl.append(info["kl_after"])
+                pending_kl.append(kl_after)
                 if not info["applied"]:  # algo.target_kl reached: this step and the rest are not taken
                     stop = True
                     break
                 steps += 1
+            epoch_kl = [kl.result() for kl in pending_kl]
+            stats.setdefault("kl_after", []).extend(epoch_kl)
             if cfg.lr_schedule == "adaptive" and epoch_kl:
                 self._set_lr(adaptive_lr(self.lr, sum(epoch_kl) / len(epoch_kl), cfg.kl_threshold))
             if stop:

@@ -160,7 +160,13 @@ class Runner:
         # (validated: augment implies per-step weights; auto applies only with them)
         symmetry = "none" if cfg.algo.importance != "per_step" else cfg.algo.symmetry
         mirror = make_policy_mirror(symmetry, self.env.env, cfg.env, spaces, self.normalizer)
-        self.algorithm = PolicyGradient(self.actor, self.critic, cfg.algo, self.generator, group, mirror)
+        # The critic's half of each update step in a thread of its own, where the update would
+        # otherwise run on one core of several (its intra-op threads: train.update_threads).
+        critic_thread = self.device.type == "cpu" and self.update_threads == 1
+        critic_thread = critic_thread and cores_per_process(group) > 1
+        self.algorithm = PolicyGradient(
+            self.actor, self.critic, cfg.algo, self.generator, group, mirror, critic_thread=critic_thread
+        )
         # train.overlap: the collector acts with its own copy of the policy (and critic), the one
         # before the update that runs meanwhile in the worker thread. Not in a torchrun job: the
         # two threads' collectives would interleave differently on each rank.

@@ -71,9 +71,10 @@ def columns(batch: Any, first: int, count: int) -> Any:
     return type(batch)(*(x[:, first : first + count].contiguous() for x in batch))
 
 
-def run_case(overrides: list[str], group: Any) -> dict[str, Any]:
+def run_case(overrides: list[str], group: Any, critic_thread: bool = False) -> dict[str, Any]:
     """Build the learners of ``overrides`` (seed 0), run :data:`UPDATES` updates on this rank's
-    envs of the synthetic batches; return the weights, statistics, lr and last diagnostics."""
+    envs of the synthetic batches (the critic's half of each step in its own thread with
+    ``critic_thread``); return the weights, statistics, lr and last diagnostics."""
     from locomo.algorithm import PolicyGradient
     from locomo.envs import make_vec_env
     from locomo.runner import make_learners, seed_everything
@@ -85,7 +86,9 @@ def run_case(overrides: list[str], group: Any) -> dict[str, Any]:
     env.close()
     seed_everything(0)
     actor, critic, _, _ = make_learners(cfg, spaces, torch.device("cpu"))
-    algorithm = PolicyGradient(actor, critic, cfg.algo, torch.Generator().manual_seed(0), group)
+    algorithm = PolicyGradient(
+        actor, critic, cfg.algo, torch.Generator().manual_seed(0), group, critic_thread=critic_thread
+    )
     data = torch.Generator().manual_seed(1)
     first, count = group.shard(ENVS)
     info: dict[str, float] = {}
