@@ -392,13 +392,17 @@ class PartClock:
 
     CPU seconds are ``time.process_time()``: every thread of the process, so the simulator's
     native threads count to the physics and torch's intra-op threads to the update. The parts
-    are wrapped methods; a part entered inside another in the same thread (the update runs the
-    critic) counts to the outer one, so while the parts run one after another (not with
+    are wrapped methods; a part entered while another is running, in any thread (the update runs
+    the critic, in the update's critic thread too), counts to the outer one, so while the parts
+    run one after another (not with
     ``train.overlap``) they never overlap and the rest of an iteration is ``other``, >= 0.
     """
 
     def __init__(self) -> None:
-        self.local = threading.local()  # .active: the part this thread is in, if any
+        # The part running now, if any: process-wide, since CPU time is (the update's critic
+        # thread calls the critic while the update runs in the main thread).
+        self.active: str | None = None
+        self.lock = threading.Lock()
         self.current = self._empty()
         self.iterations: list[dict[str, list[float]]] = []  # part or "total" -> [cpu_s, wall_s, calls]
 
@@ -411,9 +415,10 @@ class PartClock:
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            if getattr(self.local, "active", None) is not None:
+            with self.lock:
+                outer, self.active = self.active, self.active or part
+            if outer is not None:
                 return fn(*args, **kwargs)
-            self.local.active = part
             cpu, wall = time.process_time(), time.perf_counter()
             try:
                 return fn(*args, **kwargs)
@@ -422,7 +427,7 @@ class PartClock:
                 spent[0] += time.process_time() - cpu
                 spent[1] += time.perf_counter() - wall
                 spent[2] += 1
-                self.local.active = None
+                self.active = None
 
         return timed
 
