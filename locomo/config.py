@@ -34,6 +34,8 @@ ACTIVATIONS = ("tanh", "relu", "elu")
 BACKENDS = ("gymnasium", "batched")
 QUALITIES = ("fast", "full")
 EVAL_MODES = ("both", "deterministic", "stochastic")
+# locomo export: format -> the suffixes its out may have (the first one is the default out's, walker<suffix>)
+EXPORT_SUFFIXES = {"checkpoint": (".pt",), "torchscript": (".ts", ".pt"), "onnx": (".onnx",)}
 VIEWERS = ("auto", "window", "video")
 PLOT_KINDS = ("curves", "behavior")
 ACTION_BOUNDS = ("clip", "none")
@@ -248,8 +250,11 @@ class ExportConfig:
     """``locomo export``: a checkpoint's policy alone (for shipping), with its evaluation beside it."""
 
     checkpoint: str | None = None  # a checkpoint file, or a run directory (-> checkpoints/last.pt)
-    out: str = "walker.pt"  # the policy file to write; its evaluation goes to <out without .pt>.json
-    episodes: int = 20  # deterministic evaluation episodes; episode i is seeded with seed + i
+    # checkpoint: locomo's policy file + its evaluation in <out without .pt>.json; torchscript | onnx:
+    # a standalone file mapping raw observations to deterministic env-unit actions (README "Export")
+    format: str = "checkpoint"  # checkpoint (.pt) | torchscript (.pt or .ts) | onnx (.onnx)
+    out: str | None = None  # the file to write; null = walker.pt | walker.ts | walker.onnx (by format)
+    episodes: int = 20  # format=checkpoint: evaluation episodes; episode i is seeded with seed + i
     seed: int = 0  # seed of the first evaluation episode
     max_steps: int | None = None  # steps per episode at most; null = the env's time limit
     behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
@@ -661,8 +666,12 @@ def validate_export_config(cfg: DictConfig) -> None:
     refuse_unknown_keys(cfg, ExportConfig)
     _validate_checkpoint_command(cfg, "export")
     _positive("episodes", cfg.episodes)
-    if not str(cfg.out).endswith(".pt"):
-        raise ConfigError("out", cfg.out, "must be a .pt file (its evaluation is written beside it as .json)")
+    _choice("format", cfg.format, tuple(EXPORT_SUFFIXES))
+    suffixes = EXPORT_SUFFIXES[cfg.format]
+    if cfg.out is not None and not str(cfg.out).endswith(suffixes):
+        checkpoint = cfg.format == "checkpoint"
+        why = "(its evaluation is written beside it as .json)" if checkpoint else f"for format={cfg.format}"
+        raise ConfigError("out", cfg.out, f"must be a {' or '.join(suffixes)} file {why}")
 
 
 def validate_replay_config(cfg: DictConfig) -> None:

@@ -1,5 +1,6 @@
 """``locomo export``: a checkpoint's policy alone (actor + observation normaliser, under 2 MB for the
-walker), evaluated in deterministic mode, with a JSON summary beside it (how it was made, how it did)."""
+walker), evaluated in deterministic mode, with a JSON summary beside it (how it was made, how it did);
+or, with ``format=torchscript|onnx``, a standalone file for deployment (:mod:`locomo.deploy`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from locomo.config import ASSETS_DIR, ConfigError, validate_export_config
+from locomo.config import ASSETS_DIR, EXPORT_SUFFIXES, ConfigError, validate_export_config
 
 CONFIG = "export"
 
@@ -34,6 +35,49 @@ def exported_name(out: Path) -> str:
     return out.stem if out.resolve().parent == ASSETS_DIR.resolve() else str(out)
 
 
+def output_path(cfg: DictConfig) -> Path:
+    """``out``, or ``walker<suffix>`` of the format in the working directory."""
+    return Path(cfg.out if cfg.out is not None else f"walker{EXPORT_SUFFIXES[cfg.format][0]}").expanduser()
+
+
+def run_deployed(cfg: DictConfig) -> dict[str, Any]:
+    """``format=torchscript|onnx``: write the standalone file (raw obs [N, obs_dim] -> env-unit action),
+    then run it on probe observations and compare with locomo eval's deterministic actions."""
+    import numpy as np
+    import torch
+
+    from locomo import deploy
+    from locomo.evaluation import load_policy
+
+    if cfg.format == "onnx":
+        deploy.require_onnx()  # before loading anything: the one-line install hint
+    torch.set_num_threads(1)
+    source = load_policy(cfg.checkpoint)
+    out = output_path(cfg)
+    module = deploy.DeployedPolicy.from_policy(source)
+    metadata = deploy.description(source, cfg.format)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if cfg.format == "onnx":
+            deploy.export_onnx(module, out, metadata)
+        else:
+            deploy.export_torchscript(module, out, metadata)
+    except OSError as exc:
+        raise ConfigError("out", str(out), f"cannot write there ({exc})") from exc
+    # The file must act as locomo does: a mismatch is a bug, reported as such (exit 1, traceback file).
+    obs = deploy.probe_observations(source.normalizer)
+    difference = float(np.abs(deploy.run_exported(out, obs) - deploy.eval_actions(source, obs)).max())
+    if not difference <= deploy.TOLERANCE:
+        raise RuntimeError(f"{out} differs from locomo's own actions by up to {difference:.3g}")
+    size_mb = out.stat().st_size / 2**20
+    iteration = source.counters.get("iteration", "?")
+    print(f"{out} ({cfg.format}, {size_mb:.2f} MB) from {source.path} (iteration {iteration})")
+    print(f"{metadata['input']} -> {metadata['output']}")
+    print(f"checked on {len(obs)} observations: max |action - locomo eval's| = {difference:.2g}")
+    print(f"wrote {out}")
+    return {**metadata, "policy": out.name, "max_difference": difference}
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """A training checkpoint's policy alone (actor and observation normaliser,
     no critic or optimiser), evaluated; writes ``out`` and, beside it, ``<out>.json`` with the
@@ -45,10 +89,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from locomo.evaluation import format_table, load_policy, run_episodes, summarize
 
     validate_export_config(cfg)
+    if cfg.format != "checkpoint":
+        return run_deployed(cfg)
     torch.set_num_threads(1)
     source = load_policy(cfg.checkpoint)
     state = checkpoint.load(source.path, map_location="cpu")
-    out = Path(cfg.out).expanduser()
+    out = output_path(cfg)
     policy_state = {key: state[key] for key in POLICY_KEYS if key in state}
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

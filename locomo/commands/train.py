@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -88,6 +89,33 @@ def hydra_record_args(args: list[str]) -> tuple[list[str], str | None]:
     return [*kept[:at], "hydra.output_subdir=null", *kept[at:]], subdir
 
 
+@dataclass
+class Job:
+    """Where a training job runs and what it records: from Hydra's app (:func:`hydra_job`, the CLI)
+    or from the caller (``locomo.train``, which composes the config without a Hydra app, so that
+    Hydra's ``HydraConfig`` is not set)."""
+
+    run_dir: Path
+    overrides: list[str]  # the task overrides as given (a resume checks them against the checkpoint)
+    hydra_cfg: Any  # Hydra's config, for the ``.hydra/`` record
+    record_subdir: str | None  # where in the run dir the ``.hydra/`` record goes (None: nowhere)
+    sweep_dir: str | None  # a sweep's folder (its runs share a W&B group named after it), else None
+
+
+def hydra_job() -> Job:
+    """The :class:`Job` of the Hydra app this process runs in (``locomo train``)."""
+    from locomo.rundir import hydra_run_dir
+
+    hydra_cfg = HydraConfig.get()
+    return Job(
+        run_dir=hydra_run_dir(),
+        overrides=list(hydra_cfg.overrides.task),
+        hydra_cfg=hydra_cfg,
+        record_subdir=os.environ.get(HYDRA_RECORD_ENV),
+        sweep_dir=str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None,
+    )
+
+
 def run(cfg: DictConfig) -> float:
     """Train a policy; returns the final mean episodic return (for Hydra sweepers).
 
@@ -113,28 +141,35 @@ def run(cfg: DictConfig) -> float:
     return ret
 
 
-def train(cfg: DictConfig, group: Group, announced: list[bool] | None = None) -> float:
+def train(
+    cfg: DictConfig, group: Group, announced: list[bool] | None = None, job: Job | None = None
+) -> float:
     """:func:`run` in this process; in a multi-process job, rank 0 claims the run dir and tells
-    the other ranks (appending to ``announced`` once it has), which only train."""
+    the other ranks (appending to ``announced`` once it has), which only train.
+
+    ``job``: where it runs; None: the Hydra app's (:func:`hydra_job`).
+    """
+    if job is None:
+        job = hydra_job()
     job_cfg = cfg
     resume_state, resume_path = None, None
     if cfg.resume is not None:
         from locomo.resume import resumed_config
 
-        cfg, resume_path, resume_state = resumed_config(cfg, list(HydraConfig.get().overrides.task))
+        cfg, resume_path, resume_state = resumed_config(cfg, job.overrides)
     validate_config(cfg)
     from locomo.distributed import check_config
 
     check_config(cfg, group)
-    if cfg.logger.wandb.group is None and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if cfg.logger.wandb.group is None and job.sweep_dir is not None:
         # One W&B group per sweep, named after its folder, so a sweep's runs are compared together.
-        cfg.logger.wandb.group = Path(HydraConfig.get().sweep.dir).name
+        cfg.logger.wandb.group = Path(job.sweep_dir).name
     from locomo.checkpoint import RunDirLock  # heavy imports only after the config is known good
     from locomo.preflight import check_resources
-    from locomo.rundir import claim_run_dir, hydra_run_dir, write_hydra_record
+    from locomo.rundir import claim_run_dir, write_hydra_record
 
     check_resources(cfg)
-    out = hydra_run_dir()
+    out = job.run_dir
     if not group.is_main:  # rank 0 holds the run dir and writes everything in it
         from locomo.runner import Runner
 
@@ -149,10 +184,8 @@ def train(cfg: DictConfig, group: Group, announced: list[bool] | None = None) ->
                     f"locomo: warning: overwrite=true: removed the previous run's {names} in {out}",
                     file=sys.stderr,
                 )
-        subdir = os.environ.get(HYDRA_RECORD_ENV)
-        if subdir:
-            hydra_cfg = HydraConfig.get()
-            write_hydra_record(out, subdir, job_cfg, hydra_cfg, list(hydra_cfg.overrides.task))
+        if job.record_subdir:
+            write_hydra_record(out, job.record_subdir, job_cfg, job.hydra_cfg, job.overrides)
         if group.active and announced is not None:
             group.broadcast(("ok", str(out)))
             announced.append(True)
