@@ -16,6 +16,15 @@ Crash safety: every file is written to a temporary file in the same directory, f
 renamed over its target, so a crash (even ``kill -9``) leaves the previous file or the new one,
 never a torn one. ``iter_XXXXXX.pt`` is written first, then ``last.pt`` (a hard link to it where
 the filesystem allows); :func:`load_latest` picks the newest readable ``iter_*.pt``.
+
+Loading: a file is read safely (:func:`load_file`), then checked like a command line's config
+(:func:`validate`, the one check every loader shares: resume, eval, render, replay, export,
+variance): its stored config with the config's own validators, its counters, its learned tensors
+(finite; variances not negative), and an ``iter_XXXXXX.pt`` name against the iteration it holds.
+A file that cannot be read is passed over for an older one (a disk error); a file that reads but
+fails the check is refused with one line naming it, never passed over silently. Directory scans
+(:func:`periodic_files`) see regular files only, so a FIFO or a device named like a checkpoint
+is never opened.
 """
 
 from __future__ import annotations
@@ -36,8 +45,24 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from locomo.config import (
+    ConfigError,
+    LocomoConfig,
+    upgrade_saved_config,
+    validate_algo,
+    validate_behavior,
+    validate_logger,
+    validate_model,
+    validate_seed,
+    validate_train,
+    validate_video,
+)
 from locomo.errors import CheckpointError
+from locomo.guard import describe_nonfinite
+from locomo.preflight import check_network_memory
 
 __all__ = [
     "FORMAT",
@@ -53,6 +78,7 @@ __all__ = [
     "load",
     "load_file",
     "load_latest",
+    "missing_reason",
     "newest_in_directory",
     "periodic_files",
     "periodic_iteration",
@@ -60,6 +86,8 @@ __all__ = [
     "restore_rng",
     "rng_state",
     "save_atomic",
+    "stored_config",
+    "validate",
 ]
 
 FORMAT = "locomo-checkpoint"
@@ -155,7 +183,7 @@ def _link_atomic(source: Path, path: Path) -> bool:
 def _checkpoint_dir(run_or_checkpoints_dir: Path) -> Path:
     """The directory holding the checkpoints of a run dir (its checkpoints/) or of itself."""
     for directory in (run_or_checkpoints_dir / "checkpoints", run_or_checkpoints_dir):
-        if directory.is_dir() and (any(directory.glob("iter_*.pt")) or (directory / "last.pt").is_file()):
+        if directory.is_dir() and (periodic_files(directory) or (directory / "last.pt").is_file()):
             return directory
     raise CheckpointError(
         f"no checkpoint in directory {run_or_checkpoints_dir} (looked for checkpoints/iter_*.pt and last.pt)"
@@ -163,9 +191,36 @@ def _checkpoint_dir(run_or_checkpoints_dir: Path) -> Path:
 
 
 def periodic_files(directory: Path) -> list[Path]:
-    """``iter_*.pt`` files in ``directory``, oldest iteration first."""
-    numbered = [(int(m.group(1)), f) for f in directory.iterdir() if (m := _PERIODIC.match(f.name))]
+    """``iter_*.pt`` regular files in ``directory``, oldest iteration (by name) first.
+
+    The one scan of a checkpoint directory. Only regular files count (``is_file`` follows links
+    and never opens the file): opening a FIFO named ``iter_000003.pt`` would block for ever, and a
+    device would be read for ever.
+    """
+    numbered = [
+        (int(m.group(1)), f) for f in directory.iterdir() if (m := _PERIODIC.match(f.name)) and f.is_file()
+    ]
     return [f for _, f in sorted(numbered)]
+
+
+def missing_reason(path: Path) -> str | None:
+    """Why ``path`` names no file or directory (e.g. ``does not exist``), or None when it does.
+
+    A symbolic link loop or a dangling link is said as such: "does not exist" would send the
+    user looking for a file that is there.
+    """
+    try:
+        os.stat(path)
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            where = "is a symbolic link loop" if path.is_symlink() else "passes through a symbolic link loop"
+            return f"{where} (its links never reach a file); point it at the checkpoint itself"
+        if exc.errno == errno.ENOENT and path.is_symlink():
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        if exc.errno == errno.ENOENT:
+            return "does not exist"
+        return f"cannot be read ({exc.strerror or exc})"
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -254,11 +309,14 @@ def load_latest(
     """
     p = Path(path).expanduser()
     if p.is_file():
-        return p, load_file(p, map_location)
-    if p.exists() and not p.is_dir():  # /dev/zero would be read for ever
+        state = load_file(p, map_location)
+        validate(state, p)
+        return p, state
+    reason = missing_reason(p)
+    if reason is not None:
+        raise CheckpointError(f"checkpoint {p} {reason}")
+    if not p.is_dir():  # /dev/zero would be read for ever
         raise CheckpointError(f"checkpoint {p} is not a regular file or a directory")
-    if not p.is_dir():
-        raise CheckpointError(f"checkpoint {p} does not exist")
     directory = _checkpoint_dir(p)
     files = periodic_files(directory)[::-1]
     if (directory / "last.pt").is_file():
@@ -266,13 +324,16 @@ def load_latest(
     errors: list[tuple[Path, str]] = []
     for f in files:
         try:
-            found = f, load_file(f, map_location)
+            state = load_file(f, map_location)
         except CheckpointError as exc:
             errors.append((f, str(exc)))
             continue
+        # Outside the try: a file that reads but holds bad contents is refused, not passed over
+        # for an older one (which a resume would then continue from, overwriting this one).
+        validate(state, f)
         if skipped is not None:
             skipped.extend(errors)
-        return found
+        return f, state
     raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(e for _, e in errors))
 
 
@@ -297,14 +358,163 @@ def newest_in_directory(directory: Path) -> Path | None:
     return periodic[-1] if periodic else None
 
 
+# What a run needs to go on besides the policy ("critic" is None without a value baseline).
+_TRAINING_KEYS = ("actor", "critic", "obs_normalizer", "optimizer", "config", "counters", "rng", "spaces")
+
+
 def require_resumable(state: dict[str, Any], path: Path) -> None:
-    """Refuse diagnostic snapshots and other non-training checkpoints as a resume source."""
+    """Refuse diagnostic snapshots, policy-only files and other non-training checkpoints to resume from."""
     kind = state.get("kind", KIND_TRAINING)
     if kind != KIND_TRAINING:
         raise CheckpointError(
             f"{path} is a {kind} snapshot, not a training checkpoint; resume from the run's "
             "last good checkpoint (its run directory or checkpoints/last.pt)"
         )
+    missing = [key for key in _TRAINING_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a training checkpoint (it lacks {', '.join(missing)}; locomo export writes "
+            "such policy-only files): it can be evaluated, not resumed; resume from the run's directory "
+            "or another checkpoints/iter_*.pt"
+        )
+
+
+# -- validation: a loaded checkpoint checked like a command line's config ---------------------------
+
+# The learned tensors: what a policy acts with and what a resume trains on. NaN or inf in them
+# would be "evaluated" to a number, or trained on.
+_LEARNED = ("actor", "critic", "obs_normalizer", "reward_scaler", "optimizer")
+# Running statistics (observation normaliser, value and return scalers): a variance or a sample
+# count below zero is impossible; the normaliser would take the square root of it.
+_NON_NEGATIVE = {"var": "a variance", "count": "a sample count"}
+_USE_ANOTHER = "the file is damaged or was edited; use another checkpoint of the run (checkpoints/iter_*.pt)"
+
+
+def validate(state: dict[str, Any], path: Path) -> None:
+    """Raise CheckpointError (one line naming ``path``) unless what ``state`` holds is usable.
+
+    The one check shared by every loader, run on what a file holds (keys a file lacks are its
+    loader's business: :func:`require_resumable`, :func:`locomo.evaluation.load_policy`):
+
+    - ``counters``: iteration and env steps are integers >= 0, and a periodic file's name
+      (``iter_XXXXXX.pt``) agrees with the iteration it holds. The newest checkpoint of a run is
+      found by name, so a copy named for a later iteration would be resumed from, and the
+      iterations after it overwritten, at every resume.
+    - ``spaces``: positive sizes.
+    - ``config``: a mapping that fits the schema, whose values pass the validators a command
+      line's do (:func:`stored_config`), and whose networks fit in memory.
+    - the learned tensors (actor, critic, normalisers, optimiser): finite, and running variances
+      and counts not negative. Diagnostic snapshots hold NaN by design and are not checked for it.
+    """
+    _check_counters(state, path)
+    spaces = state.get("spaces")
+    if spaces is not None:
+        sizes = [spaces.get(k) for k in ("obs_dim", "action_dim")] if isinstance(spaces, dict) else [None]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+            raise CheckpointError(
+                f"checkpoint {path}: spaces={spaces!r} is invalid: sizes must be integers > 0"
+            )
+    if "config" in state:
+        stored_config(state, path)
+    if state.get("kind", KIND_TRAINING) != KIND_DIAGNOSTIC:
+        _check_tensors(state, path)
+
+
+def _check_counters(state: dict[str, Any], path: Path) -> None:
+    counters = state.get("counters")
+    if counters is None:
+        return
+    if not isinstance(counters, dict):
+        raise CheckpointError(
+            f"checkpoint {path}: counters={counters!r} is invalid: not a mapping; {_USE_ANOTHER}"
+        )
+    for key in ("iteration", "env_steps"):
+        value = counters.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problem = f"counters.{key}={value!r} is invalid: must be an integer >= 0"
+            raise CheckpointError(f"checkpoint {path}: {problem}; {_USE_ANOTHER}")
+    named, held = periodic_iteration(path), counters.get("iteration")
+    if named is not None and held is not None and named != held:
+        raise CheckpointError(
+            f"checkpoint {path} holds iteration {held} but is named for iteration {named} (a copy or a "
+            f"rename?): a run's newest checkpoint is found by name, so it would pass for iteration {named}, "
+            f"and a resume would restart at {held} and overwrite the iterations after it; move it out of "
+            f"{path.parent} (or name it iter_{held:06d}.pt)"
+        )
+
+
+def stored_config(state: dict[str, Any], path: Path) -> DictConfig:
+    """The checkpoint's training config in the schema, checked with the config's own validators.
+
+    A bad value is reported as the checkpoint's: no override can change it (a resume takes the
+    checkpoint's config, eval rebuilds the policy from it). Env checks that depend on this machine
+    (registered ids, model files, CUDA) are left to the loader, which checks them where it uses them.
+    """
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(
+            f"checkpoint {path}: its stored config is a {type(saved).__name__}, not a mapping of config "
+            f"keys; {_USE_ANOTHER}"
+        )
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(LocomoConfig), upgrade_saved_config(saved))
+    except (OmegaConfBaseException, ValueError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path}: its config does not fit this version of locomo ({reason})"
+        ) from exc
+    assert isinstance(cfg, DictConfig)
+    try:
+        validate_seed("seed", cfg.seed)
+        validate_algo(cfg.algo)
+        validate_model(cfg.model)
+        train = cfg.train.copy()
+        if train.device == "cuda":  # whether CUDA is here is the loader's question: eval runs on the CPU
+            train.device = "cpu"
+        validate_train(train)
+        validate_logger(cfg.logger)
+        validate_behavior(cfg.behavior)
+        validate_video(cfg.video)
+        spaces = state.get("spaces")
+        if isinstance(spaces, dict):
+            check_network_memory(cfg.model, int(spaces["obs_dim"]), int(spaces["action_dim"]))
+    except ConfigError as exc:
+        raise CheckpointError(
+            f"checkpoint {path}: its stored config is invalid: {exc}; a checkpoint's config cannot be "
+            "overridden (not even on resume): use another checkpoint, or start a new run"
+        ) from exc
+    except OmegaConfBaseException as exc:  # e.g. an interpolation written into the file by hand
+        raise CheckpointError(f"checkpoint {path}: its stored config cannot be read ({exc})") from exc
+    return cfg
+
+
+def _named_tensors(obj: Any, name: str) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor in nested dicts and lists, with its dotted name (``actor.mean_net.0.weight``)."""
+    if isinstance(obj, torch.Tensor):
+        return [(name, obj)]
+    if isinstance(obj, dict):
+        return [t for key, value in obj.items() for t in _named_tensors(value, f"{name}.{key}")]
+    if isinstance(obj, list | tuple):
+        return [t for i, value in enumerate(obj) for t in _named_tensors(value, f"{name}[{i}]")]
+    return []
+
+
+def _check_tensors(state: dict[str, Any], path: Path) -> None:
+    for part in _LEARNED:
+        for name, tensor in _named_tensors(state.get(part), part):
+            if not (tensor.is_floating_point() or tensor.is_complex()):
+                continue
+            detail = describe_nonfinite(tensor)
+            if detail is not None:
+                raise CheckpointError(
+                    f"checkpoint {path}: {name} has non-finite values: {detail}; {_USE_ANOTHER}"
+                )
+            what = _NON_NEGATIVE.get(name.rsplit(".", 1)[-1])
+            if what is not None and tensor.numel() and float(tensor.min()) < 0:
+                raise CheckpointError(
+                    f"checkpoint {path}: {name} has negative values (min {float(tensor.min()):g}): {what} "
+                    f"cannot be negative; {_USE_ANOTHER}"
+                )
 
 
 def check_spaces(state: dict[str, Any], obs_dim: int, action_dim: int, discrete: bool, env_name: str) -> None:

@@ -21,13 +21,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from locomo.commands import COMMANDS
-from locomo.commands import load as load_command
-from locomo.config import CONF_DIR, ConfigError, register_configs
 from locomo.errors import (
     EXIT_NONFINITE,
     EXIT_UNEXPECTED,
@@ -41,10 +34,26 @@ from locomo.errors import (
     StoppedBySignal,
     TrainingInterrupted,
     first_line,
+    interrupt_behind,
     say,
     write_traceback,
 )
-from locomo.rundir import check_run_dir
+from locomo.signals import handled_stop_signals
+
+# Ctrl-C while these load (about half a second of a command's start) would print an import
+# traceback: one line and exit 130 instead, as for an interrupt later in the start-up.
+try:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig
+
+    from locomo.commands import COMMANDS
+    from locomo.commands import load as load_command
+    from locomo.config import CONF_DIR, ConfigError, register_configs
+    from locomo.rundir import check_run_dir
+except KeyboardInterrupt:
+    say("locomo: interrupted while starting up; nothing was written")
+    sys.exit(130)
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
@@ -72,6 +81,10 @@ def report_unexpected(exc: BaseException, directory: Path | None) -> None:
     The traceback goes to ``<directory>/traceback.log`` (the run dir), or to a temporary file
     when there is no run dir of its own (commands that write into the working directory).
     """
+    interrupt = interrupt_behind(exc)
+    if interrupt is not None:  # Ctrl-C inside an import that a library reported as its own failure
+        say(f"locomo: {str(interrupt) or 'interrupted'}")
+        sys.exit(getattr(interrupt, "exit_status", 130))
     where = write_traceback(exc, directory)
     reason = first_line(exc)
     notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", []))
@@ -164,6 +177,9 @@ def check_mujoco_import(command: str) -> None:
     try:
         import mujoco  # noqa: F401
     except Exception as exc:  # PyOpenGL fails inside mujoco's import in its own ways
+        interrupt = interrupt_behind(exc)
+        if interrupt is not None:  # Ctrl-C during the import is no broken library: stop, do not go on
+            raise interrupt from None
         for name in [m for m in sys.modules if m.split(".")[0] in ("mujoco", "OpenGL")]:
             del sys.modules[name]  # a half-imported module would fail again
         problem = f"MUJOCO_GL={value} does not work here ({first_line(exc)})"
@@ -174,26 +190,31 @@ def check_mujoco_import(command: str) -> None:
 
 
 @contextmanager
-def sigterm_as_exception(command: str) -> Iterator[None]:
-    """SIGTERM raises :class:`StoppedBySignal` (one line, exit 143) instead of killing silently.
+def stop_signals_as_exception(command: str) -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`StoppedBySignal` (one line, exit 143 or 129) instead of
+    killing silently; SIGINT raises KeyboardInterrupt as always (exit 130).
 
     The training loop installs its own handler (checkpoint, then exit) while it runs; this one
-    covers start-up and shutdown.
+    covers start-up and shutdown. A SIGHUP ignored by ``nohup`` stays ignored.
     """
     during = "outside the training loop (no trained iteration was lost)" if command == "train" else ""
 
     def handle(signum: int, frame: object) -> None:
         raise StoppedBySignal(signum, during)
 
+    previous: dict[int, Any] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handle)
+        for sig in handled_stop_signals():
+            if sig != signal.SIGINT:
+                previous[sig] = signal.signal(sig, handle)
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def hydra_app(module: ModuleType) -> Callable[[], Any]:
@@ -205,7 +226,6 @@ def hydra_app(module: ModuleType) -> Callable[[], Any]:
 
 def main() -> None:
     """Entry point of the ``locomo`` script."""
-    register_configs()
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -219,7 +239,8 @@ def main() -> None:
     # PyOpenGL logs an INFO line on import, which Hydra's job logging would print.
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     try:
-        with sigterm_as_exception(command):
+        with stop_signals_as_exception(command):
+            register_configs()
             check_mujoco_gl()
             check_mujoco_import(command)
             module = load_command(command)

@@ -12,8 +12,9 @@ Exit statuses of every command:
 - 2: bad input (:class:`~locomo.config.ConfigError`, :class:`CheckpointError`,
   :class:`MetricsError`, :class:`RenderError`).
 - 3: training stopped because something became NaN or infinite (:class:`NonFiniteError`).
-- 128 + signal number: stopped by SIGINT (130) or SIGTERM (143) after saving a checkpoint
-  (:class:`TrainingInterrupted`), or aborted by a second signal without saving.
+- 128 + signal number: stopped by SIGINT (130), SIGHUP (129: the terminal closed) or SIGTERM
+  (143) after saving a checkpoint (:class:`TrainingInterrupted`), or aborted by a second signal
+  without saving; 130 also for Ctrl-C while a command starts up (one line, never a traceback).
 """
 
 from __future__ import annotations
@@ -40,8 +41,28 @@ EXIT_NONFINITE = 3
 def say(line: str) -> None:
     """``line`` on stderr in one write, so that the lines of a multi-process job's ranks, which
     share one terminal or pipe, never mix within a line."""
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except OSError:  # the terminal is gone (SIGHUP): the exit status must still be the one meant
+        pass
+
+
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or signal) that ``exc`` hides, if any.
+
+    An interrupt that arrives while a C extension initialises comes out as that module's
+    ``ImportError: initialization failed`` (pybind11) with the interrupt as its context; code that
+    catches ``Exception`` around an import must re-raise it, not report a broken library.
+    """
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:  # a chain set by hand may loop
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        visited.add(id(seen))
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def first_line(exc: BaseException) -> str:
@@ -118,7 +139,7 @@ class NonFiniteError(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """SIGINT or SIGTERM arrived; the runner saved a checkpoint at an iteration boundary."""
+    """SIGINT, SIGTERM or SIGHUP arrived; the runner saved a checkpoint at an iteration boundary."""
 
     def __init__(
         self, signum: int, iteration: int, checkpoint: Path, run_dir: Path, launcher: str = "locomo"
@@ -165,7 +186,7 @@ class TrainingAborted(KeyboardInterrupt):
 
 
 class StoppedBySignal(KeyboardInterrupt):
-    """SIGTERM (or SIGINT) outside the training loop, e.g. while a command starts up.
+    """SIGTERM or SIGHUP (or SIGINT) outside the training loop, e.g. while a command starts up.
 
     A KeyboardInterrupt so that Hydra passes it through; ``locomo.cli.main`` turns it into one
     line and exit status 128 + signal instead of a silent death by the signal.

@@ -75,7 +75,8 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
         for candidate in (p / "checkpoints" / "last.pt", p / "last.pt"):
             if candidate.is_file():
                 return candidate
-    if not p.exists() and len(p.parts) == 1:
+    # A link here (even a broken one or a loop) is the user's, not a name of the assets.
+    if not p.exists() and not p.is_symlink() and len(p.parts) == 1:
         for candidate in (ASSETS_DIR / p.name, ASSETS_DIR / f"{p.name}.pt"):
             if candidate.is_file():
                 return candidate
@@ -89,7 +90,11 @@ def output_root(policy: LoadedPolicy) -> Path:
 
 
 def load_policy(path: str | Path) -> LoadedPolicy:
-    """Load a checkpoint and rebuild actor + normaliser from its config; CheckpointError if unusable."""
+    """Load a checkpoint and rebuild actor + normaliser from its config; CheckpointError if unusable.
+
+    What the file holds is checked by :func:`locomo.checkpoint.validate` (as a resume checks it)
+    before anything is built from it.
+    """
     file = resolve_checkpoint_path(path)
     if file.is_dir():  # no last.pt: the newest intact periodic checkpoint, saying so if it is not the newest
         skipped: list[tuple[Path, str]] = []
@@ -99,12 +104,14 @@ def load_policy(path: str | Path) -> LoadedPolicy:
             print(f"locomo: warning: {fallback}", file=sys.stderr)
     elif file.name == "last.pt" and file != Path(path).expanduser():  # a run dir's last.pt
         try:
-            state = checkpoint.load(file, map_location="cpu")
-        except CheckpointError as exc:  # damaged: fall back like a resume does
+            state = checkpoint.load_file(file, map_location="cpu")
+        except CheckpointError as exc:  # unreadable: fall back like a resume does
             file, state = checkpoint.load_latest(file.parent, map_location="cpu")
             print(f"locomo: warning: {exc}; using {file}, the newest intact checkpoint", file=sys.stderr)
+        else:  # readable but bad contents: refused, not passed over
+            checkpoint.validate(state, file)
     else:
-        state = checkpoint.load(file, map_location="cpu")
+        file, state = checkpoint.load_latest(file, map_location="cpu")
     missing = [key for key in ("actor", "obs_normalizer", "config", "spaces") if key not in state]
     if missing:
         raise CheckpointError(f"{file} lacks {', '.join(missing)}: not a policy checkpoint")

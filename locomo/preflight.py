@@ -65,9 +65,7 @@ def estimate_memory(cfg: Any, sizes: EnvSizes) -> MemoryEstimate:
     # Observations twice (buffer + the minibatch gathers), actions, scalars, and the value net's
     # activations over the whole batch (one batched pass after each collection).
     per_step = 4 * (2 * sizes.obs_dim + 2 * sizes.action_dim + SCALARS_PER_STEP + 2 * hidden)
-    widths = [sizes.obs_dim, *(int(h) for h in cfg.model.hidden_sizes)]
-    weights = sum(a * b + b for a, b in itertools.pairwise(widths))
-    params = 2 * weights + widths[-1] * (sizes.action_dim + 1)  # policy and value net
+    params = network_parameters(sizes.obs_dim, sizes.action_dim, cfg.model.hidden_sizes)
     # Parameters, gradients and Adam's two moments, in float32.
     parts = {
         "rollout buffer and update": float(steps) * per_step,
@@ -98,6 +96,30 @@ def estimate_memory(cfg: Any, sizes: EnvSizes) -> MemoryEstimate:
         "kept batches": "algo.reuse_batches",
     }[max(parts, key=lambda k: parts[k] * weight.get(k, 1.0))]
     return MemoryEstimate(parts, blame)
+
+
+def network_parameters(obs_dim: int, action_dim: int, hidden_sizes: Any) -> int:
+    """Parameters of the policy and the value net of ``hidden_sizes`` (the same hidden layers)."""
+    widths = [obs_dim, *(int(h) for h in hidden_sizes)]
+    weights = sum(a * b + b for a, b in itertools.pairwise(widths))
+    return 2 * weights + widths[-1] * (action_dim + 1)
+
+
+def check_network_memory(model: Any, obs_dim: int, action_dim: int) -> None:
+    """Refuse networks whose weights alone would not fit in memory (a checkpoint's stored config).
+
+    What a loader builds before it can compare the weights with the config: the networks, in
+    float32, with the training estimate's headroom. A stored ``model.hidden_sizes`` edited to
+    ``[100000, 100000]`` is refused here instead of allocating 40 GB.
+    """
+    need = SAFETY * 4.0 * network_parameters(obs_dim, action_dim, model.hidden_sizes)
+    have = available_memory()
+    if need > have:
+        raise ConfigError(
+            "model.hidden_sizes",
+            [int(h) for h in model.hidden_sizes],
+            f"its networks need about {_gib(need)} of memory, more than the {_gib(have)} available here",
+        )
 
 
 def memory_limit_from(meminfo: str, cgroup_max: str | None, cgroup_current: str | None, rlimit: int) -> float:
@@ -221,8 +243,10 @@ __all__ = [
     "MemoryEstimate",
     "available_memory",
     "check_model_fits",
+    "check_network_memory",
     "check_resources",
     "env_sizes",
     "estimate_memory",
     "memory_limit_from",
+    "network_parameters",
 ]

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from locomo.errors import GL_FIX, RenderError, first_line
+from locomo.errors import GL_FIX, RenderError, first_line, interrupt_behind
 
 if TYPE_CHECKING:  # heavy (torch, gymnasium): imported where used, so the CLI starts fast
     from locomo.evaluation import Rollout
@@ -113,6 +113,9 @@ def _gl_context(backend: str, width: int, height: int) -> Any:
             context = GLContext(width, height)
             context.make_current()
     except Exception as exc:  # every backend fails in its own way (ImportError, EGLError, ...)
+        interrupt = interrupt_behind(exc)
+        if interrupt is not None:  # Ctrl-C during the backend's import: not a rendering failure
+            raise interrupt from None
         raise RenderError(
             f"offscreen rendering failed with MUJOCO_GL={backend or 'default'} ({first_line(exc)}); {GL_FIX}"
         ) from exc

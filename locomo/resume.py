@@ -24,9 +24,8 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from locomo.config import ConfigError, LocomoConfig, upgrade_saved_config
+from locomo.config import ConfigError
 from locomo.errors import CheckpointError
 
 # What a resumed run may change: how long it goes on, how it saves and logs. Everything else
@@ -99,13 +98,18 @@ def prepare_resume_argv(args: list[str]) -> list[str]:
         describe_fallback,
         load_file,
         load_latest,
+        missing_reason,
         periodic_files,
         periodic_iteration,
         require_resumable,
+        validate,
     )
 
-    if not Path(value).expanduser().exists():
+    reason = missing_reason(Path(value).expanduser())
+    if reason == "does not exist":
         raise CheckpointError(f"resume={value!r}: no such run directory or checkpoint file")
+    if reason is not None:
+        raise CheckpointError(f"resume={value!r} {reason}")
     skipped: list[tuple[Path, str]] = []
     path, state = load_latest(value, skipped=skipped)
     if path.name == "last.pt":  # last.pt lags iter_*.pt if a run was killed between the two writes
@@ -124,11 +128,12 @@ def prepare_resume_argv(args: list[str]) -> list[str]:
             if (periodic_iteration(newer) or 0) <= iteration:
                 break
             try:
-                load_file(newer)
+                newer_state = load_file(newer)
             except CheckpointError as exc:
                 if all(newer != f for f, _ in skipped):
                     skipped.append((newer, str(exc)))
                 continue
+            validate(newer_state, newer)  # e.g. a copy named for a later iteration: say so, not "older"
             raise CheckpointError(
                 f"resume={value!r}: {path.name} is older than the run's newest checkpoint {newer.name}, "
                 "and resuming it in its run dir would overwrite the newer checkpoints and metrics; "
@@ -157,7 +162,7 @@ def resumed_config(cfg: DictConfig, task_overrides: list[str]) -> tuple[DictConf
     ``cfg.resume`` is the checkpoint file that :func:`prepare_resume_argv` resolved;
     ``task_overrides`` are the command line's overrides (Hydra's ``overrides.task``).
     """
-    from locomo.checkpoint import load_latest, require_resumable
+    from locomo.checkpoint import load_latest, require_resumable, stored_config
 
     prepared = _PREPARED.pop(Path(cfg.resume).expanduser().resolve(), None)
     if prepared is not None:
@@ -165,11 +170,7 @@ def resumed_config(cfg: DictConfig, task_overrides: list[str]) -> tuple[DictConf
     else:
         path, state = load_latest(cfg.resume)
     require_resumable(state, path)
-    try:
-        resumed = OmegaConf.merge(OmegaConf.structured(LocomoConfig), upgrade_saved_config(state["config"]))
-    except (KeyError, OmegaConfBaseException) as exc:
-        raise CheckpointError(f"{path}: its config does not fit this version of locomo ({exc})") from exc
-    assert isinstance(resumed, DictConfig)
+    resumed = stored_config(state, path)  # the schema's config, checked as every loader checks it
     parser = OverridesParser.create()
     for override in parser.parse_overrides(list(task_overrides)):
         key = override.key_or_group

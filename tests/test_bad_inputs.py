@@ -15,7 +15,9 @@ directory of prepared bad files (see
 # ruff: noqa: E501  (the catalogue is a table: one row per line)
 from __future__ import annotations
 
+import copy
 import ctypes.util
+import os
 import pickle
 import resource
 import shlex
@@ -206,6 +208,23 @@ CATALOGUE = [
     row("overwrite-not-bool", "train overwrite=maybe", 1, "Value 'maybe' is not a valid bool"),
     row("plot-runs-is-file", "plot runs={files}/text.pt", 2, "is invalid: must be a folder holding runs"),
     row("render-gl-disabled", "render checkpoint={run}", 2, "rendering is off (MUJOCO_GL=disable)", subprocess=True, env={"MUJOCO_GL": "disable"}),
+    # -- issue 17: a checkpoint is validated like a config, by every loader (locomo.checkpoint.validate)
+    row("resume-renamed-copy", "train resume={files}/renamed_run train.iterations=4", 2, "iter_000099.pt holds iteration 2 but is named for iteration 99 (a copy or a rename?)", category="checkpoint"),
+    row("eval-renamed-copy", "eval checkpoint={files}/renamed_run", 2, "iter_000099.pt holds iteration 2 but is named for iteration 99", category="checkpoint"),
+    row("eval-stored-activation", "eval checkpoint={files}/activation.pt", 2, "activation.pt: its stored config is invalid: model.activation='sigmoid' is invalid: allowed values are tanh, relu, elu", category="checkpoint"),
+    row("resume-stored-activation", "train resume={files}/activation.pt train.iterations=3", 2, "model.activation='sigmoid' is invalid", category="checkpoint"),
+    row("eval-stored-config-string", "eval checkpoint={files}/config_string.pt", 2, "config_string.pt: its stored config is a str, not a mapping of config keys", category="checkpoint"),
+    row("eval-stored-hidden-huge", "eval checkpoint={files}/hidden_huge.pt", 2, "its stored config is invalid: model.hidden_sizes=[100000, 100000, 100000] is invalid: its networks need about", category="checkpoint"),
+    row("resume-stored-gamma", "train resume={files}/gamma.pt train.iterations=3", 2, "gamma.pt: its stored config is invalid: algo.gamma=5.0 is invalid: must be in (0, 1]; a checkpoint's config cannot be overridden (not even on resume)", category="checkpoint"),
+    row("eval-nan-weights", "eval checkpoint={files}/nan_actor.pt", 2, "nan_actor.pt: actor.mean_net.0.weight has non-finite values: 1 of ", category="checkpoint"),
+    row("resume-nan-weights", "train resume={files}/nan_actor.pt train.iterations=3", 2, "actor.mean_net.0.weight has non-finite values", category="checkpoint"),
+    row("eval-negative-variance", "eval checkpoint={files}/negative_var.pt", 2, "negative_var.pt: obs_normalizer.var has negative values (min -1): a variance cannot be negative", category="checkpoint"),
+    row("eval-negative-iteration", "eval checkpoint={files}/negative_iteration.pt", 2, "negative_iteration.pt: counters.iteration=-5 is invalid: must be an integer >= 0", category="checkpoint"),
+    row("resume-negative-iteration", "train resume={files}/negative_iteration.pt train.iterations=3", 2, "counters.iteration=-5 is invalid", category="checkpoint"),
+    row("resume-fifo-in-run", "train resume={files}/fifo_run train.iterations=3", 0, "", category="runtime"),
+    row("eval-fifo-in-run", "eval checkpoint={files}/fifo_run_no_last episodes=1 mode=deterministic", 0, "", category="runtime"),
+    row("eval-symlink-loop", "eval checkpoint={files}/loop_a", 2, "loop_a is a symbolic link loop (its links never reach a file)", category="checkpoint"),
+    row("resume-symlink-loop", "train resume={files}/loop_a", 2, "loop_a' is a symbolic link loop", category="checkpoint"),
 ]  # fmt: skip
 
 
@@ -274,6 +293,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
     (bad_record / ".hydra").mkdir(parents=True)
     (bad_record / ".hydra" / "overrides.yaml").write_text("- [unclosed\n")
     (bad_record / "metrics.jsonl").write_bytes((run / "metrics.jsonl").read_bytes() + b"\xff\xfe not utf-8\n")
+    write_bad_checkpoints(run, files, good)
     with RunDirLock(locked):
         yield {
             "run": run,
@@ -282,6 +302,41 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
             "locked_run": locked,
             "cartpole_run": cartpole_run,
         }
+
+
+def write_bad_checkpoints(run: Path, files: Path, good: dict) -> None:
+    """Issue 17: checkpoints that read but hold bad contents, and run dirs with odd files."""
+
+    def edited(name: str, **changes: object) -> None:
+        torch.save({**copy.deepcopy(good), **changes}, files / name)
+
+    def config(section: str, key: str, value: object) -> dict:
+        cfg = copy.deepcopy(good["config"])
+        cfg[section][key] = value
+        return cfg
+
+    edited("activation.pt", config=config("model", "activation", "sigmoid"))
+    edited("config_string.pt", config="humanoid")
+    edited("hidden_huge.pt", config=config("model", "hidden_sizes", [100000, 100000, 100000]))
+    edited("gamma.pt", config=config("algo", "gamma", 5))
+    actor = copy.deepcopy(good["actor"])
+    actor["mean_net.0.weight"][0, 0] = float("nan")
+    edited("nan_actor.pt", actor=actor)
+    normalizer = copy.deepcopy(good["obs_normalizer"])
+    normalizer["var"].fill_(-1.0)
+    edited("negative_var.pt", obs_normalizer=normalizer)
+    edited("negative_iteration.pt", counters={"iteration": -5, "env_steps": 0})
+    renamed = files / "renamed_run" / "checkpoints"  # iter_000002.pt copied to iter_000099.pt, last.pt gone
+    shutil.copytree(run / "checkpoints", renamed)
+    shutil.copy(renamed / "iter_000002.pt", renamed / "iter_000099.pt")
+    (renamed / "last.pt").unlink()
+    for name, keep_last in (("fifo_run", True), ("fifo_run_no_last", False)):
+        shutil.copytree(run, files / name)  # and a FIFO named like a checkpoint in it
+        os.mkfifo(files / name / "checkpoints" / "iter_000003.pt")
+        if not keep_last:
+            (files / name / "checkpoints" / "last.pt").unlink()
+    (files / "loop_a").symlink_to("loop_b")
+    (files / "loop_b").symlink_to("loop_a")
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CATALOGUE])

@@ -1,0 +1,176 @@
+"""Issue 17, part 2: a checkpoint is validated like a config, by every loader.
+
+The one check (:func:`locomo.checkpoint.validate`) on what a file holds, and the one scan of a
+checkpoint directory (:func:`locomo.checkpoint.periodic_files`, regular files only). The CLI
+cases are rows of the catalogue (tests/test_bad_inputs.py, docs/bad_inputs.md); here are the
+ones that need more than one command (a renamed copy resumed twice) and the pure parts.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from locomo.checkpoint import (
+    KIND_DIAGNOSTIC,
+    CheckpointError,
+    load,
+    load_latest,
+    missing_reason,
+    periodic_files,
+    require_resumable,
+    validate,
+)
+from locomo.config import ASSETS_DIR
+from tests.conftest import PENDULUM_RUN, metrics_rows
+from tests.safety_helpers import call_locomo
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-iteration pendulum run (checkpoints of iterations 1 and 2, and last.pt)."""
+    path = tmp_path_factory.mktemp("validation") / "run"
+    status, _, err = call_locomo("train", *PENDULUM_RUN, "train.iterations=2", f"hydra.run.dir={path}")
+    assert status == 0, err
+    return path
+
+
+@pytest.fixture(scope="module")
+def good(run: Path) -> dict[str, Any]:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+
+
+def edited(good: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A deep copy of ``good`` with top-level keys replaced."""
+    return {**copy.deepcopy(good), **changes}
+
+
+def test_a_renamed_copy_is_refused_at_every_resume_and_nothing_is_overwritten(run: Path, tmp_path: Path):
+    """iter_000002.pt copied to iter_000099.pt, last.pt deleted: resuming used to restart at 2 and
+    overwrite 3 and 4 at every resume (and prune the real checkpoints by name)."""
+    copied = tmp_path / "r"
+    shutil.copytree(run, copied)
+    ckpts = copied / "checkpoints"
+    shutil.copy(ckpts / "iter_000002.pt", ckpts / "iter_000099.pt")
+    (ckpts / "last.pt").unlink()
+    before = sorted(p.name for p in ckpts.iterdir())
+    for _ in range(2):
+        status, _, err = call_locomo("train", f"resume={copied}", "train.iterations=4")
+        assert status == 2, err
+        assert f"checkpoint {ckpts / 'iter_000099.pt'} holds iteration 2 but is named for iteration 99" in err
+        assert "move it out of" in err and "(or name it iter_000002.pt)" in err
+    assert sorted(p.name for p in ckpts.iterdir()) == before
+    assert len(metrics_rows(copied)) == 2
+    # Following the advice resumes the run where it is.
+    (ckpts / "iter_000099.pt").rename(tmp_path / "iter_000099.pt")
+    status, _, err = call_locomo("train", f"resume={copied}", "train.iterations=4")
+    assert status == 0, err
+    assert [row["iteration"] for row in metrics_rows(copied)] == [1, 2, 3, 4]
+    assert load(copied)["counters"]["iteration"] == 4
+
+
+def test_the_shipped_walker_and_a_fresh_checkpoint_pass(good: dict[str, Any], run: Path):
+    validate(good, run / "checkpoints" / "iter_000002.pt")
+    _, state = load_latest(ASSETS_DIR / "walker.pt")
+    assert state["counters"]["iteration"] > 0
+
+
+@pytest.mark.parametrize(
+    ("part", "message"),
+    [
+        ("critic", "critic.net.0.bias has non-finite values: 1 of 512 values (0 nan, 1 inf)"),
+        ("optimizer", "optimizer.state.1.exp_avg has non-finite values"),
+        ("reward_scaler", "reward_scaler.returns_std.mean has non-finite values"),
+    ],
+)
+def test_every_learned_tensor_is_checked_and_named(good: dict[str, Any], part: str, message: str):
+    state = edited(good)
+    if part == "critic":
+        state["critic"]["net.0.bias"][0] = float("inf")
+    elif part == "optimizer":
+        state["optimizer"]["state"][1]["exp_avg"][0, 0] = float("nan")
+    else:
+        state["reward_scaler"]["returns_std.mean"][0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"x\.pt: ") as info:
+        validate(state, Path("x.pt"))
+    assert message in str(info.value)
+
+
+def test_a_negative_sample_count_is_refused(good: dict[str, Any]):
+    state = edited(good)
+    state["critic"]["value_stats.count"] = torch.tensor(-3.0, dtype=torch.float64)
+    with pytest.raises(CheckpointError, match=r"value_stats\.count has negative values .*a sample count"):
+        validate(state, Path("x.pt"))
+
+
+def test_a_diagnostic_snapshot_may_hold_nan(good: dict[str, Any]):
+    """The snapshot written when training stops on NaN/inf is for reading; its NaN are the point."""
+    state = edited(good, kind=KIND_DIAGNOSTIC)
+    state["actor"]["log_std"][0] = float("nan")
+    validate(state, Path("nonfinite_iter_000003.pt"))
+
+
+def test_a_cuda_run_can_be_loaded_on_a_cpu_machine(good: dict[str, Any]):
+    """Whether CUDA is here is the loader's question (eval runs on the CPU; train checks it)."""
+    config = copy.deepcopy(good["config"])
+    config["train"]["device"] = "cuda"
+    validate(edited(good, config=config), Path("x.pt"))
+
+
+def test_stored_values_of_the_wrong_type_are_the_checkpoints(good: dict[str, Any]):
+    config = copy.deepcopy(good["config"])
+    config["model"]["hidden_sizes"] = "wide"
+    with pytest.raises(CheckpointError, match=r"x.pt: its config does not fit this version of locomo"):
+        validate(edited(good, config=config), Path("x.pt"))
+
+
+@pytest.mark.parametrize(
+    ("counters", "message"),
+    [
+        ({"iteration": 2, "env_steps": -1}, "counters.env_steps=-1 is invalid: must be an integer >= 0"),
+        ({"iteration": 2.5, "env_steps": 0}, "counters.iteration=2.5 is invalid"),
+        ("two", "counters='two' is invalid: not a mapping"),
+    ],
+)
+def test_counters(good: dict[str, Any], counters: Any, message: str):
+    with pytest.raises(CheckpointError, match=r"x\.pt: ") as info:
+        validate(edited(good, counters=counters), Path("x.pt"))
+    assert message in str(info.value)
+
+
+def test_a_policy_only_file_is_not_resumable(good: dict[str, Any]):
+    """What locomo export writes: it was resumed into "does not match its own config: 'critic'"."""
+    policy = {k: good[k] for k in ("format", "version", "actor", "obs_normalizer", "config", "spaces")}
+    with pytest.raises(
+        CheckpointError, match=r"p.pt is not a training checkpoint \(it lacks critic, optimizer"
+    ):
+        require_resumable(policy, Path("p.pt"))
+
+
+def test_the_scan_sees_regular_files_only(run: Path, tmp_path: Path):
+    ckpts = tmp_path / "checkpoints"
+    shutil.copytree(run / "checkpoints", ckpts)
+    os.mkfifo(ckpts / "iter_000003.pt")
+    (ckpts / "iter_000004.pt").mkdir()
+    (ckpts / "iter_000005.pt").symlink_to("iter_000005.pt")  # a link to itself: a loop
+    assert [p.name for p in periodic_files(ckpts)] == ["iter_000001.pt", "iter_000002.pt"]
+    (ckpts / "last.pt").unlink()
+    path, state = load_latest(tmp_path)  # opening the FIFO would block for ever
+    assert path.name == "iter_000002.pt" and state["counters"]["iteration"] == 2
+
+
+def test_missing_reason(tmp_path: Path):
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    (tmp_path / "dangling").symlink_to("nowhere.pt")
+    assert missing_reason(tmp_path / "a").startswith("is a symbolic link loop")
+    assert missing_reason(tmp_path / "a" / "x.pt").startswith("passes through a symbolic link loop")
+    assert missing_reason(tmp_path / "dangling") == "is a symbolic link to nowhere.pt, which does not exist"
+    assert missing_reason(tmp_path / "none") == "does not exist"
+    assert missing_reason(tmp_path) is None

@@ -1,0 +1,204 @@
+"""Issue 17, part 4: signals other than one Ctrl-C in the training loop.
+
+SIGHUP (the terminal closed) stops a run like SIGTERM: the iteration finishes, a checkpoint is
+saved, one line, exit 129 (128 + signal, as SIGTERM's 143); under ``nohup`` it is left ignored.
+Ctrl-C while a command starts up is one line and exit 130: never an import traceback, never
+taken for a broken OpenGL library (an interrupt inside ``import mujoco`` comes out as pybind11's
+``ImportError: initialization failed``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from locomo.errors import StoppedBySignal, interrupt_behind
+from locomo.signals import GracefulStop
+from tests.conftest import PENDULUM_RUN, cli_env, metrics_rows, wait_for
+from tests.safety_helpers import call_locomo
+
+STARTING = "outside the training loop (no trained iteration was lost)"
+LONG_RUN = [*PENDULUM_RUN, "train.iterations=100000", "train.checkpoint_every=0", "video.enabled=false"]
+
+
+def first_row(run: Path) -> bool:
+    path = run / "metrics.jsonl"
+    return path.is_file() and bool(path.read_text().strip())
+
+
+def test_closing_the_terminal_saves_a_checkpoint_and_exits_129(tmp_path: Path):
+    """A real hang-up: training on a pseudo-terminal whose master side is closed."""
+    run = tmp_path / "r"
+    pid, master = pty.fork()
+    if pid == 0:  # the child: a session of its own with the pty as its controlling terminal
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "locomo", "train", *LONG_RUN, f"hydra.run.dir={run}"],
+            cli_env(),
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not first_row(run):  # keep reading: a full pty would block the child's writes
+            assert time.monotonic() < deadline, "no metrics row"
+            if select.select([master], [], [], 0.05)[0]:
+                try:
+                    os.read(master, 65536)
+                except OSError:
+                    break
+    finally:
+        os.close(master)  # the terminal goes away: the kernel sends SIGHUP
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGHUP
+    rows = metrics_rows(run)
+    last = run / "checkpoints" / f"iter_{len(rows):06d}.pt"
+    assert last.is_file() and (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_sighup_is_left_ignored_under_nohup(tmp_path: Path):
+    run = tmp_path / "r"
+    args = ["train", *PENDULUM_RUN, "train.iterations=3", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "locomo", *args],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # what nohup does
+    )
+    wait_for(lambda: first_row(run), proc=proc, what="the first metrics row")
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "SIGHUP" not in err
+    assert [row["iteration"] for row in metrics_rows(run)] == [1, 2, 3]
+
+
+def test_sighup_while_starting_up_is_one_line_and_129(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import locomo.preflight
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(locomo.preflight, "check_resources", lambda cfg: os.kill(os.getpid(), signal.SIGHUP))
+    status, _, err = call_locomo("train", *PENDULUM_RUN, "train.iterations=1")
+    assert status == 129, err
+    assert err.strip() == f"locomo: stopped by SIGHUP {STARTING}"
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # main() put the default back
+
+
+def test_the_training_loop_handles_sighup_unless_ignored():
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        with GracefulStop() as stop:
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert stop.signum == signal.SIGHUP  # remembered, not fatal
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        with GracefulStop():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _interrupted_import() -> ImportError:
+    """What an interrupt inside a pybind11 module's initialisation looks like to its importer."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        try:
+            raise ImportError("initialization failed")  # the interrupt is its __context__
+        except ImportError as exc:
+            return exc
+    raise AssertionError("unreachable")
+
+
+def test_interrupt_behind_finds_the_interrupt_in_the_chain():
+    assert isinstance(interrupt_behind(_interrupted_import()), KeyboardInterrupt)
+    stopped = StoppedBySignal(signal.SIGTERM)
+    wrapped = RuntimeError("wrapped")
+    wrapped.__cause__ = stopped
+    assert interrupt_behind(wrapped) is stopped
+    assert interrupt_behind(ValueError("plain")) is None
+
+
+def test_ctrl_c_inside_import_mujoco_stops_instead_of_turning_videos_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """It used to say "MUJOCO_GL=egl does not work here", then train all iterations, exit 0."""
+    real_import = builtins.__import__
+
+    def interrupted(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "mujoco":
+            raise _interrupted_import()
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    status, _, err = call_locomo("train", *PENDULUM_RUN, "train.iterations=1")
+    monkeypatch.undo()
+    assert status == 130, err
+    assert "does not work here" not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("locomo: interrupted")
+    assert not list(tmp_path.rglob("metrics.jsonl"))
+
+
+def _interrupt_after(delay: float, code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter whose main thread gets KeyboardInterrupt (what SIGINT's
+    default handler raises) ``delay`` seconds after ``import locomo``."""
+    prelude = (
+        "import signal, sys\n"
+        "import locomo\n"
+        "def interrupt(signum, frame):\n"
+        "    raise KeyboardInterrupt\n"
+        "signal.signal(signal.SIGALRM, interrupt)\n"
+        f"signal.setitimer(signal.ITIMER_REAL, {delay})\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        cwd=tmp_path,
+        env=cli_env({"MUJOCO_GL": "egl"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_ctrl_c_while_the_cli_imports_is_one_line(tmp_path: Path):
+    """Hydra's imports take about half a second of every start: an interrupt there is exit 130."""
+    result = _interrupt_after(0.02, "import locomo.cli\nprint('imported')\n", tmp_path)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip() == "locomo: interrupted while starting up; nothing was written"
+
+
+def test_ctrl_c_early_in_a_real_start_is_one_line_and_130(tmp_path: Path):
+    """A real ``import mujoco`` (MUJOCO_GL=egl) and Hydra start, interrupted early: wherever the
+    interrupt lands, one line, exit 130, and no training."""
+    code = (
+        "from locomo.cli import main\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.02)\n"
+        f"sys.argv = ['locomo', 'train', {', '.join(repr(a) for a in PENDULUM_RUN)}, 'train.iterations=1']\n"
+        "main()\n"
+    )
+    result = _interrupt_after(60.0, code, tmp_path)  # the first timer is replaced by the one in code
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr and "does not work here" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not list(tmp_path.rglob("metrics.jsonl"))
+
+
+def test_a_failure_that_hides_an_interrupt_is_reported_as_the_interrupt(capsys: pytest.CaptureFixture[str]):
+    """E.g. torch's extension initialising when Ctrl-C comes: not an "unexpected failure" (exit 1)."""
+    from locomo.cli import report_unexpected
+
+    with pytest.raises(SystemExit) as info:
+        report_unexpected(_interrupted_import(), None)
+    assert info.value.code == 130
+    assert capsys.readouterr().err == "locomo: interrupted\n"
