@@ -30,6 +30,7 @@ BASELINES = ("none", "mean", "optimal", "value")
 IMPORTANCE = ("per_step", "trajectory")
 DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+WANDB_TAG_MAX = 64  # characters in a W&B tag
 ACTIVATIONS = ("tanh", "relu", "elu")
 BACKENDS = ("gymnasium", "batched")
 QUALITIES = ("fast", "full")
@@ -150,8 +151,11 @@ class WandbConfig:
     project: str = "locomo"  # W&B project
     entity: str | None = None  # W&B entity (team or user); None = your default
     group: str | None = None  # W&B run group, e.g. to compare estimators
-    name: str | None = None  # W&B run name; None = W&B's
+    name: str | None = None  # W&B run name; None = <env>-<algo preset>-s<seed>, e.g. humanoid-walk-s0
     init_timeout: float = 30.0  # seconds to wait for the W&B server before logging offline instead
+    tags: list[str] = field(default_factory=list)  # more run tags, beside env, algo preset, overlap, reuse
+    log_model: bool = True  # each checkpoint's policy as a W&B model artifact (aliases latest, best)
+    eval_episodes: int = 10  # deterministic episodes at the end, into the run's summary; 0 = none
 
 
 @dataclass
@@ -579,6 +583,10 @@ def validate_logger(logger: DictConfig | LoggerConfig) -> None:
             f"{name.parts[0]} is a name locomo uses itself in a run dir; choose another, e.g. metrics.jsonl",
         )
     _positive("logger.wandb.init_timeout", logger.wandb.init_timeout)
+    _positive("logger.wandb.eval_episodes", logger.wandb.eval_episodes, strict=False)
+    for tag in logger.wandb.tags:  # W&B refuses the run itself when a tag is longer
+        if not 0 < len(str(tag).strip()) <= WANDB_TAG_MAX:
+            raise ConfigError("logger.wandb.tags", tag, f"each tag must have 1 to {WANDB_TAG_MAX} characters")
 
 
 def validate_behavior(behavior: DictConfig | BehaviorConfig, prefix: str = "behavior") -> None:

@@ -89,6 +89,14 @@ class _NoLogger:
     def log_media(self, key: str, media: Any, step: int) -> None:
         pass
 
+    def log_checkpoint(
+        self, path: Path | None, state: dict[str, Any] | None, metrics: dict[str, float]
+    ) -> None:
+        pass
+
+    def finish_summary(self, cfg: Any, actor: Any, normalizer: Any, last_checkpoint: Path | None) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -337,13 +345,16 @@ class Runner:
                     every = cfg.train.checkpoint_every
                     due = (every and self.iteration % every == 0) or self.iteration == cfg.train.iterations
                     if due or stopping:
-                        self._save_checkpoint()
+                        saved = self._save_checkpoint()
+                        logger.log_checkpoint(self.last_good, saved, metrics)  # the W&B model artifact
                         self._chart_behavior(logger)
                     if stopping:  # a rank that got no signal itself stops for the SIGTERM torchrun sends
                         signum = stop.signum if stop.signum is not None else signal.SIGTERM
                         raise TrainingInterrupted(
                             signum, self.iteration, self.last_good, self.run_dir, self.group.launcher
                         )
+                # Done: the final eval and the last checkpoint go into the W&B run's summary.
+                logger.finish_summary(cfg, self.actor, self.normalizer, self.last_good)
         except TrainingAborted as exc:  # a second signal: say truthfully what is on disk
             exc.kept, exc.run_dir = self.last_good, self.run_dir
             raise
@@ -400,7 +411,8 @@ class Runner:
         try:
             if logged < self.iteration and metrics:
                 logger.log(metrics, self.env_steps)
-            self._save_checkpoint()
+            saved = self._save_checkpoint()
+            logger.log_checkpoint(self.last_good, saved, metrics)
             exc.add_note(
                 f"iteration {self.iteration} was saved to {self.last_good}; "
                 f"continue with: locomo train resume={self.run_dir}"
@@ -408,8 +420,10 @@ class Runner:
         except Exception as rescue_error:  # the disk itself may be the problem
             exc.add_note(f"saving iteration {self.iteration} failed too ({rescue_error})")
 
-    def _save_checkpoint(self) -> None:
-        """Save the periodic checkpoint; on failure say what is still on disk and how to go on."""
+    def _save_checkpoint(self) -> dict[str, Any] | None:
+        """Save the periodic checkpoint; on failure say what is still on disk and how to go on.
+
+        Returns the state saved (on rank 0; None on the others), for the W&B model upload."""
         state = self.state()  # every rank: the job's state is gathered on rank 0
         if state is not None:
             try:
@@ -424,6 +438,7 @@ class Runner:
                 raise CheckpointError(f"{exc}; {kept}") from exc
         if self.group.active:  # what rank 0 wrote (its failure stops the others here)
             self.last_good = Path(self.group.broadcast(str(self.last_good)))
+        return state
 
     def _overlapped_iteration(self) -> dict[str, float]:
         """``train.overlap``: the update on the pending batch runs in the worker thread while the

@@ -57,6 +57,24 @@ CARTPOLE_LEARNS = [
 CARTPOLE_RUN = ["env=cartpole", *SMALL_RUN]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def wandb_staging(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """W&B stages artifact files (the model uploads of offline runs) and caches them under the
+    user's home by default: the tests' go to the session's temporary directory instead (set in
+    os.environ, so the CLI subprocesses inherit it)."""
+    keys = ("WANDB_DATA_DIR", "WANDB_CACHE_DIR")
+    before = {key: os.environ.get(key) for key in keys}
+    base = tmp_path_factory.mktemp("wandb")
+    for key in keys:
+        os.environ[key] = str(base / key.lower())
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def cli_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
     """The environment the CLI runs in: this checkout first on the path, W&B quiet, no API key;
     then ``extra`` (a None value unsets that variable)."""
