@@ -119,13 +119,17 @@ def measure_gradient_variance(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 ) from exc
         grads: dict[str, list[torch.Tensor]] = defaultdict(list)
         obs_raw = env.reset(cfg.seed)
-        for _ in range(cfg.batches):
-            batch, obs_raw, _episodes, _terms = collector.collect(obs_raw)
-            batch = RolloutBatch(*(t.clone() for t in batch))  # leave inference mode's tensors behind
-            for returns, baseline in estimators:
-                grads[f"{returns}/{baseline}"].append(
-                    estimator_gradient(actor, batch, cfg.algo, returns, baseline)
-                )
+        from locomo.progress import progress_bar
+
+        with progress_bar(cfg.batches, "variance: batches", "batch") as bar:
+            for _ in range(cfg.batches):
+                batch, obs_raw, _episodes, _terms = collector.collect(obs_raw)
+                batch = RolloutBatch(*(t.clone() for t in batch))  # leave inference mode's tensors behind
+                for returns, baseline in estimators:
+                    grads[f"{returns}/{baseline}"].append(
+                        estimator_gradient(actor, batch, cfg.algo, returns, baseline)
+                    )
+                bar.update(1)
     finally:
         env.close()
     return variance_table({name: torch.stack(g) for name, g in grads.items()})

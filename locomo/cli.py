@@ -38,6 +38,7 @@ from locomo.errors import (
     say,
     write_traceback,
 )
+from locomo.messages import job_messages
 from locomo.signals import handled_stop_signals
 
 # Ctrl-C while these load (about half a second of a command's start) would print an import
@@ -102,11 +103,13 @@ def _own_output_dir() -> Path | None:
     return None if out.resolve() == Path.cwd().resolve() else out
 
 
-def user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+def user_errors(fn: Callable[[DictConfig], Any], hold_messages: bool = False) -> Callable[[DictConfig], Any]:
     """Turn every failure into one line on stderr and an exit status (no traceback).
 
     Bad input: 2. NaN/inf stopped training: 3. SIGINT/SIGTERM (checkpoint saved): 128 + signal.
     Anything else: 1, with the full traceback in the run dir (``traceback.log``).
+    locomo's own lines also go to the job's log file (:mod:`locomo.messages`); with
+    ``hold_messages``, only once ``fn`` has claimed its run dir (``train``).
     """
 
     @functools.wraps(fn)
@@ -114,17 +117,20 @@ def user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         # PyOpenGL logs an INFO line on import, which Hydra's job logging would print; set here too
         # because a sweep's launcher may run the job in another process.
         logging.getLogger("OpenGL").setLevel(logging.WARNING)
-        try:
-            return fn(cfg)
-        except (*USER_ERRORS, NonFiniteError, TrainingInterrupted) as exc:
-            exit_for(exc)
-        except Exception as exc:  # a bug or the system: one line, the traceback to a file
-            report_unexpected(exc, _own_output_dir())
+        with job_messages(hold_messages):  # locomo's own lines, the error line included, into the job's log
+            try:
+                return fn(cfg)
+            except (*USER_ERRORS, NonFiniteError, TrainingInterrupted) as exc:
+                exit_for(exc)
+            except Exception as exc:  # a bug or the system: one line, the traceback to a file
+                report_unexpected(exc, _own_output_dir())
 
     return wrapper
 
 
 USAGE = """usage: locomo <command> [hydra overrides]
+       locomo <command> --help     # that command's keys, one line each
+       locomo --version
 
 commands:
 {commands}
@@ -220,15 +226,23 @@ def stop_signals_as_exception(command: str) -> Iterator[None]:
 def hydra_app(module: ModuleType) -> Callable[[], Any]:
     """A command's module as a Hydra app: ``conf/<CONFIG>.yaml``, ``run`` behind :func:`user_errors`."""
     return hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=module.CONFIG)(
-        user_errors(module.run)
+        user_errors(module.run, getattr(module, "CLAIMS_RUN_DIR", False))
     )
 
 
 def main() -> None:
     """Entry point of the ``locomo`` script."""
     argv = sys.argv[1:]
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # a usage error, as for an unknown command (scripts must not take it for success)
+        print(USAGE, file=sys.stderr)
+        sys.exit(2)
+    if argv[0] in ("-h", "--help", "help"):
         print(USAGE)
+        return
+    if argv[0] in ("-V", "--version"):
+        from locomo import __version__
+
+        print(f"locomo {__version__}")
         return
     command = argv[0]
     if command not in COMMANDS:

@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ class EnvConfig:
     # Reward = sum_k reward_scales[k] * term_k, term_k read from the env's info dict (key
     # reward_terms[k]). With no terms the env's own reward is the single term "env".
     reward_terms: dict[str, str] = field(default_factory=dict)
-    reward_scales: dict[str, float] = field(default_factory=dict)
+    reward_scales: dict[str, float] = field(default_factory=dict)  # weight of each term (see reward_terms)
 
 
 @dataclass
@@ -125,6 +126,9 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     iterations: int = 300  # collect -> update cycles
+    # A budget in env steps instead of iterations: train.iterations becomes ceil(total_steps /
+    # steps_per_iteration). null = train.iterations decides; both on the command line is an error.
+    total_steps: int | None = None
     steps_per_iteration: int = 4096  # env steps per batch, all envs together
     num_envs: int = 16  # parallel envs; steps per env per batch = steps_per_iteration / num_envs
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda
@@ -226,7 +230,8 @@ class RenderConfig(FrameConfig):
     seed: int = 0  # env reset and action sampling of episode i use seed + i
     deterministic: bool = False  # true: the mean action; false: sampled actions
     max_steps: int | None = None  # steps per rollout at most; null = the env's time limit
-    output_dir: str | None = None  # null = videos/<env>_<run>/ under the working directory
+    output_dir: str | None = None  # null = <run>/render/ (the shipped walker: outputs/render/<time>/)
+    overwrite: bool = False  # true: files shipped in locomo's assets/ may be replaced (by the same kind)
     grid: bool = True  # write one video with every rollout side by side
     per_episode: bool = True  # write one video per rollout
     sheet: bool = True  # write a PNG contact sheet: a row of snapshots per rollout
@@ -246,6 +251,7 @@ class EvalConfig:
     mode: str = "both"  # deterministic (mean action) | stochastic (sampled) | both
     max_steps: int | None = None  # steps per episode at most; null = the env's time limit
     output: str | None = None  # JSON file; null = <run>/eval/<checkpoint>_seed<seed>.json
+    overwrite: bool = False  # true: a file shipped in locomo's assets/ may be replaced (by the same kind)
     behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
 
 
@@ -257,7 +263,8 @@ class ExportConfig:
     # checkpoint: locomo's policy file + its evaluation in <out without .pt>.json; torchscript | onnx:
     # a standalone file mapping raw observations to deterministic env-unit actions (README "Export")
     format: str = "checkpoint"  # checkpoint (.pt) | torchscript (.pt or .ts) | onnx (.onnx)
-    out: str | None = None  # the file to write; null = walker.pt | walker.ts | walker.onnx (by format)
+    out: str | None = None  # the file to write; null = <run>/export/policy_<checkpoint>.pt|.ts|.onnx
+    overwrite: bool = False  # true: a file shipped in locomo's assets/ may be replaced (by the same kind)
     episodes: int = 20  # format=checkpoint: evaluation episodes; episode i is seeded with seed + i
     seed: int = 0  # seed of the first evaluation episode
     max_steps: int | None = None  # steps per episode at most; null = the env's time limit
@@ -273,7 +280,8 @@ class ReplayConfig(FrameConfig):
     deterministic: bool = True  # true: the mean action; false: sampled actions
     max_steps: int | None = None  # steps at most; null = the env's time limit
     viewer: str = "auto"  # auto: a window when a display exists, else a video | window | video
-    output: str | None = None  # the video's path; null = videos/<env>_<run>/<ckpt>_replay_seed<seed>.mp4
+    output: str | None = None  # the video's path; null = <run>/replay/<ckpt>_replay_seed<seed>_<mode>.mp4
+    overwrite: bool = False  # true: a file shipped in locomo's assets/ may be replaced (by the same kind)
     behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
 
 
@@ -307,6 +315,7 @@ class PlotConfig:
     # the finished episodes as a stacked area (all runs' episodes pooled)
     kind: str = "curves"
     window: int = 10  # kind=behavior: iterations pooled per point (episodes finish unevenly)
+    overwrite: bool = False  # true: a file shipped in locomo's assets/ may be replaced (by the same kind)
 
 
 @dataclass
@@ -332,6 +341,7 @@ class BenchSettings:
 class BenchConfig:
     seed: int = 0  # seeds the random actions and the trainers
     quick: bool = False  # CI: tiny sizes, same table and JSON keys
+    overwrite: bool = False  # true: a file shipped in locomo's assets/ may be replaced (by the same kind)
     bench: BenchSettings = field(default_factory=BenchSettings)
 
 
@@ -346,6 +356,9 @@ def register_configs() -> None:
     cs.store(name="replay_schema", node=ReplayConfig)
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="bench_schema", node=BenchConfig)
+    from locomo.cli_help import register_help_resolver  # each conf/<command>.yaml's --help text
+
+    register_help_resolver()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,7 +557,42 @@ def validate_device(key: str, device: str) -> None:
             raise ConfigError(key, device, "CUDA is not available on this machine; use auto or cpu")
 
 
+def _check_total_steps(total: Any) -> None:
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total <= 0):
+        raise ConfigError(
+            "train.total_steps", total, "must be an integer > 0 (env steps), or null to use train.iterations"
+        )
+
+
+def resolve_total_steps(cfg: DictConfig | LocomoConfig, overrides: Sequence[str]) -> None:
+    """Set ``train.iterations`` from ``train.total_steps``, in place: ceil(total / steps_per_iteration).
+
+    ``overrides`` are the command line's (Hydra's task overrides). Both keys there is an error;
+    ``train.iterations`` there with ``train.total_steps`` from elsewhere (a config file, or a
+    resumed run's checkpoint) means the command line's iterations, and total_steps is dropped.
+    """
+    train = cfg.train
+    total = getattr(train, "total_steps", None)  # a config saved before the key existed has none
+    if total is None:
+        return
+    _check_total_steps(total)
+    given = {str(o).split("=", 1)[0].lstrip("+~") for o in overrides}
+    if "train.iterations" in given:
+        if "train.total_steps" in given:
+            raise ConfigError(
+                "train.total_steps",
+                total,
+                f"give train.total_steps or train.iterations, not both (train.iterations={train.iterations} "
+                "was given too)",
+            )
+        train.total_steps = None
+        return
+    if isinstance(train.steps_per_iteration, int) and train.steps_per_iteration > 0:  # else validate_train
+        train.iterations = math.ceil(total / train.steps_per_iteration)
+
+
 def validate_train(train: DictConfig | TrainConfig) -> None:
+    _check_total_steps(getattr(train, "total_steps", None))
     _positive("train.iterations", train.iterations)
     _positive("train.num_envs", train.num_envs)
     _positive("train.steps_per_iteration", train.steps_per_iteration)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,10 +84,15 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     return p
 
 
-def output_root(policy: LoadedPolicy) -> Path:
-    """Where a command writes what it makes of a policy by default: its run directory, or, for a
-    policy shipped in ``assets/`` (part of the installed package), the working directory."""
-    return Path(".") if policy.path.parent.resolve() == ASSETS_DIR.resolve() else policy.run_dir
+def output_root(policy: LoadedPolicy, command: str) -> Path:
+    """Where ``command`` writes what it makes of a policy by default: ``<run>/<command>/``, or, for
+    a policy shipped in ``assets/`` (part of the installed package, never written into),
+    ``outputs/<command>/<time>/`` under the working directory (:mod:`locomo.outputs`)."""
+    from locomo.outputs import command_output_dir
+
+    if policy.path.parent.resolve() == ASSETS_DIR.resolve():
+        return command_output_dir(command)
+    return policy.run_dir / command
 
 
 def load_policy(path: str | Path) -> LoadedPolicy:
@@ -216,9 +222,11 @@ def rollouts(
     thresholds: Any,
     max_steps: int | None = None,
     record_states: bool = False,
+    on_step: Callable[[], Any] | None = None,
 ) -> list[Rollout]:
     """One episode in each of ``env``'s N envs (built with ``autoreset=False``), env i seeded
-    ``seed + i``: to termination, the time limit, or ``max_steps``; each labelled."""
+    ``seed + i``: to termination, the time limit, or ``max_steps``; each labelled.
+    ``on_step`` is called after each vector step (a progress bar)."""
     n, spaces = env.num_envs, env.spaces
     device = next(actor.parameters()).device
     torch_env = TorchVecEnv(env, device)
@@ -237,6 +245,8 @@ def rollouts(
         for record in step.episodes:
             ended[record.env_index] = record
         obs = step.obs
+        if on_step is not None:
+            on_step()
     for record in env.current_episodes([i for i in range(n) if i not in ended]):  # cut at max_steps
         ended[record.env_index] = record
     reward_rows = np.stack(rewards) if rewards else np.zeros((0, n))
@@ -268,11 +278,30 @@ def run_episodes(
     thresholds: Any,
     max_steps: int | None = None,
     record_states: bool = False,
+    progress: str | None = None,
 ) -> list[Rollout]:
-    """One episode per env of ``env`` (``policy.make_env(episodes)``), seeded seed, seed + 1, ..."""
-    return rollouts(
-        env, policy.actor, policy.normalizer, seed, deterministic, thresholds, max_steps, record_states
-    )
+    """One episode per env of ``env`` (``policy.make_env(episodes)``), seeded seed, seed + 1, ...
+
+    ``progress``: the label of a progress bar over the steps (:mod:`locomo.progress`); None: no bar.
+    """
+    if progress is None:
+        return rollouts(
+            env, policy.actor, policy.normalizer, seed, deterministic, thresholds, max_steps, record_states
+        )
+    from locomo.progress import progress_bar, step_limit
+
+    with progress_bar(step_limit(policy.cfg.env, max_steps), progress, "step") as bar:
+        return rollouts(
+            env,
+            policy.actor,
+            policy.normalizer,
+            seed,
+            deterministic,
+            thresholds,
+            max_steps,
+            record_states,
+            bar.update,
+        )
 
 
 def summarize(rollouts: list[Rollout]) -> dict[str, Any]:

@@ -380,12 +380,27 @@ def write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, stats: Video
 
     Failures to write (no ffmpeg, a full disk, an unwritable folder) become :class:`RenderError`.
     """
+    from locomo.outputs import atomic_output
+
+    try:
+        # A temporary file renamed over ``path`` at the end: an interrupted or failed encode leaves
+        # an earlier video of that name whole, never a torn one.
+        with atomic_output(path) as tmp:
+            _encode(tmp, path, frames, fps, stats)
+    except RenderError:
+        raise
+    except OSError as exc:
+        raise RenderError(f"cannot write {path}: {first_line(exc)}") from exc
+    return path
+
+
+def _encode(tmp: Path, path: Path, frames: Iterator[np.ndarray], fps: float, stats: VideoStats) -> None:
+    """:func:`write_mp4`'s encoder run into ``tmp``; errors name ``path``, the file meant."""
     import imageio.v2 as imageio
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         writer = imageio.get_writer(
-            str(path),
+            str(tmp),
             format="FFMPEG",
             mode="I",
             fps=fps,
@@ -413,7 +428,6 @@ def write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, stats: Video
         raise RenderError(f"cannot write {path}: {first_line(exc)}") from exc
     finally:
         writer.close()  # idempotent
-    return path
 
 
 def write_rollout_video(

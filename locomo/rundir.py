@@ -13,6 +13,7 @@ Pure helpers (:func:`previous_run`) are separate from the ones that touch the di
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,10 +25,25 @@ from omegaconf import DictConfig, OmegaConf
 from locomo.config import ConfigError
 from locomo.errors import CheckpointError
 
-# Files and folders a locomo training run writes into its run dir (the metrics file is added
-# from the config). ``overwrite=true`` removes exactly these; anything else in the dir is kept,
-# and so is Hydra's train.log, which Hydra has already opened for this run when the job starts.
-RUN_FILES = ("config.yaml", "checkpoints", "videos", "wandb", "eval", ".hydra", "traceback.log")
+# What a locomo run writes into its run dir, and all that ``overwrite=true`` may remove: files of
+# these names at the top (the metrics file, and its ``.damaged`` rows, are added from the config),
+# and in these folders the files that match these patterns (a user's own ``videos/holiday.mp4``
+# or ``eval/results.json`` is kept). Hydra's train.log is kept: Hydra has already opened it for
+# this run when the job starts.
+RUN_TOP_FILES = ("config.yaml", "traceback.log", "behavior.png")
+RUN_FOLDERS: dict[str, tuple[str, ...]] = {
+    "checkpoints": ("iter_*.pt", "last.pt", "nonfinite_*.pt", ".*.tmp"),
+    ".hydra": ("config.yaml", "hydra.yaml", "overrides.yaml"),
+    "videos": ("iter_*.mp4", ".*.tmp.mp4"),
+    "wandb": ("offline-run-*", "run-*", "latest-run", "debug*.log"),
+    "eval": ("*_seed*.json",),
+    "render": ("*_seed*_*.mp4", "*_seed*_sheet.png"),
+    "replay": ("*_replay_seed*.mp4",),
+    "export": ("policy_*",),
+}
+# How deep below a new run's dir another run is looked for (runs/<name>, multirun/<time>/<job>).
+NESTED_RUN_DEPTH = 3
+NESTED_SCAN_LIMIT = 5000  # folders looked at, at most: a home directory is not walked whole
 
 
 def _last_iteration(metrics: Path) -> int | None:
@@ -47,22 +63,51 @@ def _last_iteration(metrics: Path) -> int | None:
     return last
 
 
-def previous_run(run_dir: Path, metrics_file: str) -> str | None:
-    """A description of the run already in ``run_dir`` (None when it holds none).
+def is_locomo_config(path: Path) -> bool:
+    """True when ``path`` is a config.yaml a locomo run wrote (a mapping with env, algo and train)."""
+    try:
+        import yaml
 
-    A run is there when it left checkpoints, a non-empty metrics file or its resolved
-    ``config.yaml``.
-    """
-    checkpoints = sorted((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else []
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # unreadable, not YAML, not UTF-8: not locomo's
+        return False
+    return isinstance(cfg, dict) and {"env", "algo", "train"} <= set(cfg)
+
+
+def _has_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint files (regular files named as locomo names them), oldest name first."""
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.pt") if p.is_file() and p.name != ".pt")
+
+
+def foreign_files(run_dir: Path, metrics_file: str) -> list[str]:
+    """Files where a new run writes its own that no locomo run wrote (a new run would replace them)."""
+    found = []
+    config = run_dir / "config.yaml"
+    if config.exists() and not is_locomo_config(config):
+        found.append("config.yaml")
     metrics = run_dir / metrics_file
-    has_metrics = metrics.is_file() and metrics.stat().st_size > 0
-    if not checkpoints and not has_metrics and not (run_dir / "config.yaml").exists():
+    if metrics.is_file() and metrics.stat().st_size > 0 and _last_iteration(metrics) is None:
+        found.append(metrics_file)
+    return found
+
+
+def previous_run(run_dir: Path, metrics_file: str) -> str | None:
+    """A description of the locomo run already in ``run_dir`` (None when it holds none).
+
+    A run is there when it left checkpoints, metrics rows or its resolved ``config.yaml``; files
+    of those names that locomo did not write are not a run (:func:`foreign_files`).
+    """
+    checkpoints = _has_checkpoints(run_dir)
+    metrics = run_dir / metrics_file
+    last = _last_iteration(metrics) if metrics.is_file() else None
+    if not checkpoints and last is None and not is_locomo_config(run_dir / "config.yaml"):
         return None
     parts = []
-    if has_metrics:
-        last = _last_iteration(metrics)
-        if last is not None:
-            parts.append(f"metrics up to iteration {last}")
+    if last is not None:
+        parts.append(f"metrics up to iteration {last}")
     periodic = [p.name for p in checkpoints if p.name.startswith("iter_")]
     if periodic:
         parts.append(f"checkpoint {periodic[-1]}")
@@ -71,11 +116,41 @@ def previous_run(run_dir: Path, metrics_file: str) -> str | None:
     return ", ".join(parts) or "its config"
 
 
-def claim_run_dir(run_dir: Path, metrics_file: str, overwrite: bool) -> list[str]:
-    """Make ``run_dir`` this new run's: refuse if it holds another run, or clear it with ``overwrite``.
+def nested_run(run_dir: Path) -> Path | None:
+    """A run directory below ``run_dir`` (a few levels deep), if there is one."""
+    if not run_dir.is_dir():
+        return None
+    level, seen = [run_dir], 0
+    for _ in range(NESTED_RUN_DEPTH):
+        below = []
+        for folder in level:
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False) or (
+                    folder == run_dir and entry.name in RUN_FOLDERS
+                ):
+                    continue
+                path = Path(entry.path)
+                if (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
+                    return path
+                below.append(path)
+                seen += 1
+                if seen > NESTED_SCAN_LIMIT:
+                    return None
+        level = below
+    return None
 
-    Returns the names removed (empty unless ``overwrite`` found a previous run). Call it while
-    holding the run dir's lock, so that the run it finds is not one still going.
+
+def claim_run_dir(run_dir: Path, metrics_file: str, overwrite: bool) -> list[Path]:
+    """Make ``run_dir`` this new run's: refuse if it holds or contains another run, or files of the
+    names a run writes that locomo did not write; with ``overwrite`` and a previous run, return
+    what must go (:data:`RUN_TOP_FILES`, :data:`RUN_FOLDERS`) for the caller to announce, then
+    remove (:func:`remove_run_files`). Nothing is removed here.
+
+    Call it while holding the run dir's lock, so that the run it finds is not one still going.
     """
     for parent in run_dir.resolve().parents:  # a run dir nested in another run's files
         if (parent / "config.yaml").is_file() and (parent / "checkpoints").is_dir():
@@ -83,8 +158,28 @@ def claim_run_dir(run_dir: Path, metrics_file: str, overwrite: bool) -> list[str
                 f"run directory {run_dir} is inside the run directory {parent}; start this run in a "
                 "directory of its own (hydra.run.dir=...)"
             )
+    inner = nested_run(run_dir)
+    if inner is not None:
+        raise CheckpointError(
+            f"run directory {run_dir} contains the run directory {inner}; start this run in a "
+            "directory of its own (hydra.run.dir=...)"
+        )
+    foreign = foreign_files(run_dir, metrics_file)
+    if foreign:
+        raise CheckpointError(
+            f"run directory {run_dir} holds {', '.join(foreign)} that no locomo run wrote, and a new run "
+            "would replace it; start this run in another directory (hydra.run.dir=...)"
+            + (" (overwrite=true removes only a locomo run's files)" if overwrite else "")
+        )
     found = previous_run(run_dir, metrics_file)
     if found is None:
+        others = sorted(p.name for p in run_dir.iterdir() if p.name not in ("train.log", ".lock"))
+        if overwrite and others:  # a typo'd directory: overwrite=true has no run to replace there
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise CheckpointError(
+                f"overwrite=true: run directory {run_dir} holds no locomo run to replace, only other "
+                f"files ({shown}); check the path, or leave overwrite out to start a run beside them"
+            )
         return []
     if not overwrite:
         resumable = "no checkpoint" not in found
@@ -93,17 +188,36 @@ def claim_run_dir(run_dir: Path, metrics_file: str, overwrite: bool) -> list[str
             "with overwrite=true (its checkpoints, metrics and videos are deleted)"
         )
         raise CheckpointError(f"run directory {run_dir} already holds a run ({found}); {ways}")
-    removed = []
-    for name in (*RUN_FILES, metrics_file):
-        path = run_dir / name
+    plan = [run_dir / name for name in (*RUN_TOP_FILES, metrics_file, f"{metrics_file}.damaged")]
+    plan = [p for p in plan if p.is_file() or p.is_symlink()]
+    for folder, patterns in RUN_FOLDERS.items():
+        if (run_dir / folder).is_dir() and not (run_dir / folder).is_symlink():
+            plan += sorted({p for pattern in patterns for p in (run_dir / folder).glob(pattern)})
+    return plan
+
+
+def describe_removal(run_dir: Path, plan: list[Path]) -> str:
+    """What :func:`remove_run_files` removes: ``config.yaml, checkpoints/ (3 of its entries), ...``."""
+    counts: dict[str, int] = {}
+    for path in plan:
+        top = path.relative_to(run_dir).parts[0]
+        key = top if path.parent == run_dir else f"{top}/"
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(
+        key if not key.endswith("/") else f"{key} ({n} of its entries)" for key, n in counts.items()
+    )
+
+
+def remove_run_files(run_dir: Path, plan: list[Path]) -> None:
+    """Remove the files ``claim_run_dir`` planned, then the run's folders that are left empty."""
+    for path in plan:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
         else:
-            continue
-        removed.append(name)
-    return removed
+            path.unlink(missing_ok=True)
+    for folder in RUN_FOLDERS:
+        with contextlib.suppress(OSError):  # not empty (a user's own files), or not there
+            (run_dir / folder).rmdir()
 
 
 def write_hydra_record(
@@ -148,6 +262,13 @@ def check_run_dir(args: list[str], roots: tuple[str, str] | None = ("outputs", "
         for key in ("hydra.run.dir", "hydra.sweep.dir"):
             if arg.startswith(key + "="):
                 given[key] = arg.split("=", 1)[1].strip("'\"")
+    for key, value in given.items():  # '' would be the working directory itself
+        if not value.strip():
+            raise ConfigError(
+                key,
+                value,
+                "it is empty, which would be the working directory; give a directory, or leave it out",
+            )
     multirun = "-m" in args or "--multirun" in args
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if key not in given and roots is None:
@@ -169,6 +290,27 @@ def check_run_dir(args: list[str], roots: tuple[str, str] | None = ("outputs", "
             f"cannot create or write the run directory{where} ({problem.strerror}); run from a writable "
             f"directory or set {key}=<a writable directory>",
         )
+
+
+def remove_refused_start(run_dir: Path, created_below: Path) -> None:
+    """Undo what a start that was then refused made: Hydra's empty ``train.log`` and this
+    process's ``.lock`` in a run dir that holds no run, then the run dir and the folders above it
+    up to ``created_below`` (what existed before) while they are empty. A lock another process
+    holds, a log with content, and every other file are kept."""
+    log, lock = run_dir / "train.log", run_dir / ".lock"
+    try:
+        ours = not lock.exists() or lock.read_text(encoding="utf-8") == f"locomo process {os.getpid()}"
+        if ours and previous_run(run_dir, "metrics.jsonl") is None:
+            if log.is_file() and not log.is_symlink() and log.stat().st_size == 0:
+                log.unlink()
+            if lock.is_file() and not lock.is_symlink():
+                lock.unlink()
+        folder, stop = run_dir.absolute(), created_below.absolute()
+        while folder != stop and stop in folder.parents:
+            folder.rmdir()  # OSError when not empty: stop there
+            folder = folder.parent
+    except (OSError, UnicodeDecodeError):
+        return
 
 
 def hydra_run_dir() -> Path:

@@ -79,6 +79,8 @@ CATALOGUE = [
     row("num-envs-zero", "train train.num_envs=0", 2, "train.num_envs=0 is invalid: must be > 0"),
     row("steps-negative", "train train.steps_per_iteration=-5", 2, "train.steps_per_iteration=-5 is invalid: must be > 0"),
     row("steps-not-multiple", "train train.steps_per_iteration=100 train.num_envs=16", 2, "train.steps_per_iteration=100 is invalid: must be a multiple of train.num_envs=16"),
+    row("total-steps-zero", "train train.total_steps=0", 2, "train.total_steps=0 is invalid: must be an integer > 0 (env steps), or null to use train.iterations"),
+    row("total-steps-and-iterations", "train train.total_steps=100000 train.iterations=5", 2, "train.total_steps=100000 is invalid: give train.total_steps or train.iterations, not both"),
     row("keep-checkpoints-zero", "train train.keep_checkpoints=0", 2, "train.keep_checkpoints=0 is invalid: must be > 0"),
     row("device-choice", "train train.device=tpu", 2, "allowed values are auto, cpu, cuda"),
     row("cuda-unavailable", "train train.device=cuda", 2, "train.device='cuda' is invalid: CUDA is not available", skip_if_cuda=True),
@@ -102,6 +104,7 @@ CATALOGUE = [
     row("type-wrong", "train train.iterations=many", 1, "Value 'many' of type 'str' could not be converted to Integer"),
     row("run-dir-unwritable", f"train {FAST} hydra.run.dir={{files}}/a_file/run", 2, "a_file/run' is invalid: cannot create the run directory (Not a directory)", category="io"),
     row("command-unknown", "dance", 2, "unknown command 'dance'", subprocess=True),
+    row("command-missing", "", 2, "usage: locomo <command>", subprocess=True),
     # -- resume and checkpoints, exit 2
     row("resume-missing", "train resume={files}/no_such_run", 2, "no such run directory or checkpoint file", category="checkpoint"),
     row("resume-empty-dir", "train resume={files}/empty_dir", 2, "no checkpoint in directory", category="checkpoint"),
@@ -190,7 +193,7 @@ CATALOGUE = [
     row("resume-with-overwrite", "train resume={run} overwrite=true", 2, "overwrite='true' is invalid: cannot be changed when resuming", category="checkpoint"),
     row("checkpoint-not-regular-file", "eval checkpoint=/dev/zero", 2, "checkpoint /dev/zero is not a regular file or a directory", category="checkpoint"),
     row("eval-output-unwritable", "eval checkpoint={run} episodes=1 mode=deterministic output={files}/a_file/x.json", 2, "x.json' is invalid: cannot write there", category="runtime"),
-    row("plot-out-unwritable", "plot runs={run} out={files}/a_file/x.png", 2, "x.png' is invalid: cannot write the figure"),
+    row("plot-out-unwritable", "plot runs={run} out={files}/a_file/x.png", 2, "x.png' is invalid: cannot write there ("),
     row("eval-key-unknown", "eval checkpoint={run} +foo=1", 2, "foo=1 is invalid: not a config key"),
     row("render-key-unknown", "render checkpoint={run} +bar=1", 2, "bar=1 is invalid: not a config key"),
     row("replay-seed-too-large", "replay checkpoint={run} seed=99999999999", 2, "seed=99999999999 is invalid: must be in [0, 4294967295]"),
@@ -225,6 +228,28 @@ CATALOGUE = [
     row("eval-fifo-in-run", "eval checkpoint={files}/fifo_run_no_last episodes=1 mode=deterministic", 0, "", category="runtime"),
     row("eval-symlink-loop", "eval checkpoint={files}/loop_a", 2, "loop_a is a symbolic link loop (its links never reach a file)", category="checkpoint"),
     row("resume-symlink-loop", "train resume={files}/loop_a", 2, "loop_a' is a symbolic link loop", category="checkpoint"),
+    # -- issue 17: an output never destroys what it does not own (locomo.outputs.safe_output); one run stays one run
+    row("export-over-training-checkpoint", "export checkpoint={run} out={run}/checkpoints/iter_000002.pt", 2, "iter_000002.pt' is invalid: it is inside the checkpoints/ folder of the training run", category="checkpoint"),
+    row("export-over-shipped-walker", "export checkpoint=walker out={files}/assets/walker.pt", 2, "walker.pt, a file shipped with locomo; write elsewhere, or add overwrite=true to replace it"),
+    row("export-over-shipped-other-kind", "export checkpoint=walker format=torchscript out={files}/assets/walker.pt overwrite=true", 2, "(it is not a TorchScript file, so overwrite=true does not replace it)"),
+    row("export-over-its-source", "export checkpoint={files}/policy_only.pt out={files}/policy_only.pt", 2, "policy_only.pt' is invalid: it is the checkpoint being exported"),
+    row("eval-output-metrics", "eval checkpoint={run} output={run}/metrics.jsonl", 2, "metrics.jsonl' is invalid: must be a .json file (a JSON report)"),
+    row("eval-output-checkpoint", "eval checkpoint={run} output={run}/checkpoints/last.pt", 2, "last.pt' is invalid: must be a .json file"),
+    row("eval-output-in-checkpoints", "eval checkpoint={run} output={run}/checkpoints/e.json", 2, "e.json' is invalid: it is inside the checkpoints/ folder of the training run"),
+    row("eval-output-directory", "eval checkpoint={run} output={files}", 2, "is invalid: it is a directory; give a file path in it, e.g. output="),
+    row("eval-output-empty", "eval checkpoint={run} output=''", 2, "output='' is invalid: it is empty; give a .json file, or leave output out"),
+    row("replay-output-checkpoint", "replay checkpoint={run} viewer=video output={files}/v.pt", 2, "v.pt' is invalid: must be a .mp4 file (an H.264 video)"),
+    row("replay-output-no-suffix", "replay checkpoint={run} viewer=video output={files}/vid", 2, "vid' is invalid: must be a .mp4 file"),
+    row("render-output-dir-checkpoints", "render checkpoint={run} output_dir={run}/checkpoints", 2, "it is inside the checkpoints/ folder of the training run"),
+    row("plot-out-metrics", "plot runs={run} out={run}/metrics.jsonl", 2, "metrics.jsonl' is invalid: must be a .png file (a PNG image)"),
+    row("plot-out-directory", "plot runs={run} out={files}", 2, "is invalid: it is a directory; give a file path in it, e.g. out="),
+    row("bench-out-under-file", "bench quick=true bench.out={files}/a_file/b.json", 2, "bench.out='", category="io"),
+    row("variance-into-training-run", "variance overwrite=true batches=2 hydra.run.dir={run}", 2, "it holds a training run, which locomo variance never writes into (not even with overwrite=true)"),
+    row("overwrite-foreign-files", f"train {FAST} train.iterations=1 overwrite=true hydra.run.dir={{files}}/user_dir", 2, "holds config.yaml that no locomo run wrote, and a new run would replace it", category="checkpoint"),
+    row("overwrite-no-run", f"train {FAST} train.iterations=1 overwrite=true hydra.run.dir={{files}}/user_videos", 2, "holds no locomo run to replace, only other files (videos)", category="checkpoint"),
+    row("resume-empty", "train resume=''", 2, "resume='' is invalid: it is empty, not a run"),
+    row("run-dir-empty", "train hydra.run.dir=''", 2, "hydra.run.dir='' is invalid: it is empty, which would be the working directory"),
+    row("run-dir-contains-run", f"train {FAST} train.iterations=1 hydra.run.dir={{files}}/runs_holder", 2, "runs_holder contains the run directory", category="checkpoint"),
 ]  # fmt: skip
 
 
@@ -294,6 +319,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
     (bad_record / ".hydra" / "overrides.yaml").write_text("- [unclosed\n")
     (bad_record / "metrics.jsonl").write_bytes((run / "metrics.jsonl").read_bytes() + b"\xff\xfe not utf-8\n")
     write_bad_checkpoints(run, files, good)
+    write_output_cases(run, files, good)
     with RunDirLock(locked):
         yield {
             "run": run,
@@ -337,6 +363,26 @@ def write_bad_checkpoints(run: Path, files: Path, good: dict) -> None:
             (files / name / "checkpoints" / "last.pt").unlink()
     (files / "loop_a").symlink_to("loop_b")
     (files / "loop_b").symlink_to("loop_a")
+
+
+def write_output_cases(run: Path, files: Path, good: dict) -> None:
+    """Issue 17: the shipped assets through a link, a policy file, a user's own directories."""
+    from locomo.commands.export import POLICY_KEYS
+    from locomo.config import ASSETS_DIR
+
+    (files / "assets").symlink_to(ASSETS_DIR)  # as the checkout's top-level assets link
+    torch.save({k: good[k] for k in POLICY_KEYS if k in good}, files / "policy_only.pt")
+    user = files / "user_dir"  # a user's own files, no locomo run
+    (user / "videos").mkdir(parents=True)
+    (user / "eval").mkdir()
+    (user / "config.yaml").write_text("holiday: true\n")
+    (user / "videos" / "holiday.mp4").write_bytes(b"not really a video")
+    (user / "eval" / "results.json").write_text("{}\n")
+    (files / "user_videos" / "videos").mkdir(parents=True)
+    (files / "user_videos" / "videos" / "holiday.mp4").write_bytes(b"not really a video")
+    inner = files / "runs_holder" / "r"  # a run one level down
+    (inner / "checkpoints").mkdir(parents=True)
+    (inner / "config.yaml").write_text("seed: 0\n")
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CATALOGUE])

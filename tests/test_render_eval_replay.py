@@ -70,7 +70,7 @@ def test_render_writes_grid_per_episode_videos_and_a_sheet(trained):
     cwd, run = trained
     result = run_locomo("render", f"checkpoint={run}", "episodes=2", "seed=7", *SMALL_VIDEO, cwd=cwd)
     assert result.returncode == 0, result.stderr
-    out = cwd / "videos" / f"humanoid_{run.name}"
+    out = run / "render"  # the run's own folder, wherever the command runs
     grid = out / "last_seed7_stochastic_grid.mp4"
     episodes = sorted(out.glob("last_seed7_stochastic_ep*.mp4"))
     assert grid.is_file() and len(episodes) == 2 and (out / "last_seed7_stochastic_sheet.png").is_file()
@@ -88,7 +88,7 @@ def test_render_compares_checkpoints_of_one_run_side_by_side(trained):
         "render", f"checkpoint={run}", "iterations=[1,2]", "episodes=2", "seed=3", *SMALL_VIDEO, cwd=cwd
     )
     assert result.returncode == 0, result.stderr
-    out = cwd / "videos" / f"humanoid_{run.name}"
+    out = run / "render"
     frames = iio.imread(out / "iters_1-2_seed3_stochastic.mp4")
     assert frames.shape[1:] == (240, 320, 3)  # a column per checkpoint, a row per episode
     sheet = iio.imread(out / "iters_1-2_seed3_stochastic_sheet.png")
@@ -145,7 +145,7 @@ def test_eval_table_json_and_replay_reproduces_its_returns(trained):
         assert "no display" in replay.stdout
         returned = float(re.search(r"return (-?[\d.]+)", replay.stdout).group(1))
         assert returned == pytest.approx(report["modes"][mode]["per_episode"][0]["return"], abs=1e-5)
-        video = cwd / "videos" / f"humanoid_{run.name}" / f"last_replay_seed5_{mode}.mp4"
+        video = run / "replay" / f"last_replay_seed5_{mode}.mp4"
         assert iio.imread(video).shape[0] == report["modes"][mode]["per_episode"][0]["length"] + 1
 
 

@@ -45,7 +45,7 @@ def test_fresh_run_in_a_used_dir_is_refused_untouched_then_overwrite_replaces_it
     assert status == 2 and f"resume={run}" in err and "overwrite=true" in err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.log"} == before
     status, err = train(run, "train.iterations=2", "seed=1", "overwrite=true")
-    assert status == 0 and "overwrite=true: removed the previous run's" in err
+    assert status == 0 and "overwrite=true: removing the previous run's files in" in err
     assert iterations(run) == [1, 2]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "iter_000001.pt",

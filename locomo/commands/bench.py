@@ -782,15 +782,17 @@ def bench_settings(cfg: DictConfig) -> DictConfig:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the benchmark in this job's run dir, print the table, write the JSON; return the result."""
+    from locomo.outputs import safe_output, write_text_atomic
     from locomo.rundir import hydra_run_dir
 
     validate_bench(cfg)
     run_dir = hydra_run_dir()
     settings = bench_settings(cfg)
+    # Checked before the minutes of measuring, so that the results are never lost to a bad path.
+    target = run_dir / "bench.json" if settings.out is None else settings.out
+    out = safe_output(target, "json", "bench.out", cfg.overwrite)
     result = run_bench(settings, cfg.seed, run_dir)
-    out = Path(settings.out) if settings.out else run_dir / "bench.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(result))
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(f"locomo: wrote {out}")
     return result

@@ -4,12 +4,12 @@ seeded episodes, in deterministic and/or stochastic mode (a table on stdout, the
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import ConfigError, validate_eval_config
+from locomo.outputs import safe_output, write_text_atomic
 
 CONFIG = "eval"
 
@@ -21,26 +21,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from locomo.evaluation import format_table, load_policy, output_root, run_episodes, summarize
 
     validate_eval_config(cfg)
+    # A path given is checked before anything loads; the default one once the run is known.
+    given = None if cfg.output is None else safe_output(cfg.output, "json", "output", cfg.overwrite)
     torch.set_num_threads(1)
     policy = load_policy(cfg.checkpoint)
+    out = given or safe_output(
+        output_root(policy, "eval") / f"{policy.path.stem}_seed{cfg.seed}.json", "json", "output"
+    )
     modes = ["deterministic", "stochastic"] if cfg.mode == "both" else [cfg.mode]
     env = policy.make_env(cfg.episodes)
     try:
         results = {
             mode: summarize(
                 run_episodes(
-                    policy, env, cfg.seed, mode == "deterministic", cfg.behavior, cfg.max_steps
+                    policy,
+                    env,
+                    cfg.seed,
+                    mode == "deterministic",
+                    cfg.behavior,
+                    cfg.max_steps,
+                    progress=f"eval: {mode}",
                 )
             )
             for mode in modes
         }
     finally:
         env.close()
-    out = (
-        Path(cfg.output)
-        if cfg.output
-        else output_root(policy) / "eval" / f"{policy.path.stem}_seed{cfg.seed}.json"
-    )
     report = {
         "checkpoint": str(policy.path),
         "env": policy.cfg.env.name,
@@ -52,8 +58,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "modes": results,
     }
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     except OSError as exc:
         raise ConfigError("output", str(out), f"cannot write there ({exc.strerror or exc})") from exc
     iteration = policy.counters.get("iteration", "?")

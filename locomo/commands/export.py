@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from locomo.config import ASSETS_DIR, EXPORT_SUFFIXES, ConfigError, validate_export_config
+from locomo.outputs import atomic_output, safe_output, write_text_atomic
 
 CONFIG = "export"
 
@@ -35,9 +36,32 @@ def exported_name(out: Path) -> str:
     return out.stem if out.resolve().parent == ASSETS_DIR.resolve() else str(out)
 
 
-def output_path(cfg: DictConfig) -> Path:
-    """``out``, or ``walker<suffix>`` of the format in the working directory."""
-    return Path(cfg.out if cfg.out is not None else f"walker{EXPORT_SUFFIXES[cfg.format][0]}").expanduser()
+def given_output(cfg: DictConfig) -> Path | None:
+    """``out`` when given, checked (:func:`locomo.outputs.safe_output`) before anything loads; for
+    ``format=checkpoint`` the ``.json`` summary beside it too."""
+    if cfg.out is None:
+        return None
+    out = safe_output(cfg.out, cfg.format, "out", cfg.overwrite)
+    if cfg.format == "checkpoint":
+        safe_output(out.with_suffix(".json"), "json", "out", cfg.overwrite)
+    return out
+
+
+def output_path(cfg: DictConfig, given: Path | None, source: Any) -> Path:
+    """Where the export goes: ``out`` as given, else ``<run>/export/policy_<checkpoint><suffix>``
+    (``outputs/export/<time>/`` for a shipped policy); never the checkpoint it is made from."""
+    from locomo.evaluation import output_root
+
+    if given is None:
+        name = f"policy_{source.path.stem}{EXPORT_SUFFIXES[cfg.format][0]}"
+        given = safe_output(output_root(source, "export") / name, cfg.format, "out")
+        if cfg.format == "checkpoint":
+            safe_output(given.with_suffix(".json"), "json", "out")
+    if given.exists() and given.resolve() == source.path.resolve():
+        raise ConfigError(
+            "out", str(given), "it is the checkpoint being exported; write the policy elsewhere"
+        )
+    return given
 
 
 def run_deployed(cfg: DictConfig) -> dict[str, Any]:
@@ -51,24 +75,25 @@ def run_deployed(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.format == "onnx":
         deploy.require_onnx()  # before loading anything: the one-line install hint
+    given = given_output(cfg)
     torch.set_num_threads(1)
     source = load_policy(cfg.checkpoint)
-    out = output_path(cfg)
+    out = output_path(cfg, given, source)
     module = deploy.DeployedPolicy.from_policy(source)
     metadata = deploy.description(source, cfg.format)
+    obs = deploy.probe_observations(source.normalizer)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if cfg.format == "onnx":
-            deploy.export_onnx(module, out, metadata)
-        else:
-            deploy.export_torchscript(module, out, metadata)
+        with atomic_output(out) as tmp:  # checked before it replaces anything
+            if cfg.format == "onnx":
+                deploy.export_onnx(module, tmp, metadata)
+            else:
+                deploy.export_torchscript(module, tmp, metadata)
+            # The file must act as locomo does: a mismatch is a bug, reported as such (exit 1).
+            difference = float(np.abs(deploy.run_exported(tmp, obs) - deploy.eval_actions(source, obs)).max())
+            if not difference <= deploy.TOLERANCE:
+                raise RuntimeError(f"{out} differs from locomo's own actions by up to {difference:.3g}")
     except OSError as exc:
         raise ConfigError("out", str(out), f"cannot write there ({exc})") from exc
-    # The file must act as locomo does: a mismatch is a bug, reported as such (exit 1, traceback file).
-    obs = deploy.probe_observations(source.normalizer)
-    difference = float(np.abs(deploy.run_exported(out, obs) - deploy.eval_actions(source, obs)).max())
-    if not difference <= deploy.TOLERANCE:
-        raise RuntimeError(f"{out} differs from locomo's own actions by up to {difference:.3g}")
     size_mb = out.stat().st_size / 2**20
     iteration = source.counters.get("iteration", "?")
     print(f"{out} ({cfg.format}, {size_mb:.2f} MB) from {source.path} (iteration {iteration})")
@@ -91,10 +116,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate_export_config(cfg)
     if cfg.format != "checkpoint":
         return run_deployed(cfg)
+    given = given_output(cfg)
     torch.set_num_threads(1)
     source = load_policy(cfg.checkpoint)
     state = checkpoint.load(source.path, map_location="cpu")
-    out = output_path(cfg)
+    out = output_path(cfg, given, source)
     policy_state = {key: state[key] for key in POLICY_KEYS if key in state}
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +148,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "per_episode": summary["per_episode"],
     }
     summary_path = out.with_suffix(".json")
-    summary_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(summary_path, json.dumps(report, indent=2) + "\n")
     size_mb = out.stat().st_size / 2**20
     iteration = exported.counters.get("iteration", "?")
     print(f"{out} ({size_mb:.2f} MB) from {source.path} (iteration {iteration})")

@@ -3,13 +3,30 @@ behaviour-label mix of runs as a stacked area (``kind=behavior``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import ConfigError, PlotConfig, refuse_unknown_keys, validate_plot
+from locomo.outputs import atomic_output, safe_output
 
 CONFIG = "plot"
+
+
+@contextmanager
+def figure_file(out: Path) -> Iterator[Path]:
+    """:func:`locomo.outputs.atomic_output` for a figure; errors name ``out``, not the temporary file."""
+    try:
+        with atomic_output(out) as tmp:
+            yield tmp
+    except ConfigError as exc:
+        if exc.key != "out":  # e.g. an unknown metric
+            raise
+        raise ConfigError("out", str(out), exc.allowed) from exc
+    except OSError as exc:
+        raise ConfigError("out", str(out), f"cannot write the figure ({exc.strerror or exc})") from exc
 
 
 def run(cfg: DictConfig) -> None:
@@ -25,15 +42,17 @@ def run(cfg: DictConfig) -> None:
     if not runs.is_dir():
         raise ConfigError("runs", cfg.runs, "must be a folder holding runs")
     validate_plot(cfg)
+    default = runs / ("behavior.png" if cfg.kind == "behavior" else "curves.png")
+    out = safe_output(default if cfg.out is None else cfg.out, "figure", "out", cfg.overwrite)
     if cfg.kind == "behavior":
-        out = Path(cfg.out) if cfg.out else runs / "behavior.png"
-        last = analysis.plot_behavior(analysis.metrics_files(runs), cfg.window, out)
+        with figure_file(out) as tmp:
+            last = analysis.plot_behavior(analysis.metrics_files(runs), cfg.window, tmp)
         mix = ", ".join(f"{label} {share:.0%}" for label, share in last.items() if share > 0)
         print(f"last window: {mix or 'no finished episodes'}")
         print(f"locomo: wrote {out}")
         return
-    out = Path(cfg.out) if cfg.out else runs / "curves.png"
-    counts = analysis.plot_curves(runs, cfg.metric, list(cfg.group_by) if cfg.group_by else None, out)
+    with figure_file(out) as tmp:
+        counts = analysis.plot_curves(runs, cfg.metric, list(cfg.group_by) if cfg.group_by else None, tmp)
     for label, n in counts.items():
         print(f"{label}: {n} run(s)")
     print(f"locomo: wrote {out}")

@@ -9,25 +9,52 @@ from pathlib import Path
 from typing import Any
 
 from locomo.config import validate_render_config
+from locomo.outputs import OutputInterrupted, atomic_output, safe_output, safe_output_dir
 
 CONFIG = "render"
 
 
+def output_dir(cfg: Any, policy: Any) -> Path:
+    """``output_dir`` as given (checked before anything loads), else ``<run>/render/``
+    (``outputs/render/<time>/`` for a shipped policy)."""
+    from locomo.evaluation import output_root
+
+    if cfg.output_dir is not None:
+        return safe_output_dir(cfg.output_dir, "output_dir")
+    return safe_output_dir(output_root(policy, "render"), "output_dir")
+
+
+def save_sheet(image: Any, path: Path, overwrite: bool) -> None:
+    """The PNG contact sheet, checked and written atomically as every output is."""
+    with atomic_output(safe_output(path, "figure", "output_dir", overwrite)) as tmp:
+        image.save(tmp, format="PNG", optimize=True)
+
 
 def run(cfg: Any) -> list[Path]:
-    """N labelled rollouts of a checkpoint -> grid mp4, per-episode mp4s, PNG sheet."""
+    """N labelled rollouts of a checkpoint -> grid mp4, per-episode mp4s, PNG sheet (or, with
+    ``iterations``, several checkpoints side by side). Ctrl-C says which files are finished."""
     import torch
 
+    validate_render_config(cfg)
+    if cfg.output_dir is not None:
+        safe_output_dir(cfg.output_dir, "output_dir")
+    torch.set_num_threads(1)
+    written: list[Path] = []
+    try:
+        return render_comparison(cfg, written) if cfg.iterations else render_one(cfg, written)
+    except KeyboardInterrupt as exc:  # say what is on disk: videos, not checkpoints
+        raise OutputInterrupted(exc, written, written[0].parent if written else None) from exc
+
+
+def render_one(cfg: Any, written: list[Path]) -> list[Path]:
+    """One checkpoint's rollouts; appends each file to ``written`` once it is complete."""
     from locomo.behavior import format_counts, label_counts
     from locomo.evaluation import Rollout, load_policy, run_episodes
+    from locomo.progress import render_progress
     from locomo.rendering import FrameRenderer, VideoStats, contact_sheet, model_of, write_rollout_video
 
-    validate_render_config(cfg)
-    torch.set_num_threads(1)
-    if cfg.iterations:
-        return render_comparison(cfg)
     policy = load_policy(cfg.checkpoint)
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else Path("videos") / policy.run_name
+    out_dir = output_dir(cfg, policy)
     mode = "deterministic" if cfg.deterministic else "stochastic"
     stem = f"{policy.path.stem}_seed{cfg.seed}_{mode}"
     env = policy.make_env(cfg.episodes)
@@ -35,21 +62,26 @@ def run(cfg: Any) -> list[Path]:
         model = model_of(env, policy.cfg.env.id)
         start = time.perf_counter()
         rollouts = run_episodes(
-            policy, env, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True
+            policy, env, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True, "render: rollouts"
         )
         rollout_s = time.perf_counter() - start
     finally:
         env.close()
-    written: list[Path] = []
     total = VideoStats(rollout_s=rollout_s)
-    with FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
-        jobs: list[tuple[Path, list[Rollout], int]] = []
-        if cfg.grid:
-            jobs.append((out_dir / f"{stem}_grid.mp4", rollouts, 1))
-        if cfg.per_episode:
-            for i, r in enumerate(rollouts):
-                label = "unlabelled" if r.behavior is None else r.behavior.label
-                jobs.append((out_dir / f"{stem}_ep{i + 1:02d}_{label}.mp4", [r], i + 1))
+    jobs: list[tuple[Path, list[Rollout], int]] = []
+    if cfg.grid:
+        jobs.append((out_dir / f"{stem}_grid.mp4", rollouts, 1))
+    if cfg.per_episode:
+        for i, r in enumerate(rollouts):
+            label = "unlabelled" if r.behavior is None else r.behavior.label
+            jobs.append((out_dir / f"{stem}_ep{i + 1:02d}_{label}.mp4", [r], i + 1))
+    for path, _, _ in jobs:
+        safe_output(path, "video", "output_dir", cfg.overwrite)
+    videos, sheet = [group for _, group, _ in jobs], rollouts if cfg.sheet else []
+    with (
+        FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer,
+        render_progress(renderer, "render: videos", videos, cfg.fps, sheet),
+    ):
         for path, group, first in jobs:
             stats = write_rollout_video(path, group, renderer, cfg.fps, cfg.columns, first)
             for key in ("frames", "renders", "render_s", "overlay_s", "encode_s"):
@@ -57,9 +89,7 @@ def run(cfg: Any) -> list[Path]:
             written.append(path)
         if cfg.sheet:
             sheet_path = out_dir / f"{stem}_sheet.png"
-            # No video may have made the folder (grid=false per_episode=false).
-            out_dir.mkdir(parents=True, exist_ok=True)
-            contact_sheet(rollouts, renderer).save(sheet_path, optimize=True)
+            save_sheet(contact_sheet(rollouts, renderer), sheet_path, cfg.overwrite)
             written.append(sheet_path)
     for i, r in enumerate(rollouts):
         b = r.behavior
@@ -95,7 +125,7 @@ def comparison_checkpoints(checkpoint: str, iterations: Sequence[int]) -> list[P
     return paths
 
 
-def render_comparison(cfg: Any) -> list[Path]:
+def render_comparison(cfg: Any, written: list[Path]) -> list[Path]:
     """``locomo render iterations=[...]``: the same seeds under several checkpoints of one run.
 
     One column per checkpoint (titled with its iteration and env steps), one row per episode:
@@ -103,40 +133,45 @@ def render_comparison(cfg: Any) -> list[Path]:
     """
     from locomo.behavior import format_counts, label_counts
     from locomo.evaluation import load_policy, run_episodes
+    from locomo.progress import render_progress
     from locomo.rendering import FrameRenderer, contact_sheet, model_of, write_rollout_video
 
     paths = comparison_checkpoints(cfg.checkpoint, list(cfg.iterations))
     policies = [load_policy(p) for p in paths]
     mode = "deterministic" if cfg.deterministic else "stochastic"
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else Path("videos") / policies[0].run_name
+    out_dir = output_dir(cfg, policies[0])
     stem = f"iters_{'-'.join(str(i) for i in cfg.iterations)}_seed{cfg.seed}_{mode}"
     titles = [
         f"iter {it} ({policy.counters.get('env_steps', 0) / 1e6:.1f}M steps)"
         for it, policy in zip(cfg.iterations, policies, strict=True)
     ]
-    written: list[Path] = []
     # Checkpoints of one run share its env: one env serves every policy's rollouts and the renderer.
     env = policies[0].make_env(cfg.episodes)
     try:
         start = time.perf_counter()
         per_policy = [
-            run_episodes(p, env, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True)
-            for p in policies
+            run_episodes(
+                p, env, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True, f"render: {it}"
+            )
+            for p, it in zip(policies, titles, strict=True)
         ]
         rollout_s = time.perf_counter() - start
         # Row e holds episode e under every checkpoint, left to right in training order.
         tiles = [per_policy[c][e] for e in range(cfg.episodes) for c in range(len(policies))]
         tile_titles = [titles[c] for _ in range(cfg.episodes) for c in range(len(policies))]
         model = model_of(env, policies[0].cfg.env.id)
-        with FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
+        videos, sheet = [tiles] if cfg.grid else [], tiles if cfg.sheet else []
+        with (
+            FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer,
+            render_progress(renderer, "render: videos", videos, cfg.fps, sheet),
+        ):
             if cfg.grid:
-                path = out_dir / f"{stem}.mp4"
+                path = safe_output(out_dir / f"{stem}.mp4", "video", "output_dir", cfg.overwrite)
                 write_rollout_video(path, tiles, renderer, cfg.fps, len(policies), 1, tile_titles)
                 written.append(path)
             if cfg.sheet:
                 path = out_dir / f"{stem}_sheet.png"
-                out_dir.mkdir(parents=True, exist_ok=True)
-                contact_sheet(tiles, renderer, titles=tile_titles).save(path, optimize=True)
+                save_sheet(contact_sheet(tiles, renderer, titles=tile_titles), path, cfg.overwrite)
                 written.append(path)
     finally:
         env.close()

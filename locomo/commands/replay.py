@@ -13,11 +13,11 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from locomo.config import ConfigError, validate_replay_config
 from locomo.errors import StoppedBySignal
+from locomo.outputs import OutputInterrupted, safe_output
 
 if TYPE_CHECKING:  # torch and gymnasium: imported when the command runs, so a bad command line fails fast
     from locomo.evaluation import Rollout
@@ -100,11 +100,12 @@ def run(cfg: Any) -> Rollout:
     display = has_display()
     if cfg.viewer == "window" and not display:
         raise ConfigError("viewer", cfg.viewer, "no display (DISPLAY is unset); use viewer=auto or video")
+    given = None if cfg.output is None else safe_output(cfg.output, "video", "output", cfg.overwrite)
     policy = load_policy(cfg.checkpoint)
     env = policy.make_env(1)
     try:
         (episode,) = run_episodes(
-            policy, env, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, record_states=True
+            policy, env, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True, "replay: episode"
         )
         model = env.mujoco_model()
     finally:
@@ -122,16 +123,21 @@ def run(cfg: Any) -> Rollout:
     if window:
         play_in_viewer(model, episode, f"{policy.run_name} seed {cfg.seed}")
         return episode
+    from locomo.evaluation import output_root
+    from locomo.progress import render_progress
     from locomo.rendering import FrameRenderer, write_rollout_video
 
-    path = (
-        Path(cfg.output)
-        if cfg.output
-        else Path("videos") / policy.run_name / f"{policy.path.stem}_replay_seed{cfg.seed}_{mode}.mp4"
-    )
+    name = f"{policy.path.stem}_replay_seed{cfg.seed}_{mode}.mp4"
+    path = given or safe_output(output_root(policy, "replay") / name, "video", "output")
     if cfg.viewer == "auto":
         print("locomo: no display (DISPLAY is not set): writing a video instead of opening the viewer")
-    with FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer:
-        stats = write_rollout_video(path, [episode], renderer, cfg.fps)
+    try:
+        with (
+            FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer,
+            render_progress(renderer, "replay: video", [[episode]], cfg.fps),
+        ):
+            stats = write_rollout_video(path, [episode], renderer, cfg.fps)
+    except KeyboardInterrupt as exc:  # say what is on disk: a video, not checkpoints
+        raise OutputInterrupted(exc, [], path.parent) from exc
     print(f"wrote {path} ({stats.frames} frames, {stats.total_s:.1f} s)")
     return episode

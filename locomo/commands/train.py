@@ -14,12 +14,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError, validate_config
+from locomo.config import ConfigError, resolve_total_steps, validate_config
 
 if TYPE_CHECKING:  # the CLI imports this module before it knows torch is needed
     from locomo.distributed import Group
 
 CONFIG = "train"
+# Its lines go to the run's train.log only once it owns the run dir (locomo.messages.release).
+CLAIMS_RUN_DIR = True
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
 
 # Set by prepare_argv(): where each job writes Hydra's ``.hydra/`` record itself (unset: Hydra does,
@@ -27,6 +29,31 @@ OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hyd
 # module global, so that the jobs of a sweep that a launcher runs in other processes (joblib,
 # submitit) see it too.
 HYDRA_RECORD_ENV = "LOCOMO_HYDRA_RECORD"
+# Set by prepare_argv(): the deepest folder on the way to the run dir that existed before Hydra
+# created the rest; a refused start removes what Hydra made below it (:func:`run`). Unset: keep all.
+CREATED_BELOW_ENV = "LOCOMO_CREATED_BELOW"
+
+
+def _empty_resume(args: list[str]) -> None:
+    """``resume=''`` would name the working directory: refuse it (one line) instead."""
+    for arg in args:
+        if arg.startswith("resume=") and not arg.split("=", 1)[1].strip().strip("'\"").strip():
+            raise ConfigError(
+                "resume", "", "it is empty, not a run; give the run directory or checkpoint to continue"
+            )
+
+
+def _record_existing(args: list[str]) -> None:
+    """Remember (in :data:`CREATED_BELOW_ENV`) the deepest folder of the run dir's path that exists
+    now, before Hydra creates the run dir and its train.log; a sweep keeps everything."""
+    values = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.run.dir=")]
+    if "-m" in args or "--multirun" in args:
+        os.environ.pop(CREATED_BELOW_ENV, None)
+        return
+    existing = Path((values[-1] if values else "outputs/").split("${", 1)[0] or ".").expanduser().absolute()
+    while not existing.is_dir() and existing != existing.parent:
+        existing = existing.parent
+    os.environ[CREATED_BELOW_ENV] = str(existing)
 
 
 def prepare_argv(args: list[str]) -> list[str]:
@@ -38,6 +65,7 @@ def prepare_argv(args: list[str]) -> list[str]:
     """
     from locomo.resume import prepare_resume_argv
 
+    _empty_resume(args)
     args = prepare_resume_argv(args)
     from locomo import distributed
 
@@ -49,7 +77,9 @@ def prepare_argv(args: list[str]) -> list[str]:
         group = distributed.init()
         if not group.is_main:
             os.environ.pop(HYDRA_RECORD_ENV, None)
+            os.environ.pop(CREATED_BELOW_ENV, None)  # rank 0's run dir: never this rank's to remove
             return follow_rank0(args, group)
+    _record_existing(args)
     args, subdir = hydra_record_args(args)
     if subdir is None:
         os.environ.pop(HYDRA_RECORD_ENV, None)
@@ -123,6 +153,19 @@ def run(cfg: DictConfig) -> float:
     continues in the checkpoint's run dir. A new run refuses a run dir that holds another run
     (:func:`locomo.rundir.claim_run_dir`).
     """
+    try:
+        return _run(cfg)
+    except BaseException:  # a refused (or interrupted) start leaves nothing behind
+        created_below = os.environ.get(CREATED_BELOW_ENV)
+        if created_below is not None:
+            from locomo.rundir import hydra_run_dir, remove_refused_start
+
+            remove_refused_start(hydra_run_dir(), Path(created_below))
+        raise
+
+
+def _run(cfg: DictConfig) -> float:
+    """:func:`run` without the clean-up of a refused start."""
     from locomo import distributed
 
     group = distributed.current()
@@ -157,6 +200,7 @@ def train(
         from locomo.resume import resumed_config
 
         cfg, resume_path, resume_state = resumed_config(cfg, job.overrides)
+    resolve_total_steps(cfg, job.overrides)  # train.total_steps -> train.iterations, before any check
     validate_config(cfg)
     from locomo.distributed import check_config
 
@@ -166,7 +210,7 @@ def train(
         cfg.logger.wandb.group = Path(job.sweep_dir).name
     from locomo.checkpoint import RunDirLock  # heavy imports only after the config is known good
     from locomo.preflight import check_resources
-    from locomo.rundir import claim_run_dir, write_hydra_record
+    from locomo.rundir import claim_run_dir, describe_removal, remove_run_files, write_hydra_record
 
     check_resources(cfg)
     out = job.run_dir
@@ -177,13 +221,19 @@ def train(
         return float("nan")
     with RunDirLock(out):  # one process per run dir: a second start or resume is refused, untouched
         if resume_state is None:
-            removed = claim_run_dir(out, cfg.logger.metrics_file, bool(cfg.overwrite))
-            if removed:
-                names = ", ".join(removed)
+            plan = claim_run_dir(out, cfg.logger.metrics_file, bool(cfg.overwrite))
+            if plan:  # said before anything goes
                 print(
-                    f"locomo: warning: overwrite=true: removed the previous run's {names} in {out}",
+                    f"locomo: warning: overwrite=true: removing the previous run's files in {out}: "
+                    f"{describe_removal(out, plan)}; anything else in it is kept",
                     file=sys.stderr,
                 )
+                remove_run_files(out, plan)
+        else:
+            warn_missing_metrics(out / cfg.logger.metrics_file, resume_state)
+        from locomo import messages
+
+        messages.release()  # the run dir is this job's: its lines so far, and the later ones, to train.log
         if job.record_subdir:
             write_hydra_record(out, job.record_subdir, job_cfg, job.hydra_cfg, job.overrides)
         if group.active and announced is not None:
@@ -203,3 +253,19 @@ def train(
     summary = f"mean return {ret:.2f}" if ret == ret else "no episode finished yet (mean return undefined)"
     print(f"locomo: trained {cfg.train.iterations} iterations; {summary}; run dir {out}")
     return ret
+
+
+def warn_missing_metrics(metrics: Path, state: dict[str, Any]) -> None:
+    """On resume: a warning when the metrics file is gone or empty, so that the iterations before
+    the checkpoint have no rows (the curves start at the resumed iteration)."""
+    from locomo.logging import read_metrics
+
+    iteration = int(state.get("counters", {}).get("iteration", 0))
+    if iteration < 1 or (metrics.is_file() and read_metrics(metrics)):
+        return
+    which = "iteration 1" if iteration == 1 else f"iterations 1-{iteration}"
+    print(
+        f"locomo: warning: {metrics} is missing or empty: {which} (before the checkpoint) will have "
+        "no metrics row; this run's curves start after them",
+        file=sys.stderr,
+    )

@@ -3,29 +3,74 @@ from one policy (table, JSON, PNG): the lecture's variance claims, measured."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
-from locomo.config import validate_config
+from locomo.config import ConfigError, validate_config
 
 CONFIG = "variance"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
+OUTPUTS = ("gradient_variance.json", "gradient_variance.png")
+
+
+def _given(args: list[str], key: str) -> str | None:
+    """The last ``key=value`` of the command line (quotes stripped), or None."""
+    values = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith(key + "=")]
+    return values[-1] if values else None
+
+
+def prepare_argv(args: list[str]) -> list[str]:
+    """Refuse, before Hydra writes its ``.hydra/`` record there, a ``hydra.run.dir`` that holds a
+    training run (whatever ``overwrite`` says: it is another command's run), or an earlier
+    measurement unless ``overwrite=true``."""
+    from locomo.outputs import is_run_dir
+
+    value = _given(args, "hydra.run.dir")
+    if value is None or "${" in value:  # the default: a new timestamped directory
+        return args
+    if not value.strip():
+        raise ConfigError("hydra.run.dir", value, "it is empty; give a directory (or leave it out)")
+    run_dir = Path(value).expanduser()
+    if is_run_dir(run_dir):
+        raise ConfigError(
+            "hydra.run.dir",
+            value,
+            "it holds a training run, which locomo variance never writes into (not even with "
+            "overwrite=true); give a directory of its own",
+        )
+    overwrite = (_given(args, "overwrite") or "false").lower() in ("true", "1", "yes")
+    earlier = [name for name in OUTPUTS if (run_dir / name).exists()]
+    if earlier and not overwrite:
+        raise ConfigError(
+            "hydra.run.dir",
+            value,
+            f"it holds an earlier measurement ({', '.join(earlier)}); give another directory, or add "
+            "overwrite=true to replace it",
+        )
+    return args
 
 
 def run(cfg: DictConfig) -> None:
     """Measure each estimator's gradient variance over independent batches from one policy."""
     validate_config(cfg)
     from locomo import analysis
+    from locomo.outputs import atomic_output, safe_output
     from locomo.preflight import check_resources
     from locomo.rundir import hydra_run_dir
 
     check_resources(cfg)
     out = hydra_run_dir()
+    json_path = safe_output(out / OUTPUTS[0], "json", "hydra.run.dir", cfg.overwrite)
+    png_path = safe_output(out / OUTPUTS[1], "figure", "hydra.run.dir", cfg.overwrite)
     table = analysis.measure_gradient_variance(cfg)
-    analysis.write_json(table, out / "gradient_variance.json")
+    with atomic_output(json_path) as tmp:
+        analysis.write_json(table, tmp)
     batch = cfg.train.steps_per_iteration
     title = f"{cfg.env.name}: policy-gradient variance over {cfg.batches} batches of {batch} steps"
-    analysis.plot_variance(table, title, out / "gradient_variance.png")
+    with atomic_output(png_path) as tmp:
+        analysis.plot_variance(table, title, tmp)
     print(f"{'estimator':<24}{'variance':>14}{'|mean grad|':>14}{'rel. variance':>15}")
     for name, row in table.items():
         print(f"{name:<24}{row['variance']:>14.4g}{row['mean_norm']:>14.4g}{row['relative_variance']:>15.4g}")
-    print(f"locomo: wrote {out / 'gradient_variance.json'} and {out / 'gradient_variance.png'}")
+    print(f"locomo: wrote {json_path} and {png_path}")
