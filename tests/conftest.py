@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,16 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The signal tests stop processes the way a terminal does (Ctrl-C, a hang-up). A test runner
+# started in the background inherits SIGINT ignored (a shell's `&` without job control), or
+# under nohup SIGHUP ignored, and an ignored signal stays ignored in every child it starts, where
+# locomo rightly leaves it so. The tests run as from a terminal: both at their defaults (children
+# inherit SIG_DFL; Python turns SIGINT into KeyboardInterrupt again).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 # Tiny budgets that still exercise every part of a training run.
 TINY = [

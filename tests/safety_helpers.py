@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,3 +55,13 @@ def assert_same(a: Any, b: Any, where: str = "checkpoint") -> None:
         assert torch.equal(a, b), f"{where}: tensors differ"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def finished_pendulum_run(run_dir: Path) -> Path:
+    """Train the issue's ``RUN`` into ``run_dir``: a finished 2-iteration pendulum run (checkpoints
+    of iterations 1 and 2, and ``last.pt``, a hard link to 2), in process; return ``run_dir``."""
+    from tests.conftest import PENDULUM_RUN
+
+    status, _, err = call_locomo("train", *PENDULUM_RUN, "train.iterations=2", f"hydra.run.dir={run_dir}")
+    assert status == 0, err
+    return run_dir

@@ -30,8 +30,8 @@ import pytest
 import torch
 
 from locomo.checkpoint import RunDirLock
-from tests.conftest import PENDULUM_RUN, REPO, Evil, run_locomo
-from tests.safety_helpers import call_locomo
+from tests.conftest import REPO, Evil, run_locomo
+from tests.safety_helpers import call_locomo, finished_pendulum_run
 
 FAST = "env=cartpole logger.wandb.mode=disabled logger.progress=false train.num_envs=2 train.steps_per_iteration=32"
 PENDULUM = "env=inverted_pendulum logger.wandb.mode=disabled logger.progress=false train.num_envs=2 train.steps_per_iteration=32"
@@ -258,8 +258,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
     """A finished 2-iteration run plus one file or directory per bad checkpoint input."""
     root = tmp_path_factory.mktemp("catalogue")
     run, files = root / "run", root / "files"
-    status, _, err = call_locomo("train", *PENDULUM_RUN, "train.iterations=2", f"hydra.run.dir={run}")
-    assert status == 0, err
+    finished_pendulum_run(run)
     files.mkdir()
     good = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     (files / "empty_dir").mkdir()

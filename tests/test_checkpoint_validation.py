@@ -28,16 +28,15 @@ from locomo.checkpoint import (
     validate,
 )
 from locomo.config import ASSETS_DIR
-from tests.conftest import PENDULUM_RUN, metrics_rows
-from tests.safety_helpers import call_locomo
+from tests.conftest import metrics_rows
+from tests.safety_helpers import call_locomo, finished_pendulum_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-iteration pendulum run (checkpoints of iterations 1 and 2, and last.pt)."""
     path = tmp_path_factory.mktemp("validation") / "run"
-    status, _, err = call_locomo("train", *PENDULUM_RUN, "train.iterations=2", f"hydra.run.dir={path}")
-    assert status == 0, err
+    finished_pendulum_run(path)
     return path
 
 

@@ -20,7 +20,7 @@ import pytest
 from locomo.config import ASSETS_DIR, ConfigError
 from locomo.outputs import atomic_output, safe_output, write_text_atomic
 from tests.conftest import PENDULUM_RUN, cli_env, start_locomo, wait_for
-from tests.safety_helpers import call_locomo
+from tests.safety_helpers import call_locomo, finished_pendulum_run
 
 ONE_EPISODE = ["episodes=1", "max_steps=5"]
 
@@ -36,8 +36,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-iteration pendulum run (checkpoints 1, 2 and last.pt, a hard link to 2)."""
     out = tmp_path_factory.mktemp("outputs") / "r"
-    status, _, err = call_locomo("train", *PENDULUM_RUN, "train.iterations=2", f"hydra.run.dir={out}")
-    assert status == 0, err
+    finished_pendulum_run(out)
     return out
 
 

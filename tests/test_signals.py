@@ -36,6 +36,20 @@ def first_row(run: Path) -> bool:
     return path.is_file() and bool(path.read_text().strip())
 
 
+def wait_child(pid: int, timeout: float) -> int:
+    """The wait status of child ``pid``; killed, and the test failed, if it runs past ``timeout``
+    seconds (a training of 100,000 iterations that ignored its signal would otherwise hang the suite)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the child was still running {timeout:.0f} s after the hang-up")
+
+
 def test_closing_the_terminal_saves_a_checkpoint_and_exits_129(tmp_path: Path):
     """A real hang-up: training on a pseudo-terminal whose master side is closed."""
     run = tmp_path / "r"
@@ -57,7 +71,7 @@ def test_closing_the_terminal_saves_a_checkpoint_and_exits_129(tmp_path: Path):
                     break
     finally:
         os.close(master)  # the terminal goes away: the kernel sends SIGHUP
-    _, status = os.waitpid(pid, 0)
+    status = wait_child(pid, timeout=120)
     assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGHUP
     rows = metrics_rows(run)
     last = run / "checkpoints" / f"iter_{len(rows):06d}.pt"
