@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
@@ -222,6 +223,7 @@ class PolicyGradient:
         group: Group = SINGLE,
         mirror: PolicyMirror | None = None,
         critic_thread: bool = False,
+        precision: torch.dtype = torch.float32,
     ) -> None:
         # A plain dataclass: OmegaConf attribute access is slow in the minibatch loop.
         self.cfg = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
@@ -244,6 +246,18 @@ class PolicyGradient:
             if critic_thread and critic is not None
             else None
         )
+
+        # train.update_precision: the nets' matrix products in bfloat16 under autocast (weights,
+        # gradients' accumulation, optimiser and losses stay float32). Autocast is per thread:
+        # every forward below enters it itself, the critic's thread included.
+        self.precision = precision
+        self._device_type = next(actor.parameters()).device.type
+
+    def _nets(self) -> AbstractContextManager[object]:
+        """The context in which the update runs the nets: autocast to ``precision``, or nothing."""
+        if self.precision == torch.float32:
+            return nullcontext()
+        return torch.autocast(self._device_type, dtype=self.precision)
 
     def _beside(self, fn: Callable[[], R]) -> Future[R]:
         """Run ``fn`` in the critic's thread (or now, without one); its result as a future."""
@@ -335,10 +349,11 @@ class PolicyGradient:
                 targets = data.value_targets[idx]
                 value_step = self._beside(partial(self._value_step, mb_obs, targets, share, mb.where))
             try:
-                new_log_prob, entropy = self.actor.log_prob_and_entropy(mb_obs, mb_actions)
+                with self._nets():
+                    new_log_prob, entropy = self.actor.log_prob_and_entropy(mb_obs, mb_actions)
                 if cfg.importance == "trajectory":
                     # A trajectory's weight needs every step of it, not just this minibatch's.
-                    with torch.no_grad():
+                    with torch.no_grad(), self._nets():
                         all_new = self.actor.log_prob(obs, actions)
                     weights_all, log_ratio_all = self._weights(all_new, data.behaviour, adv)
                     weights, step_log_ratio = weights_all[idx], log_ratio_all[idx]
@@ -400,7 +415,9 @@ class PolicyGradient:
         loss, detached. The actor's half adds no gradient to the critic's parameters, so this is
         the gradient of the summed loss."""
         assert self.critic is not None
-        v_loss = losses.value_loss(self.critic.normalized(mb_obs), targets)
+        with self._nets():
+            predicted = self.critic.normalized(mb_obs)
+        v_loss = losses.value_loss(predicted, targets)
         scaled = self.cfg.value_coef * v_loss
         check_finite("loss", scaled.detach(), context=where)  # before it reaches the parameters
         (scaled * share if share is not None else scaled).backward()
@@ -422,7 +439,8 @@ class PolicyGradient:
         kl = torch.zeros(2, dtype=torch.float64, device=data.obs.device)
         if mb_obs is not None and mb_actions is not None:
             start = data.behaviour[idx] if data.start is None else data.start[idx]
-            log_r = self.actor.log_prob(mb_obs, mb_actions) - start
+            with self._nets():
+                log_r = self.actor.log_prob(mb_obs, mb_actions) - start
             kl[0], kl[1] = float(idx.numel()), losses.kl_sum(log_r, centre).double()
         if self.group.active:
             kl = self.group.sum_(kl)
@@ -447,10 +465,17 @@ class PolicyGradient:
         assert self.critic is not None  # validated: reuse needs the value baseline
         old = RolloutBatch(*(torch.cat(parts) for parts in zip(*stale, strict=True)))
         critic = self.critic
+
+        @torch.no_grad()
+        def values_now() -> torch.Tensor:
+            with self._nets():
+                return critic(flat_obs).view_as(old.values)
+
         with torch.no_grad():
             flat_obs, flat_actions = old.obs.flatten(0, 1), old.actions.flatten(0, 1)
-            values_of = self._beside(torch.no_grad()(lambda: critic(flat_obs).view_as(old.values)))
-            start = self.actor.log_prob(flat_obs, flat_actions).view_as(old.log_probs)
+            values_of = self._beside(values_now)
+            with self._nets():
+                start = self.actor.log_prob(flat_obs, flat_actions).view_as(old.log_probs)
             values = values_of.result()
         rollout = old
         if fresh:
@@ -471,7 +496,8 @@ class PolicyGradient:
         log-prob max(log mu(a|s), log pi_k(M a|M s)): the exact weight truncated at 1."""
         obs, actions = mirror.obs(data.obs), mirror.action(data.actions)
         start = data.behaviour if data.start is None else data.start
-        image_start = self.actor.log_prob(obs, actions)
+        with self._nets():
+            image_start = self.actor.log_prob(obs, actions)
         targets = data.value_targets
         images = UpdateData(
             torch.cat([data.obs, obs]),

@@ -30,6 +30,7 @@ RETURNS = ("total", "reward_to_go")
 BASELINES = ("none", "mean", "optimal", "value")
 IMPORTANCE = ("per_step", "trajectory")
 DEVICES = ("auto", "cpu", "cuda")
+UPDATE_PRECISIONS = ("auto", "float32", "bfloat16")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 WANDB_TAG_MAX = 64  # characters in a W&B tag
 ACTIVATIONS = ("tanh", "relu", "elu")
@@ -146,6 +147,10 @@ class TrainConfig:
     # update gets several times slower (torch's worker threads wait on each other whenever one
     # is descheduled), so the default stays 1. Measured figures: README, "Training keys".
     update_threads: int = 1
+    # the update's matrix products (the nets' forward and backward): float32, or bfloat16 (weights,
+    # optimiser and all the math around the nets stay float32). auto = bfloat16 where the device
+    # computes it natively (a CPU with AVX512-BF16 or AMX; a CUDA GPU with bf16), else float32
+    update_precision: str = "float32"
     deterministic: bool = False  # torch.use_deterministic_algorithms
 
 
@@ -608,6 +613,7 @@ def validate_train(train: DictConfig | TrainConfig) -> None:
         _positive(f"train.{key}", train[key], strict=False)
         _at_most(f"train.{key}", train[key], MAX_THREADS)
     validate_device("train.device", train.device)
+    _choice("train.update_precision", getattr(train, "update_precision", "float32"), UPDATE_PRECISIONS)
 
 
 def validate_logger(logger: DictConfig | LoggerConfig) -> None:

@@ -79,9 +79,17 @@ def clipped_gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor, std: to
     return per_dim.sum(-1)
 
 
-def mlp(
-    in_dim: int, hidden_sizes: list[int], out_dim: int, activation: str, out_gain: float
-) -> nn.Sequential:
+class MLP(nn.Sequential):
+    """Layers in sequence; the output is float32 even where the layers ran in bfloat16 (under
+    ``torch.autocast``, ``train.update_precision``), so the math around the nets stays float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x)
+        return x.float()
+
+
+def mlp(in_dim: int, hidden_sizes: list[int], out_dim: int, activation: str, out_gain: float) -> MLP:
     """An MLP with orthogonal init; the last layer's gain is ``out_gain`` (small for policy heads)."""
     layers: list[nn.Module] = []
     sizes = [in_dim, *hidden_sizes]
@@ -94,7 +102,7 @@ def mlp(
     nn.init.orthogonal_(head.weight, out_gain)
     nn.init.zeros_(head.bias)
     layers.append(head)
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 class ObsNormalizer(nn.Module):

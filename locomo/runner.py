@@ -49,6 +49,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 matrix products natively (not emulated, so faster
+    than float32): a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's, private
+    return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_update_precision(name: str, device: torch.device) -> torch.dtype:
+    """``train.update_precision`` -> the dtype of the update's matrix products."""
+    if name == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+    return torch.bfloat16 if name == "bfloat16" else torch.float32
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -172,8 +188,9 @@ class Runner:
         # otherwise run on one core of several (its intra-op threads: train.update_threads).
         critic_thread = self.device.type == "cpu" and self.update_threads == 1
         critic_thread = critic_thread and cores_per_process(group) > 1
+        precision = resolve_update_precision(cfg.train.get("update_precision", "float32"), self.device)
         self.algorithm = PolicyGradient(
-            self.actor, self.critic, cfg.algo, self.generator, group, mirror, critic_thread=critic_thread
+            self.actor, self.critic, cfg.algo, self.generator, group, mirror, critic_thread, precision
         )
         # train.overlap: the collector acts with its own copy of the policy (and critic), the one
         # before the update that runs meanwhile in the worker thread. Not in a torchrun job: the

@@ -71,10 +71,13 @@ def columns(batch: Any, first: int, count: int) -> Any:
     return type(batch)(*(x[:, first : first + count].contiguous() for x in batch))
 
 
-def run_case(overrides: list[str], group: Any, critic_thread: bool = False) -> dict[str, Any]:
+def run_case(
+    overrides: list[str], group: Any, critic_thread: bool = False, precision: torch.dtype = torch.float32
+) -> dict[str, Any]:
     """Build the learners of ``overrides`` (seed 0), run :data:`UPDATES` updates on this rank's
     envs of the synthetic batches (the critic's half of each step in its own thread with
-    ``critic_thread``); return the weights, statistics, lr and last diagnostics."""
+    ``critic_thread``; the nets' products in ``precision``); return the weights before and
+    after, statistics, lr and last diagnostics."""
     from locomo.algorithm import PolicyGradient
     from locomo.envs import make_vec_env
     from locomo.runner import make_learners, seed_everything
@@ -87,8 +90,18 @@ def run_case(overrides: list[str], group: Any, critic_thread: bool = False) -> d
     seed_everything(0)
     actor, critic, _, _ = make_learners(cfg, spaces, torch.device("cpu"))
     algorithm = PolicyGradient(
-        actor, critic, cfg.algo, torch.Generator().manual_seed(0), group, critic_thread=critic_thread
+        actor,
+        critic,
+        cfg.algo,
+        torch.Generator().manual_seed(0),
+        group,
+        critic_thread=critic_thread,
+        precision=precision,
     )
+    start = {"actor": actor.state_dict(), "critic": critic.state_dict() if critic is not None else None}
+    start = {
+        part: None if sd is None else {k: v.clone() for k, v in sd.items()} for part, sd in start.items()
+    }
     data = torch.Generator().manual_seed(1)
     first, count = group.shard(ENVS)
     info: dict[str, float] = {}
@@ -102,6 +115,7 @@ def run_case(overrides: list[str], group: Any, critic_thread: bool = False) -> d
         "critic": None if critic is None else {k: v.clone() for k, v in critic.state_dict().items()},
         "lr": algorithm.lr,
         "info": info,
+        "start": start,
     }
 
 

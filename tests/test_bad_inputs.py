@@ -76,6 +76,7 @@ CATALOGUE = [
     row("symmetry-choice", "train algo.symmetry=both", 2, "algo.symmetry='both' is invalid: allowed values are none, augment, auto"),
     row("symmetry-no-mirror", "train env=walker2d algo.symmetry=augment", 2, "algo.symmetry='augment' is invalid: env 'walker2d' (Walker2d-v5) has no left-right mirror map"),
     row("overlap-needs-value", "train env=inverted_pendulum algo=baseline train.overlap=true", 2, "train.overlap=True is invalid: a batch collected during the update is one update old: weighting it needs algo.baseline=value"),
+    row("update-precision-choice", "train train.update_precision=fp16", 2, "train.update_precision='fp16' is invalid: allowed values are auto, float32, bfloat16"),
     row("num-envs-zero", "train train.num_envs=0", 2, "train.num_envs=0 is invalid: must be > 0"),
     row("steps-negative", "train train.steps_per_iteration=-5", 2, "train.steps_per_iteration=-5 is invalid: must be > 0"),
     row("steps-not-multiple", "train train.steps_per_iteration=100 train.num_envs=16", 2, "train.steps_per_iteration=100 is invalid: must be a multiple of train.num_envs=16"),

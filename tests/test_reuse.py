@@ -69,6 +69,28 @@ def test_the_critic_thread_changes_no_bit(case: str):
     assert beside["info"] == alone["info"]
 
 
+def test_a_bfloat16_update_moves_the_weights_as_float32_does():
+    """``train.update_precision=bfloat16``: both nets' products run in bfloat16 (the critic's in
+    its own thread too: autocast is per thread), weights and their gradients stay float32, and
+    the steps go where float32's go, within bfloat16's rounding."""
+    case = worker.CASES["walk_reuse_vtrace"]
+    exact = worker.run_case(case, SINGLE, critic_thread=True)
+    low = worker.run_case(case, SINGLE, critic_thread=True, precision=torch.bfloat16)
+    for part in ("actor", "critic"):
+        moved = {"float32": [], "bfloat16": []}
+        for name, start in low["start"][part].items():
+            assert low[part][name].dtype == start.dtype, f"{part}.{name}"
+            if name.endswith("weight"):
+                moved["float32"].append((exact[part][name] - start).flatten())
+                moved["bfloat16"].append((low[part][name] - start).flatten())
+        ours, theirs = (torch.cat(moved[p]) for p in ("bfloat16", "float32"))
+        assert not torch.equal(ours, theirs), f"{part}: bfloat16 was not used"
+        cosine = float(torch.nn.functional.cosine_similarity(ours, theirs, dim=0))
+        assert cosine > 0.99, f"{part}: the bfloat16 steps point elsewhere (cosine {cosine:.3f})"
+        assert float(ours.norm() / theirs.norm()) == pytest.approx(1.0, abs=0.02), part
+    assert low["info"]["is/gradient_steps"] == exact["info"]["is/gradient_steps"]
+
+
 def test_clip_is_centred_on_where_the_update_started():
     """Hand-computed: w = pi_theta/mu, c = pi_k/mu, eps = 0.2; the gradient is cut where w left
     [c - eps, c + eps] in the direction the advantage pushes it, and matches the gradient of
