@@ -17,8 +17,11 @@ overrides that differ between them, mean over seeds with a min-max band.
 from __future__ import annotations
 
 import json
+import math
+import sys
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,54 @@ def parse_estimator(name: str) -> tuple[str, str]:
     if len(parts) != 2 or parts[0] not in ESTIMATOR_RETURNS or parts[1] not in ESTIMATOR_BASELINES:
         raise ConfigError("estimators", name, f"each must be one of {allowed}")
     return parts[0], parts[1]
+
+
+def validate_variance(cfg: DictConfig) -> None:
+    """``locomo variance``'s own keys, before any env is built: a non-empty list of distinct
+    estimators, at least two batches."""
+    estimators = list(cfg.estimators)
+    if not estimators:
+        allowed = ", ".join(f"{r}/{b}" for r in ESTIMATOR_RETURNS for b in ESTIMATOR_BASELINES)
+        raise ConfigError("estimators", estimators, f"must be a non-empty list of: {allowed}")
+    for name in estimators:
+        parse_estimator(name)
+    repeated = sorted({name for name in estimators if estimators.count(name) > 1})
+    if repeated:  # one gradient per estimator and batch: a repeat would count each batch twice
+        raise ConfigError("estimators", estimators, f"lists {', '.join(repeated)} more than once")
+    if cfg.batches < 2:
+        raise ConfigError("batches", cfg.batches, "must be >= 2 (a variance needs two samples)")
+
+
+def checkpoint_state(cfg: DictConfig) -> dict[str, Any]:
+    """The checkpoint ``locomo variance`` measures at: a file, a run directory, or the name of a
+    policy shipped in ``assets/`` (``walker``), as render, eval, replay and export resolve it."""
+    from locomo.checkpoint import load
+    from locomo.evaluation import shipped_checkpoint
+
+    return load(shipped_checkpoint(cfg.checkpoint) or cfg.checkpoint)
+
+
+def with_checkpoint_model(cfg: DictConfig, state: dict[str, Any]) -> DictConfig:
+    """``cfg`` with the checkpoint's own ``model.*`` (its policy's layers), as every command that
+    loads a checkpoint builds it; a note names the settings that differ from the composed ones."""
+    from locomo.config import upgrade_saved_config
+
+    stored = upgrade_saved_config(state.get("config") or {}).get("model")
+    if not isinstance(stored, dict):
+        return cfg
+    mine = OmegaConf.to_container(cfg.model)
+    assert isinstance(mine, dict)
+    changed = {key: value for key, value in stored.items() if key in mine and mine[key] != value}
+    if not changed:
+        return cfg
+    shown = " ".join(f"model.{key}={value}" for key, value in changed.items())
+    print(
+        f"locomo: checkpoint={cfg.checkpoint}: measuring with its own model settings ({shown})",
+        file=sys.stderr,
+    )
+    out = cfg.copy()
+    out.model = OmegaConf.merge(cfg.model, changed)
+    return out
 
 
 def estimator_gradient(
@@ -86,14 +137,16 @@ def variance_table(gradients: dict[str, torch.Tensor]) -> dict[str, dict[str, fl
 
 def measure_gradient_variance(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Collect ``cfg.batches`` batches with a fixed policy; return :func:`variance_table`."""
-    from locomo.checkpoint import load
+    from locomo.checkpoint import CheckpointError, check_spaces
     from locomo.collector import Collector
     from locomo.envs import TorchVecEnv, make_vec_env
     from locomo.runner import make_learners, resolve_device, seed_everything
 
+    validate_variance(cfg)
     estimators = [parse_estimator(name) for name in cfg.estimators]
-    if cfg.batches < 2:
-        raise ConfigError("batches", cfg.batches, "must be >= 2 (a variance needs two samples)")
+    state = None if cfg.checkpoint is None else checkpoint_state(cfg)
+    if state is not None:
+        cfg = with_checkpoint_model(cfg, state)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.train.device)
     env = TorchVecEnv(make_vec_env(cfg.env, cfg.train.num_envs), device)
@@ -101,21 +154,18 @@ def measure_gradient_variance(cfg: DictConfig) -> dict[str, dict[str, float]]:
         actor, critic, normalizer, scaler = make_learners(cfg, env.spaces, device)
         steps_per_env = cfg.train.steps_per_iteration // cfg.train.num_envs
         collector = Collector(env, actor, critic, normalizer, scaler, steps_per_env, device)
-        if cfg.checkpoint is not None:
-            from locomo.checkpoint import CheckpointError, check_spaces
-
-            state = load(cfg.checkpoint)
+        if state is not None:
             spaces = env.spaces
             check_spaces(state, spaces.obs_dim, spaces.action_dim, spaces.discrete, cfg.env.name)
             try:
                 actor.load_state_dict(state["actor"])
                 normalizer.load_state_dict(state["obs_normalizer"])
-            except (KeyError, RuntimeError) as exc:  # same sizes, other layers (model.hidden_sizes)
+            except (KeyError, RuntimeError) as exc:  # weights that do not fit the model stored with them
                 reason = str(exc).strip().splitlines()
                 raise CheckpointError(
-                    f"checkpoint={cfg.checkpoint}: its policy does not fit this config's model "
+                    f"checkpoint={cfg.checkpoint}: its policy does not fit its own model settings "
                     f"({reason[1].strip() if len(reason) > 1 else reason[0] if reason else exc!r}); "
-                    "pass the model.* settings it was trained with"
+                    "the file is damaged or was edited; use another checkpoint"
                 ) from exc
         grads: dict[str, list[torch.Tensor]] = defaultdict(list)
         obs_raw = env.reset(cfg.seed)
@@ -191,10 +241,71 @@ def run_labels(runs: list[Path], keys: list[str] | None) -> list[str]:
     return [" ".join(f"{k}={o[k]}" for k in keys if k in o) or "run" for o in overrides]
 
 
-def plot_curves(runs_dir: Path, metric: str, keys: list[str] | None, path: Path) -> dict[str, int]:
+def finite(value: Any) -> float | None:
+    """``value`` as a float if it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass
+class Skipped:
+    """What ``locomo plot`` left out of its metrics files, and why (said in one line)."""
+
+    rows: int = 0  # lines read (blank lines aside)
+    unreadable: int = 0  # torn, not UTF-8, or not a JSON object
+    no_steps: int = 0  # no finite env_steps: no place on the x axis
+    bad_values: dict[str, int] = field(default_factory=dict)  # key -> rows where it is NaN, inf or no number
+    runs: list[Path] = field(default_factory=list)  # metrics files with nothing plottable
+
+    def read(self, path: Path) -> list[dict[str, Any]]:
+        """The rows of ``path`` that have a finite ``env_steps``; the others are counted."""
+        unreadable: list[int] = []
+        rows = read_metrics(path, unreadable)
+        kept = [row for row in rows if finite(row.get("env_steps")) is not None]
+        self.rows += len(rows) + len(unreadable)
+        self.unreadable += len(unreadable)
+        self.no_steps += len(rows) - len(kept)
+        return kept
+
+    def value(self, row: dict[str, Any], key: str) -> float | None:
+        """``row[key]`` if it is a finite number; None if absent or null (nothing logged: no
+        episode had finished); None and counted if it is NaN, Infinity or not a number."""
+        raw = row.get(key)
+        number = finite(raw)
+        if raw is not None and number is None:
+            self.bad_values[key] = self.bad_values.get(key, 0) + 1
+        return number
+
+    @property
+    def bad_rows(self) -> int:
+        return self.unreadable + self.no_steps + sum(self.bad_values.values())
+
+    def describe(self, files: int) -> str | None:
+        """One line: how many rows and runs were left out and why; None when nothing was."""
+        if not self.bad_rows and not self.runs:
+            return None
+        why = []
+        if self.unreadable:
+            why.append(f"{self.unreadable} unreadable (torn, not UTF-8 or not a JSON object)")
+        if self.no_steps:
+            why.append(f"{self.no_steps} without a finite env_steps")
+        why += [f"{n} with {key} NaN, Infinity or not a number" for key, n in self.bad_values.items()]
+        parts = [f"skipped {self.bad_rows} of {self.rows} metrics row(s): {', '.join(why)}"] if why else []
+        if self.runs:
+            names = ", ".join(str(f) for f in self.runs[:3]) + (", ..." if len(self.runs) > 3 else "")
+            parts.append(f"{len(self.runs)} of {files} run(s) left out, nothing plottable in them ({names})")
+        return "; ".join(parts)
+
+
+def plot_curves(
+    runs_dir: Path, metric: str, keys: list[str] | None, path: Path, skipped: Skipped | None = None
+) -> dict[str, int]:
     """Plot ``metric`` against env steps for every run under ``runs_dir``, grouped by label.
 
-    Returns the number of runs (seeds) per label.
+    Rows without a finite ``env_steps`` and values that are NaN, Infinity or not numbers are left
+    out and counted in ``skipped``; a run with no finite value of ``metric`` is left out. Returns
+    the number of runs (seeds) per label; ConfigError when nothing is left to plot.
     """
     import matplotlib
 
@@ -202,18 +313,27 @@ def plot_curves(runs_dir: Path, metric: str, keys: list[str] | None, path: Path)
     import matplotlib.pyplot as plt
     import numpy as np
 
+    skipped = Skipped() if skipped is None else skipped
     files = metrics_files(runs_dir)
     groups: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
+    logged: set[str] = set()
     for f, label in zip(files, run_labels([f.parent for f in files], keys), strict=True):
-        rows = [row for row in read_metrics(f) if isinstance(row.get("env_steps"), int | float)]
-        if rows:
-            groups[label].append(rows)
-    logged = sorted({key for runs in groups.values() for r in runs for row in r for key in row})
+        rows = skipped.read(f)
+        logged.update(key for row in rows for key in row)
+        # env_steps and the metric as finite floats or None (a gap); bad values are counted
+        points = [{"env_steps": float(row["env_steps"]), metric: skipped.value(row, metric)} for row in rows]
+        if any(point[metric] is not None for point in points):
+            groups[label].append(points)
+        else:
+            skipped.runs.append(f)
     if metric not in logged:
-        shown = ", ".join(k for k in logged if k != "env_steps")
+        shown = ", ".join(sorted(k for k in logged if k != "env_steps"))
         raise ConfigError(
             "metric", metric, f"no run under {runs_dir} logged it; logged metrics: {shown or 'none'}"
         )
+    if not groups:
+        why = skipped.describe(len(files))
+        raise ConfigError("runs", str(runs_dir), f"nothing to plot: {why}; check these metrics files")
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for label, runs in sorted(groups.items()):
         length = min(len(r) for r in runs)
@@ -281,10 +401,13 @@ def metrics_files(runs_dir: Path) -> list[Path]:
     return files
 
 
-def plot_behavior(files: list[Path], window: int, path: Path) -> dict[str, float]:
+def plot_behavior(
+    files: list[Path], window: int, path: Path, skipped: Skipped | None = None
+) -> dict[str, float]:
     """Stacked area of the behaviour mix against env steps, the episodes of all runs' ``files`` pooled.
 
-    Returns the mix of the last window.
+    Rows and values that cannot be plotted are left out and counted in ``skipped`` (as for
+    :func:`plot_curves`). Returns the mix of the last window.
     """
     import matplotlib
 
@@ -292,9 +415,22 @@ def plot_behavior(files: list[Path], window: int, path: Path) -> dict[str, float
     import matplotlib.pyplot as plt
     import numpy as np
 
-    runs = [rows for rows in (read_metrics(f) for f in files) if rows]
+    skipped = Skipped() if skipped is None else skipped
+    runs = []
+    for f in files:
+        # Only finite numbers count: NaN or Infinity in one row would make every window NaN.
+        rows = [
+            {key: skipped.value(row, key) for key in row if key.startswith(("behavior/", "rollout/episodes"))}
+            | {"env_steps": float(row["env_steps"])}
+            for row in skipped.read(f)
+        ]
+        if rows:
+            runs.append(rows)
+        else:
+            skipped.runs.append(f)
     if not runs:
-        raise ConfigError("runs", ", ".join(map(str, files)), "no rows logged yet")
+        why = skipped.describe(len(files)) or "no rows logged yet"
+        raise ConfigError("runs", ", ".join(map(str, files)), f"nothing to plot: {why}")
     length = min(len(r) for r in runs)
     # Pool the runs row by row (same iteration), so a window counts every run's episodes.
     pooled = []
@@ -308,7 +444,10 @@ def plot_behavior(files: list[Path], window: int, path: Path) -> dict[str, float
         pooled.append(merged)
     steps, mix = behavior_mix(pooled, window)
     if all(np.isnan(values).all() for values in mix.values()):
-        raise ConfigError("runs", ", ".join(map(str, files)), "no behaviour labels logged")
+        why = skipped.describe(len(files))
+        raise ConfigError(
+            "runs", ", ".join(map(str, files)), "no behaviour labels logged" + (f" ({why})" if why else "")
+        )
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
     # Bottom to top in the order of BEHAVIOR_COLORS (falls, then standing, then walking).
     order = [*BEHAVIOR_COLORS, *(label for label in mix if label not in BEHAVIOR_COLORS)]

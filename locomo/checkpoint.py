@@ -322,19 +322,42 @@ def load_latest(
     if (directory / "last.pt").is_file():
         files.append(directory / "last.pt")
     errors: list[tuple[Path, str]] = []
-    for f in files:
+    for i, f in enumerate(files):
         try:
             state = load_file(f, map_location)
         except CheckpointError as exc:
             errors.append((f, str(exc)))
             continue
-        # Outside the try: a file that reads but holds bad contents is refused, not passed over
-        # for an older one (which a resume would then continue from, overwriting this one).
-        validate(state, f)
+        # A file that reads but holds bad contents is refused, not passed over for an older one
+        # (which a resume would then continue from, overwriting this one); the refusal says which
+        # checkpoint the command would take once the bad one is moved away.
+        try:
+            validate(state, f)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}{_intact_instead(f, files[i + 1 :], directory)}") from exc
         if skipped is not None:
             skipped.extend(errors)
         return f, state
     raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(e for _, e in errors))
+
+
+def _intact_instead(bad: Path, rest: list[Path], directory: Path) -> str:
+    """``; ... move <bad> out ...`` naming the checkpoint that :func:`load_latest` would take without
+    ``bad`` (the first of ``rest``, in its order, that reads and validates); "" when there is none."""
+    for candidate in rest:
+        try:
+            if os.path.samefile(candidate, bad):  # last.pt: a hard link to the bad file
+                continue
+            state = load_file(candidate)
+            validate(state, candidate)
+        except (CheckpointError, OSError):
+            continue
+        iteration = (state.get("counters") or {}).get("iteration")
+        return (
+            f"; the checkpoint to use instead is {candidate.name} (iteration {iteration}), which is intact: "
+            f"move {bad.name} out of {directory} and run the command again"
+        )
+    return ""
 
 
 def describe_fallback(used: Path, skipped: list[tuple[Path, str]]) -> str | None:
@@ -377,6 +400,13 @@ def require_resumable(state: dict[str, Any], path: Path) -> None:
             "such policy-only files): it can be evaluated, not resumed; resume from the run's directory "
             "or another checkpoints/iter_*.pt"
         )
+    config = state.get("config")
+    baseline = config.get("algo", {}).get("baseline") if isinstance(config, dict) else None
+    if state["critic"] is None and baseline == "value":  # the runner builds one for this baseline
+        raise CheckpointError(
+            f"checkpoint {path} holds no critic (value network), but its config trains one "
+            f"(algo.baseline=value): it cannot be resumed (only evaluated); {_USE_ANOTHER}"
+        )
 
 
 # -- validation: a loaded checkpoint checked like a command line's config ---------------------------
@@ -415,9 +445,67 @@ def validate(state: dict[str, Any], path: Path) -> None:
                 f"checkpoint {path}: spaces={spaces!r} is invalid: sizes must be integers > 0"
             )
     if "config" in state:
-        stored_config(state, path)
+        cfg = stored_config(state, path)
+        if isinstance(spaces, dict):
+            _check_networks(state, cfg, spaces, path)
     if state.get("kind", KIND_TRAINING) != KIND_DIAGNOSTIC:
         _check_tensors(state, path)
+
+
+def _check_networks(state: dict[str, Any], cfg: DictConfig, spaces: dict[str, Any], path: Path) -> None:
+    """The actor's and critic's weights have the names and shapes of the networks the stored config
+    builds, as the runner and the loaders build them.
+
+    Else loading them fails later in torch's words (``Missing key(s) in state_dict`` over several
+    lines, or ``'critic'``) without naming the file. A part the file lacks, or holds as None, is
+    its loader's business (:func:`require_resumable`, :func:`locomo.evaluation.load_policy`).
+    """
+    from locomo.envs.base import SpaceInfo
+    from locomo.policy import ValueNet, make_actor
+
+    info = SpaceInfo(
+        obs_dim=int(spaces["obs_dim"]),
+        discrete=bool(spaces.get("discrete")),
+        action_dim=int(spaces["action_dim"]),
+    )
+    m = cfg.model
+    # Built on the CPU (their size is bounded by check_network_memory, in stored_config), without
+    # touching the global RNG that a command seeds or a resume restores.
+    with torch.random.fork_rng(devices=[]):
+        nets: dict[str, torch.nn.Module] = {
+            "actor": make_actor(info, list(m.hidden_sizes), m.activation, m.init_log_std, m.action_bounds)
+        }
+        if cfg.algo.baseline == "value":  # as locomo.runner.make_learners: a critic for the value baseline
+            hidden, normalize_values = list(m.hidden_sizes), cfg.algo.normalize_values
+            nets["critic"] = ValueNet(info.obs_dim, hidden, m.activation, normalize_values)
+    for part, net in nets.items():
+        saved = state.get(part)
+        if saved is None:
+            continue
+        if not isinstance(saved, dict):
+            raise CheckpointError(
+                f"checkpoint {path}: {part} is a {type(saved).__name__}, not the network's weights; "
+                f"{_USE_ANOTHER}"
+            )
+        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        have = {str(k): tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in saved.items()}
+        problems = []
+        missing = [k for k in want if k not in have]
+        unexpected = [k for k in have if k not in want]
+        if missing:
+            problems.append(f"missing {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            problems.append(f"unexpected {', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''}")
+        problems += [
+            f"{k} has shape {list(have[k] or [])}, the config's network {list(want[k])}"
+            for k in want
+            if k in have and have[k] != want[k]
+        ][:2]
+        if problems:
+            raise CheckpointError(
+                f"checkpoint {path}: its weights do not fit the config saved with them ({part}: "
+                f"{'; '.join(problems)}); {_USE_ANOTHER}"
+            )
 
 
 def _check_counters(state: dict[str, Any], path: Path) -> None:

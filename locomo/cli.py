@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -46,11 +47,13 @@ from locomo.signals import handled_stop_signals
 try:
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
     from omegaconf import DictConfig
 
     from locomo.commands import COMMANDS
     from locomo.commands import load as load_command
-    from locomo.config import CONF_DIR, ConfigError, register_configs
+    from locomo.config import CONF_DIR, ConfigError, check_path, register_configs, validate_env_name
     from locomo.rundir import check_run_dir
 except KeyboardInterrupt:
     say("locomo: interrupted while starting up; nothing was written")
@@ -195,6 +198,96 @@ def check_mujoco_import(command: str) -> None:
         print(f"locomo: warning: {problem}: going on without videos; {GL_FIX}", file=sys.stderr)
 
 
+# Keys whose values are files or folders (of any command): a value too long for a path is refused
+# naming its key, before anything opens it (the OS would say "File name too long" from deep inside
+# Hydra or pathlib, as a traceback).
+PATH_KEYS = (
+    "checkpoint",
+    "resume",
+    "output",
+    "output_dir",
+    "out",
+    "runs",
+    "env.xml_file",
+    "logger.metrics_file",
+    "bench.out",
+    "hydra.run.dir",
+    "hydra.sweep.dir",
+)
+# Hydra's flags whose value is the next argument (which is never an override).
+_FLAGS_WITH_VALUE = (
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--shell-completion",
+    "-sc",
+    "--experimental-rerun",
+)
+
+
+def _unparsable(arg: str, exc: Exception) -> ConfigError:
+    """An override Hydra's grammar refuses, as one line with the quoting that makes it parse.
+
+    The common case is a path with '=' in it (``checkpoint=runs/lr=0.1/last.pt``): Hydra reads
+    the second '=' as a syntax error. Quoted, the value is taken whole.
+    """
+    key, _, value = arg.partition("=")
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    inner = '"' if '"' not in value else "'"  # Hydra's quotes, then the shell's around it all
+    quoted = shlex.quote(f"{key}={inner}{value}{inner}")
+    if "=" in value:
+        advice = (
+            f"a value with '=' in it must be quoted for Hydra: {quoted} (the outer quotes are the shell's)"
+        )
+    else:
+        advice = (
+            f"quote a value with special characters, e.g. {quoted} (the outer quotes are the shell's; "
+            "grammar: https://hydra.cc/docs/advanced/override_grammar/basic/)"
+        )
+    return ConfigError(key, value, f"Hydra cannot parse this override ({reason}); {advice}")
+
+
+def check_overrides(args: list[str]) -> None:
+    """Refuse, in one line each, overrides Hydra cannot parse (it would print its grammar error
+    over several lines), paths too long for the file system, and an ``env.name`` that cannot name
+    the run dir (Hydra would fail creating ``outputs/<env.name>/...`` with a traceback)."""
+    parser = OverridesParser.create()
+    flag_value = False
+    for arg in args:
+        if flag_value or arg in _FLAGS_WITH_VALUE:
+            flag_value = not flag_value
+            continue
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except HydraException as exc:
+            raise _unparsable(arg, exc) from exc
+        key = override.key_or_group
+        if key not in PATH_KEYS and key != "env.name":
+            continue
+        try:  # a sweep (-m key=a,b): each of its values
+            values = (
+                list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            )
+        except HydraException:
+            values = []
+        for value in values:
+            if value is None:
+                continue
+            if key == "env.name":
+                validate_env_name(value)
+            else:
+                check_path(key, str(value))
+
+
 @contextmanager
 def stop_signals_as_exception(command: str) -> Iterator[None]:
     """SIGTERM and SIGHUP raise :class:`StoppedBySignal` (one line, exit 143 or 129) instead of
@@ -259,6 +352,7 @@ def main() -> None:
             check_mujoco_import(command)
             module = load_command(command)
             args = argv[1:]
+            check_overrides(args)
             if hasattr(module, "prepare_argv"):
                 args = module.prepare_argv(args)
             check_run_dir(args, getattr(module, "OUTPUT_ROOTS", None))

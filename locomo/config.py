@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import sys
 import typing
 from collections.abc import Sequence
@@ -395,8 +396,23 @@ def _finite(key: str, value: Any) -> None:
 MAX_SEED = 2**32 - 1
 # Threads per pool: beyond this many, threads only add scheduling cost (and each has a stack).
 MAX_THREADS = 1024
-# Names in a run dir that locomo writes itself: the metrics file must not be one of them.
-RUN_DIR_NAMES = ("config.yaml", "checkpoints", "videos", "wandb", "eval", ".hydra", ".lock", "traceback.log")
+# model.init_log_std is the Gaussian policy's initial log-std. Actions are normalised to [-1, 1]
+# by default (model.action_bounds=clip), and the MuJoCo tasks' own action ranges are of order 1
+# too (action_bounds=none): a std of e^5 ~ 148 already samples only the bounds (every gradient
+# then comes from clipped actions), and far beyond it exp() overflows (e^89 is inf in float32:
+# the first loss is NaN). Below e^-5 ~ 0.007 a policy hardly explores, and near float32's
+# resolution (e^-16) an action minus its mean is rounding noise. So: |init_log_std| <= 5.
+MAX_ABS_INIT_LOG_STD = 5.0
+# env.name names the run dir (outputs/<env.name>/<time>) and the W&B run: a file name's
+# characters, short enough that the run dir's path stays usable (file systems allow 255 per name).
+ENV_NAME_MAX = 100
+_ENV_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# Linux's limits (limits.h): bytes in one file or folder name, and in a whole path. A longer one
+# fails every file operation with "File name too long"; checked up front to say which key it is.
+NAME_MAX = 255
+PATH_MAX = 4096
+# Values longer than this are shown shortened in messages (a 5,000-character path would be the line).
+SHOWN_MAX = 120
 # The most episodes ``locomo render`` films in one call (each is a video and a tile of the grid).
 MAX_RENDER_EPISODES = 100
 
@@ -404,6 +420,52 @@ MAX_RENDER_EPISODES = 100
 def warn(message: str) -> None:
     """A config that is accepted but probably not what was meant: one line on stderr."""
     print(f"locomo: warning: {message}", file=sys.stderr)
+
+
+def shown(value: str) -> str:
+    """``value`` for a message: as it is, or, when very long, its start and end around its length."""
+    if len(value) <= SHOWN_MAX:
+        return value
+    return f"{value[:60]}...({len(value)} characters)...{value[-40:]}"
+
+
+def path_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a path on this system (a name or the whole too long), else None."""
+    encoded = os.fsencode(value)
+    longest = max((len(part) for part in encoded.split(b"/")), default=0)
+    if longest > NAME_MAX:
+        return (
+            f"a file or folder name in it has {longest} characters, and file systems allow {NAME_MAX}; "
+            "give a path with shorter names"
+        )
+    if len(encoded) >= PATH_MAX:
+        return (
+            f"it has {len(encoded)} characters, and paths are limited to {PATH_MAX - 1}; give a shorter "
+            "path (e.g. cd closer to it and give it relative to there)"
+        )
+    return None
+
+
+def check_path(key: str, value: Any) -> None:
+    """ConfigError (naming ``key``) when ``value`` is too long to be a path (:func:`path_problem`)."""
+    if value is None:
+        return
+    problem = path_problem(str(value))
+    if problem is not None:
+        raise ConfigError(key, shown(str(value)), f"too long for a path: {problem}")
+
+
+def validate_env_name(name: Any) -> None:
+    """``env.name`` is a folder of the run dir's path (outputs/<env.name>/<time>): a short file name."""
+    text = str(name)
+    if len(text) > ENV_NAME_MAX or not _ENV_NAME.match(text):
+        raise ConfigError(
+            "env.name",
+            shown(text),
+            f"must be 1 to {ENV_NAME_MAX} letters, digits, '_', '-' or '.', not starting with '.' or '-' "
+            "(it names the run directory, outputs/<env.name>/<time>, and the W&B run); e.g. "
+            "env.name=my_walker",
+        )
 
 
 def validate_seed(key: str, seed: Any) -> None:
@@ -553,13 +615,32 @@ def validate_model(model: DictConfig | ModelConfig) -> None:
         )
 
 
+def validate_init_log_std(value: float) -> None:
+    """The initial log-std of a new policy (see :data:`MAX_ABS_INIT_LOG_STD`). Not a stored
+    config's: what it started from does not matter once trained (an old run stays loadable)."""
+    _finite("model.init_log_std", value)
+    if abs(value) > MAX_ABS_INIT_LOG_STD:
+        bound = MAX_ABS_INIT_LOG_STD
+        raise ConfigError(
+            "model.init_log_std",
+            value,
+            f"must be in [-{bound:g}, {bound:g}] (a std of e^-{bound:g} = {math.exp(-bound):.3g} to "
+            f"e^{bound:g} = {math.exp(bound):.0f}; actions are of order 1: a larger std samples only the "
+            "action bounds, and exp() of a much larger one overflows to inf)",
+        )
+
+
 def validate_device(key: str, device: str) -> None:
     _choice(key, device, DEVICES)
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError(key, device, "CUDA is not available on this machine; use auto or cpu")
+            # train.device may be changed on resume too (locomo.resume.RESUME_OVERRIDABLE): the advice
+            # holds for a run trained on a GPU machine and resumed on this one.
+            raise ConfigError(
+                key, device, f"CUDA is not available on this machine; use auto or cpu ({key}=cpu)"
+            )
 
 
 def _check_total_steps(total: Any) -> None:
@@ -630,6 +711,8 @@ def validate_logger(logger: DictConfig | LoggerConfig) -> None:
             logger.metrics_file,
             "must be a file name inside the run directory (no absolute path, no '..'), e.g. metrics.jsonl",
         )
+    from locomo.rundir import RUN_DIR_NAMES  # what a run writes (rundir imports this module)
+
     if name.parts[0] in RUN_DIR_NAMES:
         raise ConfigError(
             "logger.metrics_file",
@@ -686,6 +769,7 @@ def _validate_checkpoint_command(cfg: DictConfig, command: str) -> None:
             f"give the checkpoint to load, e.g. locomo {command} "
             "checkpoint=outputs/humanoid/<run>/checkpoints/last.pt",
         )
+    check_path("checkpoint", cfg.checkpoint)  # else Path.is_dir() itself raises "File name too long"
     if cfg.max_steps is not None:
         _positive("max_steps", cfg.max_steps)
     validate_seed("seed", cfg.seed)
@@ -754,6 +838,11 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.seed < 0:
         raise ConfigError("seed", cfg.seed, "must be >= 0 (Gymnasium seeds are non-negative)")
     validate_seed("seed", cfg.seed)
+    if cfg.get("resume") is None:  # not a resumed run's: its name named its run dir already
+        validate_env_name(cfg.env.name)
+        validate_init_log_std(cfg.model.init_log_std)  # its weights hold the log-std it learned
+    if cfg.get("checkpoint") is not None:  # locomo variance
+        check_path("checkpoint", cfg.checkpoint)
     validate_env(cfg.env)
     validate_algo(cfg.algo)
     validate_model(cfg.model)
@@ -774,6 +863,16 @@ def validate_config(cfg: DictConfig) -> None:
             cfg.train.overlap,
             f"a batch collected during the update is one update old: weighting it needs "
             f"algo.{key}={value}; algo.{key} is {cfg.algo[key]!r}: set train.overlap=false to use it",
+        )
+    if cfg.train.steps_per_iteration < 2 and cfg.algo.normalize_advantages:
+        # Standardising the advantages divides by their std over the batch, undefined for one sample
+        # (the first loss is NaN). A batch of one step per env (T=1) is fine with two envs or more.
+        raise ConfigError(
+            "train.steps_per_iteration",
+            cfg.train.steps_per_iteration,
+            "algo.normalize_advantages=true standardises the advantages over the batch, which needs "
+            "at least 2 steps (the std of one is undefined); set train.steps_per_iteration >= 2 (and "
+            "train.num_envs to match), or algo.normalize_advantages=false",
         )
     minibatch = cfg.train.steps_per_iteration // cfg.algo.minibatches
     if minibatch < 1:

@@ -76,12 +76,19 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
         for candidate in (p / "checkpoints" / "last.pt", p / "last.pt"):
             if candidate.is_file():
                 return candidate
+    return shipped_checkpoint(p) or p
+
+
+def shipped_checkpoint(path: str | Path) -> Path | None:
+    """The policy shipped in ``assets/`` that a bare name such as ``walker`` names (``assets/walker.pt``),
+    or None: a path, or a name that is a file (or link) here, is the user's."""
+    p = Path(path).expanduser()
     # A link here (even a broken one or a loop) is the user's, not a name of the assets.
     if not p.exists() and not p.is_symlink() and len(p.parts) == 1:
         for candidate in (ASSETS_DIR / p.name, ASSETS_DIR / f"{p.name}.pt"):
             if candidate.is_file():
                 return candidate
-    return p
+    return None
 
 
 def output_root(policy: LoadedPolicy, command: str) -> Path:
@@ -302,6 +309,64 @@ def run_episodes(
             record_states,
             bar.update,
         )
+
+
+# Episodes simulated side by side (one env each, a whole MjData and Gymnasium env per episode):
+# more are run in chunks of this many, so memory stays flat however many episodes are asked for.
+# Episode i depends only on (checkpoint, seed + i, mode), so chunking changes no result.
+EPISODES_AT_ONCE = 100
+# The most episodes one ``locomo eval`` / ``locomo export`` evaluates: each is a row of the JSON
+# report (and of the table's statistics), and beyond this a run takes hours for the humanoid.
+MAX_EVAL_EPISODES = 10_000
+
+
+def check_episode_count(episodes: int, command: str) -> None:
+    """``episodes`` of ``command`` at most :data:`MAX_EVAL_EPISODES` (ConfigError naming the way on)."""
+    from locomo.config import ConfigError
+
+    if episodes > MAX_EVAL_EPISODES:
+        raise ConfigError(
+            "episodes",
+            episodes,
+            f"must be at most {MAX_EVAL_EPISODES} (each episode is a row of the JSON report); for more, "
+            f"run locomo {command} again with seed=<seed + episodes> and pool the reports",
+        )
+
+
+def evaluate_episodes(
+    policy: LoadedPolicy,
+    episodes: int,
+    seed: int,
+    deterministic: bool,
+    thresholds: Any,
+    max_steps: int | None = None,
+    progress: str | None = None,
+    envs: dict[int, VecEnv] | None = None,
+) -> list[Rollout]:
+    """``episodes`` episodes seeded seed, seed + 1, ..., at most :data:`EPISODES_AT_ONCE` at a time.
+
+    ``envs`` (size -> env) keeps the envs for another call (e.g. the other mode); the caller
+    closes them. Without it they are closed here.
+    """
+    own = envs is None
+    pool: dict[int, VecEnv] = {} if envs is None else envs
+    out: list[Rollout] = []
+    try:
+        for start in range(0, episodes, EPISODES_AT_ONCE):
+            n = min(EPISODES_AT_ONCE, episodes - start)
+            if n not in pool:
+                pool[n] = policy.make_env(n)
+            label = progress
+            if progress is not None and episodes > EPISODES_AT_ONCE:
+                label = f"{progress} {start + 1}-{start + n}/{episodes}"
+            out += run_episodes(
+                policy, pool[n], seed + start, deterministic, thresholds, max_steps, False, label
+            )
+    finally:
+        if own:
+            for env in pool.values():
+                env.close()
+    return out
 
 
 def summarize(rollouts: list[Rollout]) -> dict[str, Any]:

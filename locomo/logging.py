@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -130,16 +131,21 @@ def final_eval(cfg: Any, actor: Any, normalizer: Any, episodes: int) -> dict[str
     seeds them (so ``locomo eval checkpoint=<run> episodes=N mode=deterministic`` gives the same
     numbers), as flat ``eval/...`` summary keys: return, length, distance, label counts."""
     from locomo.envs import make_vec_env
-    from locomo.evaluation import rollouts, summarize
+    from locomo.evaluation import EPISODES_AT_ONCE, rollouts, summarize
 
-    env = make_vec_env(cfg.env, episodes, autoreset=False)
     was_training = actor.training
     actor.eval()
-    try:
-        summary = summarize(rollouts(env, actor, normalizer, 0, True, cfg.behavior))
+    done: list[Any] = []
+    try:  # in chunks, as locomo eval runs them: memory stays flat however many episodes
+        for start in range(0, episodes, EPISODES_AT_ONCE):
+            env = make_vec_env(cfg.env, min(EPISODES_AT_ONCE, episodes - start), autoreset=False)
+            try:
+                done += rollouts(env, actor, normalizer, start, True, cfg.behavior)
+            finally:
+                env.close()
     finally:
         actor.train(was_training)
-        env.close()
+    summary = summarize(done)
     out: dict[str, Any] = {
         f"eval/{k}": v for k, v in summary.items() if k not in ("per_episode", "labels") and v is not None
     }
@@ -201,6 +207,19 @@ def best_checkpoint_return(rows: list[dict[str, Any]], checkpoint_every: int) ->
         and int(r["iteration"]) % checkpoint_every == 0
     ]
     return max(returns, default=-math.inf)
+
+
+def remove_new_dirs(parent: Path, pattern: str, before: set[Path]) -> list[Path]:
+    """Remove the directories matching ``pattern`` in ``parent`` that are not in ``before``;
+    return those that could not be removed."""
+    kept = []
+    for path in sorted(set(parent.glob(pattern)) - before):
+        if path.is_dir() and not path.is_symlink():
+            try:
+                shutil.rmtree(path)
+            except OSError:
+                kept.append(path)
+    return kept
 
 
 class MetricsLogger:
@@ -284,6 +303,8 @@ class MetricsLogger:
             )
 
         chosen = self.wandb_mode  # what was asked for (auto resolved), before any fallback
+        wandb_dir = run_dir / "wandb"
+        before = set(wandb_dir.glob("run-*"))  # an online run's own dirs (a resumed run has some)
         try:
             run = init(self.wandb_mode)
         except Exception as exc:  # W&B unreachable or misconfigured: keep training, say so once
@@ -291,15 +312,19 @@ class MetricsLogger:
             if self.wandb_mode != "online":
                 print(f"locomo: W&B disabled for this run ({reason})", file=sys.stderr)
                 return None
+            # The failed attempt leaves a run-<time>-<id> dir that holds nothing to sync: it would
+            # sit beside the offline run, looking like a second run of this one. It goes.
+            kept = remove_new_dirs(wandb_dir, "run-*", before)
+            left = f"; could not remove {', '.join(map(str, kept))}, the failed attempt's dir" if kept else ""
             try:
                 run = init("offline")
             except Exception as exc2:
-                print(f"locomo: W&B disabled for this run ({reason}; offline: {exc2})", file=sys.stderr)
+                print(f"locomo: W&B disabled for this run ({reason}; offline: {exc2}){left}", file=sys.stderr)
                 return None
             self.wandb_mode = "offline"
             print(
                 f"locomo: W&B online failed ({reason}); logging offline to {run.dir}; "
-                f"upload later with: {sync_command(run, run_id)}",
+                f"upload later with: {sync_command(run, run_id)}{left}",
                 file=sys.stderr,
             )
         if chosen == "offline":  # asked for, or `auto` without a login: say where it goes, once
@@ -396,7 +421,17 @@ class MetricsLogger:
             run.finish()
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of a metrics.jsonl file (lines that are torn or not UTF-8 are skipped)."""
+def read_metrics(path: Path, unreadable: list[int] | None = None) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl file (lines that are torn, not UTF-8 or not JSON objects are
+    skipped; their line numbers are appended to ``unreadable``, for a caller that says so)."""
+    rows = []
     with path.open("rb") as f:
-        return [row for line in f if line.strip() and (row := _parse_row(line)) is not None]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = _parse_row(line)
+            if row is not None:
+                rows.append(row)
+            elif unreadable is not None:
+                unreadable.append(number)
+    return rows

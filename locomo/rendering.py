@@ -74,7 +74,10 @@ def gl_backend() -> str:
         raise RenderError(_gl.error)
     if not chosen and platform.system() == "Linux":
         failures = []
-        for candidate in ("egl", "osmesa"):
+        # PyOpenGL is pinned to one platform by PYOPENGL_PLATFORM: when it names a candidate, that
+        # one first (the other one could not load in this process anyway, see _gl_context).
+        pinned = os.environ.get("PYOPENGL_PLATFORM", "").strip().lower()
+        for candidate in sorted(("egl", "osmesa"), key=lambda c: c != pinned):
             env = {**os.environ, "MUJOCO_GL": candidate}
             env.pop("PYOPENGL_PLATFORM", None)
             try:
@@ -97,8 +100,30 @@ def gl_backend() -> str:
     return chosen
 
 
+def _check_pyopengl_platform(backend: str) -> None:
+    """MuJoCo's EGL and OSMesa contexts need PyOpenGL on the same platform: a PYOPENGL_PLATFORM set
+    to another one fails their import, with a message of MuJoCo's that is left unformatted
+    (``set to {!r}``). Say what is wrong, and that the fix is to unset it (or make the two agree)."""
+    pinned = os.environ.get("PYOPENGL_PLATFORM", "").strip()
+    if backend in ("egl", "osmesa") and pinned and pinned.lower() != backend:
+        raise RenderError(
+            f"PYOPENGL_PLATFORM={pinned!r} (environment variable) does not match MUJOCO_GL={backend}: "
+            f"PyOpenGL would load {pinned} while MuJoCo renders with {backend}; fix: unset "
+            f"PYOPENGL_PLATFORM (MuJoCo sets it from MUJOCO_GL), or set both to the same backend"
+        )
+
+
+def check_offscreen() -> str:
+    """The offscreen GL backend, checked before any work (:class:`RenderError` now, not after the
+    rollouts): ``MUJOCO_GL`` or the probe's choice, and a PYOPENGL_PLATFORM that agrees with it."""
+    backend = gl_backend()
+    _check_pyopengl_platform(backend)
+    return backend
+
+
 def _gl_context(backend: str, width: int, height: int) -> Any:
     """A current offscreen GL context of ``backend`` (imported explicitly, whatever mujoco chose)."""
+    _check_pyopengl_platform(backend)
     try:
         if backend == "egl":
             from mujoco.egl import GLContext

@@ -25,19 +25,29 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError
+from locomo.config import ConfigError, resolve_total_steps
 from locomo.errors import CheckpointError
 
-# What a resumed run may change: how long it goes on, how it saves and logs. Everything else
-# (env, algorithm, model, seed, batch sizes, device) comes from the checkpoint, or the resumed
-# run would not continue the same training.
+# What a resumed run may change: how long it goes on (in iterations or env steps), how it saves
+# and logs, and where it computes. Everything else (env, algorithm, model, seed, batch sizes)
+# comes from the checkpoint, or the resumed run would not continue the same training.
+# train.device moves the same computation to other hardware (the checkpoint's tensors load on any
+# device): a run trained on a GPU machine can go on on a CPU one, which could not otherwise
+# follow "CUDA is not available; use auto or cpu". Its numbers then differ in the last bits, as
+# between two machines; that is all.
 RESUME_OVERRIDABLE = (
     "train.iterations",
+    "train.total_steps",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "train.device",
     "logger.progress",
     "logger.wandb.mode",
     "logger.wandb.init_timeout",
+    "logger.wandb.name",
+    "logger.wandb.tags",
+    "logger.wandb.log_model",
+    "logger.wandb.eval_episodes",
 )
 _HYDRA_KEYS_SET_BY_RESUME = ("hydra.run.dir", "hydra.output_subdir")
 
@@ -177,8 +187,18 @@ def resumed_config(cfg: DictConfig, task_overrides: list[str]) -> tuple[DictConf
         if key in RESUME_OVERRIDABLE:
             OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
     resumed.resume = str(path)
+    resolve_total_steps(resumed, task_overrides)  # train.total_steps=N extends the run to N env steps
     done = int(state["counters"]["iteration"])
     if resumed.train.iterations <= done:
+        total = resumed.train.get("total_steps")
+        if total is not None and any(o.split("=", 1)[0] == "train.total_steps" for o in task_overrides):
+            per = int(resumed.train.steps_per_iteration)
+            raise ConfigError(
+                "train.total_steps",
+                total,
+                f"the run is already at iteration {done}, and train.total_steps=N trains ceil(N / {per}) "
+                f"iterations; pass train.total_steps=N with N > {done * per} to train on",
+            )
         raise ConfigError(
             "train.iterations",
             resumed.train.iterations,

@@ -14,15 +14,17 @@ Pure helpers (:func:`previous_run`) are separate from the ones that touch the di
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError
+from locomo.config import NAME_MAX, ConfigError, check_path
 from locomo.errors import CheckpointError
 
 # What a locomo run writes into its run dir, and all that ``overwrite=true`` may remove: files of
@@ -41,6 +43,9 @@ RUN_FOLDERS: dict[str, tuple[str, ...]] = {
     "replay": ("*_replay_seed*.mp4",),
     "export": ("policy_*",),
 }
+# Every name a run uses at the top of its run dir: the above, Hydra's log of the job (hydra.job.name
+# is train) and the run's lock. The metrics file must be none of them (locomo.config.validate_logger).
+RUN_DIR_NAMES = (*RUN_TOP_FILES, *RUN_FOLDERS, "train.log", ".lock")
 # How deep below a new run's dir another run is looked for (runs/<name>, multirun/<time>/<job>).
 NESTED_RUN_DEPTH = 3
 NESTED_SCAN_LIMIT = 5000  # folders looked at, at most: a home directory is not walked whole
@@ -220,19 +225,58 @@ def remove_run_files(run_dir: Path, plan: list[Path]) -> None:
             (run_dir / folder).rmdir()
 
 
+def write_run_file(path: Path, text: str, what: str) -> None:
+    """Write one of the run's own files whole (atomically), or raise CheckpointError naming it.
+
+    A full disk (or a file size limit, or a read-only file system) while a run starts is bad
+    input like a full disk at a checkpoint: one line that names the file, exit 2.
+    """
+    from locomo.outputs import write_text_atomic
+
+    try:
+        write_text_atomic(path, text)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "free space on that disk"
+        elif exc.errno == errno.EFBIG:
+            fix = "raise the file size limit (ulimit -f)"
+        else:
+            fix = "make the run directory writable"
+        raise CheckpointError(
+            f"cannot write {path} ({what}): {exc.strerror or exc}; {fix}, then start again"
+        ) from exc
+
+
 def write_hydra_record(
     run_dir: Path, subdir: str, task_cfg: DictConfig, hydra_cfg: Any, overrides: list[str]
 ) -> None:
-    """``<run>/<subdir>/{config,hydra,overrides}.yaml`` as Hydra writes them (Hydra's own format)."""
+    """``<run>/<subdir>/{config,hydra,overrides}.yaml`` as Hydra writes them (Hydra's own format).
+
+    Each file is written whole or not at all; when one cannot be written (CheckpointError), the
+    ones this call wrote are removed again, so that a refused start leaves no partial record.
+    """
     out = run_dir / subdir
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise CheckpointError(f"cannot create {out} (Hydra's record of the run): {why}") from exc
     records = {
         "config.yaml": task_cfg,
         "hydra.yaml": OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg, resolve=False)}),
         "overrides.yaml": OmegaConf.create(list(overrides)),
     }
-    for name, cfg in records.items():
-        (out / name).write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
+    written: list[Path] = []
+    try:
+        for name, cfg in records.items():
+            write_run_file(out / name, OmegaConf.to_yaml(cfg), "Hydra's record of the run")
+            written.append(out / name)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: files of an earlier record, kept
+            out.rmdir()
+        raise
 
 
 def _writable(path: Path) -> OSError | None:
@@ -269,6 +313,7 @@ def check_run_dir(args: list[str], roots: tuple[str, str] | None = ("outputs", "
                 value,
                 "it is empty, which would be the working directory; give a directory, or leave it out",
             )
+        check_path(key, value)
     multirun = "-m" in args or "--multirun" in args
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if key not in given and roots is None:
@@ -276,13 +321,20 @@ def check_run_dir(args: list[str], roots: tuple[str, str] | None = ("outputs", "
     value = given.get(key, roots[1] if multirun else roots[0]) if roots else given[key]
     static = value.split("${", 1)[0]
     target = Path(static or ".").expanduser()
+    # A resume's run dir is locomo.resume's choice (hydra.run.dir from the command line is refused
+    # then): what to do is said for the resume.
+    resumed = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("resume=")]
     if key in given and "${" not in value:
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if resumed:
+                raise CheckpointError(_unwritable_resume(Path(resumed[-1]), target, exc)) from exc
             raise ConfigError(key, value, f"cannot create the run directory ({exc.strerror})") from exc
     problem = _writable(target)
     if problem is not None:
+        if resumed:
+            raise CheckpointError(_unwritable_resume(Path(resumed[-1]), target, problem))
         where = "" if key in given else f" under {Path.cwd()}"
         raise ConfigError(
             key,
@@ -290,6 +342,75 @@ def check_run_dir(args: list[str], roots: tuple[str, str] | None = ("outputs", "
             f"cannot create or write the run directory{where} ({problem.strerror}); run from a writable "
             f"directory or set {key}=<a writable directory>",
         )
+
+
+def _unwritable_resume(checkpoint: Path, run_dir: Path, problem: OSError) -> str:
+    """What to do when a resume cannot write where it would continue (advice a resume accepts)."""
+    if checkpoint.parent.name == "checkpoints" and checkpoint.parent.parent.resolve() == run_dir.resolve():
+        return (
+            f"cannot write in run directory {run_dir} ({problem.strerror}), and a resume continues the run "
+            f"there; copy it somewhere writable and resume the copy: cp -r {run_dir} <copy>; locomo train "
+            "resume=<copy>"
+        )
+    return (
+        f"cannot create the new run directory {run_dir} for the resumed checkpoint {checkpoint} "
+        f"({problem.strerror}); run the resume from a writable directory (its run dir goes under "
+        "outputs/ there)"
+    )
+
+
+# conf/train.yaml names a sweep's job dirs ${hydra.job.num}_${hydra.job.override_dirname}: the
+# job's overrides but these (hydra.job.config.override_dirname.exclude_keys), joined with ','.
+SWEEP_DIRNAME_EXCLUDED = ("seed",)
+# Room left for what the estimate below cannot see (Hydra writes some values back differently).
+_DIRNAME_MARGIN = 16
+
+
+def sweep_dirname_length(args: list[str]) -> int:
+    """About the longest file name a sweep's job dir gets from its overrides (0 when unknown).
+
+    Each override counts with its longest value (a sweep's), as Hydra joins them, and a value
+    with '/' in it counts per part (each part is a folder of its own).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    lines, jobs = [], 1
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+            if override.key_or_group.startswith("hydra") or override.key_or_group in SWEEP_DIRNAME_EXCLUDED:
+                continue
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else []
+        except HydraException:
+            return 0
+        jobs *= max(len(values), 1)
+        lines.append(max((f"{override.key_or_group}={v}" for v in values), key=len, default=arg))
+    joined = f"{jobs - 1}_" + ",".join(sorted(lines))
+    return max(len(os.fsencode(part)) for part in joined.split("/"))
+
+
+def fit_sweep_subdir(args: list[str]) -> list[str]:
+    """``locomo train -m`` arguments whose job dirs fit the file system: numbered only
+    (``hydra.sweep.subdir=${hydra.job.num}``, with a note) when the overrides would make a name
+    longer than it allows (Hydra would fail with "File name too long" after the first jobs'
+    set-up, as a traceback). A ``hydra.sweep.subdir`` given is kept as it is."""
+    if not ("-m" in args or "--multirun" in args) or any(a.startswith("hydra.sweep.subdir=") for a in args):
+        return args
+    length = sweep_dirname_length(args)
+    if length <= NAME_MAX - _DIRNAME_MARGIN:
+        return args
+    print(
+        f"locomo: note: this sweep's job directories would be named after its overrides ({length} "
+        f"characters; file systems allow {NAME_MAX} per name): they are numbered instead (0, 1, ...); "
+        "each job's overrides are in its .hydra/overrides.yaml",
+        file=sys.stderr,
+    )
+    at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    return [*args[:at], "hydra.sweep.subdir=${hydra.job.num}", *args[at:]]
 
 
 def remove_refused_start(run_dir: Path, created_below: Path) -> None:

@@ -97,3 +97,56 @@ def test_plot_behavior_draws_a_run(locomo_cli):
     assert result.returncode == 0, result.stderr
     assert (runs.parent / "behavior.png").stat().st_size > 10_000
     assert "last window: fell_forward 20%, walked_forward 80%" in result.stdout
+
+
+def test_plot_says_what_it_skipped_and_refuses_when_nothing_is_left(tmp_path, monkeypatch):
+    """Garbage, NaN and Infinity in metrics files: the rows and runs left out are counted in one
+    warning; when nothing plottable remains, one error line and exit 2 (it drew an empty chart)."""
+    from tests.safety_helpers import call_locomo
+
+    monkeypatch.chdir(tmp_path)
+    good, bad = tmp_path / "runs" / "good", tmp_path / "runs" / "bad"
+    good.mkdir(parents=True)
+    bad.mkdir()
+    rows = [{"env_steps": 100 * i, "rollout/return_mean": float(i)} for i in range(1, 4)]
+    (good / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows) + '{"env_steps": 400, "rollout/return_mean": NaN}\n'
+    )
+    (bad / "metrics.jsonl").write_bytes(
+        b'garbage\n{"env_steps": Infinity, "rollout/return_mean": 1}\n'
+        b'{"env_steps": 9, "rollout/return_mean": "x"}\n'
+    )
+    status, out, err = call_locomo("plot", f"runs={tmp_path / 'runs'}")
+    assert status == 0, err
+    assert err.splitlines() == [
+        "locomo: warning: skipped 4 of 7 metrics row(s): 1 unreadable (torn, not UTF-8 or not a JSON "
+        "object), 1 without a finite env_steps, 2 with rollout/return_mean NaN, Infinity or not a number; "
+        f"1 of 2 run(s) left out, nothing plottable in them ({bad / 'metrics.jsonl'})"
+    ]
+    assert "run: 1 run(s)" in out and (tmp_path / "runs" / "curves.png").stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no plot.log in the working directory
+    (good / "metrics.jsonl").unlink()
+    status, out, err = call_locomo("plot", f"runs={tmp_path / 'runs'}", "overwrite=true")
+    assert status == 2
+    (line,) = err.splitlines()
+    runs = tmp_path / "runs"
+    assert line.startswith(f"locomo: error: runs='{runs}' is invalid: nothing to plot: skipped 3 of 3")
+
+
+def test_plot_behavior_leaves_non_finite_values_out(tmp_path):
+    from locomo.analysis import Skipped, plot_behavior
+
+    run = tmp_path / "r"
+    run.mkdir()
+    nan = float("nan")
+    rows = [
+        {"env_steps": 100, "rollout/episodes": 2.0, "behavior/fell_forward": 1.0},
+        {"env_steps": 200, "rollout/episodes": 2.0, "behavior/fell_forward": 1.0},
+        {"env_steps": 300, "rollout/episodes": 2, "behavior/fell_forward": 1, "behavior/walked_forward": nan},
+        {"env_steps": 400, "rollout/episodes": 2.0, "behavior/walked_forward": 1.0},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # NaN as JSON's NaN
+    skipped = Skipped()
+    last = plot_behavior([run / "metrics.jsonl"], 2, tmp_path / "b.png", skipped)
+    assert last["fell_forward"] == 0.5 and last["walked_forward"] == 0.5  # the NaN made the window NaN
+    assert skipped.bad_values == {"behavior/walked_forward": 1} and skipped.rows == 4

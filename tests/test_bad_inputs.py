@@ -203,7 +203,7 @@ CATALOGUE = [
     row("bench-seed-too-large", "bench seed=4294967296", 2, "seed=4294967296 is invalid: must be in [0, 4294967295]"),
     row("resume-malicious-pickle-protocol0", "train resume={files}/evil0.pkl", 2, "refusing to load", category="checkpoint"),
     row("eval-malicious-pickle-protocol5", "eval checkpoint={files}/evil5.pkl", 2, "refusing to load", category="checkpoint"),
-    row("plot-damaged-records", "plot runs={files}/damaged_runs", 0, "", category="runtime"),
+    row("plot-damaged-records", "plot runs={files}/damaged_runs", 0, "warning: skipped 1 of 3 metrics row(s): 1 unreadable", category="runtime"),
     row("gl-disable-videos", f"train {PENDULUM} train.iterations=1 video.episodes=1 video.max_steps=4", 0, "videos off for this run: rendering is off (MUJOCO_GL=disable)", category="runtime", subprocess=True, env={"MUJOCO_GL": "disable"}),
     row("resume-dev-null", "train resume=/dev/null", 2, "checkpoint /dev/null is not a regular file or a directory", category="checkpoint"),
     row("xml-is-directory", "train env=hopper env.xml_file={files}", 2, "is invalid: no such file"),
@@ -251,6 +251,43 @@ CATALOGUE = [
     row("resume-empty", "train resume=''", 2, "resume='' is invalid: it is empty, not a run"),
     row("run-dir-empty", "train hydra.run.dir=''", 2, "hydra.run.dir='' is invalid: it is empty, which would be the working directory"),
     row("run-dir-contains-run", f"train {FAST} train.iterations=1 hydra.run.dir={{files}}/runs_holder", 2, "runs_holder contains the run directory", category="checkpoint"),
+    # -- "Nothing lost to a typo", part 5: every command's counts, displays, GL, estimators, metrics, big models
+    row("eval-episodes-bound", "eval checkpoint={run} episodes=1000000", 2, "episodes=1000000 is invalid: must be at most 10000 (each episode is a row of the JSON report)"),
+    row("export-episodes-bound", "export checkpoint={run} episodes=1000000", 2, "episodes=1000000 is invalid: must be at most 10000"),
+    row("replay-window-unreachable-display", "replay checkpoint={run} viewer=window", 2, "viewer='window' is invalid: no usable display (DISPLAY=':987': ", env={"DISPLAY": ":987", "WAYLAND_DISPLAY": None}),
+    row("replay-auto-unreachable-display", "replay checkpoint={run} viewer=auto max_steps=5 width=64 height=48 output={files}/auto_replay.mp4", 0, "no usable display (DISPLAY=':987': ", category="runtime", env={"DISPLAY": ":987", "WAYLAND_DISPLAY": None}),
+    row("render-pyopengl-platform-mismatch", "render checkpoint={run}", 2, "PYOPENGL_PLATFORM='osmesa' (environment variable) does not match MUJOCO_GL=egl", subprocess=True, env={"MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "osmesa"}),
+    row("variance-estimators-empty", "variance estimators=[]", 2, "estimators=[] is invalid: must be a non-empty list of: total/none"),
+    row("variance-estimators-repeated", "variance estimators=[total/none,total/none]", 2, "lists total/none more than once"),
+    row("variance-shipped-walker", "variance checkpoint=walker batches=2 train.num_envs=2 train.steps_per_iteration=32", 0, "checkpoint=walker: measuring with its own model settings (model.hidden_sizes=[512, 256, 128]", category="runtime"),
+    row("render-iterations-shipped-walker", "render checkpoint=walker iterations=[1]", 2, "iterations=[1] is invalid: it needs checkpoint= to be a training run directory"),
+    row("render-nothing-to-write", "render checkpoint={run} grid=false per_episode=false sheet=false", 2, "grid, per_episode and sheet are all false, so nothing would be written"),
+    row("plot-garbage-metrics", "plot runs={files}/garbage_runs", 2, "nothing to plot: skipped 8 of 8 metrics row(s): 4 unreadable"),
+    row("plot-mixed-metrics", "plot runs={files}/mixed_runs", 0, "warning: skipped 4 of 6 metrics row(s): 2 unreadable", category="runtime"),
+    row("plot-no-log-in-cwd", "plot runs={run} out={files}/run_curves.png", 0, "", category="runtime"),
+    row("xml-arena-too-small", "train env=inverted_pendulum env.xml_file={files}/arena_overflow.xml", 2, '(increase <size memory="..."/>)'),
+    # -- "Nothing lost to a typo", part 5: names and paths, quoting, resume advice, disk, doomed configs, checkpoints
+    row("env-name-too-long", f"train env.name={'a' * 300}", 2, f"env.name='{'a' * 60}...(300 characters)...{'a' * 40}' is invalid: must be 1 to 100 letters, digits"),
+    row("env-name-slash", "train env.name=my/walker", 2, "env.name='my/walker' is invalid: must be 1 to 100 letters, digits, '_', '-' or '.'"),
+    row("run-dir-name-too-long", f"train {FAST} hydra.run.dir={{files}}/{'r' * 300}", 2, "is invalid: too long for a path: a file or folder name in it has 300 characters, and file systems allow 255", category="io"),
+    row("sweep-dirname-too-long", f"train -m {FAST} train.iterations=1 video.enabled=false logger.wandb.group={'g' * 250} hydra.sweep.dir={{files}}/long_sweep", 0, "characters; file systems allow 255 per name): they are numbered instead (0, 1, ...)", category="runtime"),
+    row("resume-path-too-long", f"train resume=/tmp/{'b' * 5000}", 2, f"...(5005 characters)...{'b' * 40}' is invalid: too long for a path: a file or folder name in it has 5000 characters", category="checkpoint"),
+    row("eval-checkpoint-path-too-long", f"eval checkpoint={'c/' * 2500}", 2, "' is invalid: too long for a path: it has 5000 characters, and paths are limited to 4095", category="checkpoint"),
+    row("checkpoint-path-with-equals", "eval checkpoint={files}/lr=0.1/run", 2, "lr=0.1/run' is invalid: Hydra cannot parse this override (mismatched input '=' expecting <EOF>); a value with '=' in it must be quoted for Hydra: 'checkpoint=\"", category="checkpoint"),
+    row("checkpoint-path-with-equals-quoted", "eval 'checkpoint=\"{files}/lr=0.1/run\"' episodes=1 mode=deterministic", 0, "", category="runtime"),
+    row("override-syntax-error", "train 'algo.lr=[1'", 2, "algo.lr='[1' is invalid: Hydra cannot parse this override (no viable alternative at input '[1'); quote a value"),
+    row("resume-cuda-run-on-cpu", "train resume={files}/cuda_run train.iterations=3", 2, "train.device='cuda' is invalid: CUDA is not available on this machine; use auto or cpu (train.device=cpu)", category="checkpoint", skip_if_cuda=True),
+    row("resume-cuda-run-device-cpu", "train resume={files}/cuda_run_cpu train.iterations=3 train.device=cpu", 0, "", category="runtime"),
+    row("disk-full-hydra-record", f"train {FAST} train.iterations=2", 2, ".hydra/hydra.yaml (Hydra's record of the run): File too large; raise the file size limit (ulimit -f), then start again", category="io", subprocess=True, fsize_limit=2500),
+    row("init-log-std-huge", "train model.init_log_std=1e6", 2, "model.init_log_std=1000000.0 is invalid: must be in [-5, 5]"),
+    row("batch-of-one-step", "train env=inverted_pendulum train.num_envs=1 train.steps_per_iteration=1 algo.minibatches=1", 2, "train.steps_per_iteration=1 is invalid: algo.normalize_advantages=true standardises the advantages over the batch, which needs at least 2 steps"),
+    row("one-step-per-env", f"train {PENDULUM} train.iterations=1 train.steps_per_iteration=2 algo.minibatches=1 video.enabled=false", 0, "", category="runtime"),
+    row("metrics-file-hydra-log", "train logger.metrics_file=train.log", 2, "logger.metrics_file='train.log' is invalid: train.log is a name locomo uses itself in a run dir"),
+    row("metrics-file-render-dir", "train logger.metrics_file=render/m.jsonl", 2, "render is a name locomo uses itself in a run dir"),
+    row("resume-total-steps-reached", "train resume={run} train.total_steps=64", 2, "train.total_steps=64 is invalid: the run is already at iteration 2, and train.total_steps=N trains ceil(N / 32) iterations; pass train.total_steps=N with N > 64", category="checkpoint"),
+    row("resume-bad-newest-names-intact", "train resume={files}/bad_critic_run train.iterations=3", 2, "iter_000002.pt: its weights do not fit the config saved with them (critic: missing net.0.weight); the file is damaged or was edited; use another checkpoint of the run (checkpoints/iter_*.pt); the checkpoint to use instead is iter_000001.pt (iteration 1), which is intact: move iter_000002.pt out of", category="checkpoint"),
+    row("eval-actor-shape", "eval checkpoint={files}/actor_shape.pt", 2, "actor_shape.pt: its weights do not fit the config saved with them (actor: mean_net.0.weight has shape [3, 3], the config's network [", category="checkpoint"),
+    row("resume-no-critic", "train resume={files}/no_critic.pt train.iterations=3", 2, "no_critic.pt holds no critic (value network), but its config trains one (algo.baseline=value): it cannot be resumed (only evaluated)", category="checkpoint"),
 ]  # fmt: skip
 
 
@@ -277,9 +314,11 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
     torch.save({**good, "version": 99}, files / "newer.pt")
     other = files / "other_env_run" / "checkpoints"
     other.mkdir(parents=True)
-    torch.save(
-        {**good, "spaces": {"obs_dim": 11, "action_dim": 1, "discrete": False}}, other / "iter_000002.pt"
-    )
+    wide = copy.deepcopy(good)  # a run of an env with 11 observations: its networks' inputs too
+    wide["spaces"] = {"obs_dim": 11, "action_dim": 1, "discrete": False}
+    for part, first in (("actor", "mean_net.0.weight"), ("critic", "net.0.weight")):
+        wide[part][first] = torch.zeros(wide[part][first].shape[0], 11)
+    torch.save(wide, other / "iter_000002.pt")
     locked = root / "locked_run"  # a run another process is training in (it holds the run's lock)
     shutil.copytree(run, locked)
     cartpole_run = root / "cartpole_run"  # a checkpoint of an env that has nothing to film
@@ -290,6 +329,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
     (files / "no_actuators.xml").write_text(
         '<mujoco><worldbody><body><joint type="slide" axis="1 0 0"/><geom size="0.1"/></body></worldbody></mujoco>\n'
     )
+    write_plot_and_model_cases(run, files)
     for protocol in (0, 4, 5):
         (files / f"evil{protocol}.pkl").write_bytes(
             pickle.dumps({"actor": Evil(root / "MARKER")}, protocol=protocol)
@@ -319,6 +359,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
     (bad_record / ".hydra" / "overrides.yaml").write_text("- [unclosed\n")
     (bad_record / "metrics.jsonl").write_bytes((run / "metrics.jsonl").read_bytes() + b"\xff\xfe not utf-8\n")
     write_bad_checkpoints(run, files, good)
+    write_typo_part5_cases(run, files, good)
     write_output_cases(run, files, good)
     with RunDirLock(locked):
         yield {
@@ -363,6 +404,46 @@ def write_bad_checkpoints(run: Path, files: Path, good: dict) -> None:
             (files / name / "checkpoints" / "last.pt").unlink()
     (files / "loop_a").symlink_to("loop_b")
     (files / "loop_b").symlink_to("loop_a")
+
+
+def write_plot_and_model_cases(run: Path, files: Path) -> None:
+    """Issue "Nothing lost to a typo", part 5: metrics files of garbage, a model whose arena is too small."""
+    garbage = b'not json\n{"env_steps": NaN, "rollout/return_mean": 1}\n{"env_steps": 10, "rollout/return_mean": Infinity}\n\xff\xfe\n'
+    for name in ("a", "b"):  # nothing plottable in either run
+        (files / "garbage_runs" / name).mkdir(parents=True)
+        (files / "garbage_runs" / name / "metrics.jsonl").write_bytes(garbage)
+    (files / "mixed_runs" / "bad").mkdir(parents=True)  # one good run, one of garbage
+    (files / "mixed_runs" / "bad" / "metrics.jsonl").write_bytes(garbage)
+    (files / "mixed_runs" / "good").mkdir()
+    shutil.copy(run / "metrics.jsonl", files / "mixed_runs" / "good" / "metrics.jsonl")
+    # 40 free spheres piled up at one spot: their contacts overflow a 64 KiB arena at the first
+    # forward pass (as a 20,000-body model overflows MuJoCo's default one, after a long compile)
+    spheres = '<body pos="0 0 1"><freejoint/><geom size="0.1"/></body>' * 40
+    (files / "arena_overflow.xml").write_text(
+        f'<mujoco><size memory="64K"/><worldbody><geom type="plane" size="5 5 .1"/><body pos="0 0 1">'
+        f'<joint name="j0" type="hinge" axis="0 1 0"/><geom size="0.05"/></body>{spheres}</worldbody>'
+        '<actuator><motor joint="j0"/></actuator></mujoco>\n'
+    )
+
+
+def write_typo_part5_cases(run: Path, files: Path, good: dict) -> None:
+    """Issue "Nothing lost to a typo", part 5: a run under a folder with '=' in its name, runs
+    trained with train.device=cuda, and checkpoints whose weights do not fit their config."""
+    shutil.copytree(run, files / "lr=0.1" / "run")
+    for name in ("cuda_run", "cuda_run_cpu"):  # one is refused on a CPU machine, one resumed with device=cpu
+        shutil.copytree(run, files / name)
+        for path in (files / name / "checkpoints").iterdir():
+            state = torch.load(path, weights_only=True)
+            state["config"]["train"]["device"] = "cuda"
+            torch.save(state, path)
+    # The newest checkpoint lost a layer of its critic; iter_000001.pt and last.pt are intact.
+    bad_critic = files / "bad_critic_run"
+    shutil.copytree(run, bad_critic)
+    critic = {k: v for k, v in good["critic"].items() if k != "net.0.weight"}
+    torch.save({**good, "critic": critic}, bad_critic / "checkpoints" / "iter_000002.pt")
+    actor = {**good["actor"], "mean_net.0.weight": torch.zeros(3, 3)}  # another architecture's layer
+    torch.save({**good, "actor": actor}, files / "actor_shape.pt")
+    torch.save({**good, "critic": None}, files / "no_critic.pt")
 
 
 def write_output_cases(run: Path, files: Path, good: dict) -> None:
@@ -417,6 +498,9 @@ def test_bad_input(
     assert status == case.status, err
     assert case.message in err, err
     assert "Traceback" not in err
+    # no command leaves a log in the working directory (Hydra's <command>.log, MuJoCo's log)
+    litter = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".log" or p.name == "MUJOCO_LOG.TXT")
+    assert not litter, f"left in the working directory: {litter}"
     assert not bad_files["marker"].exists()  # no checkpoint ever ran code
     if case.category in ("config", "checkpoint"):
         assert not list(tmp_path.rglob("metrics.jsonl")), "a config error must stop before any simulation"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,22 @@ def test_cfg_job_prints_config(locomo_cli):
     result = locomo_cli("train", "env=cartpole", "--cfg", "job")
     assert result.returncode == 0, result.stderr
     assert "CartPole-v1" in result.stdout
+
+
+def test_overrides_are_checked_before_hydra_and_flags_are_not_overrides():
+    """Issue "Nothing lost to a typo", part 5: Hydra's flags and their values pass; each value of
+    a sweep is checked; an unparsable override says how to quote it."""
+    from locomo.cli import check_overrides
+    from locomo.config import ConfigError
+
+    check_overrides(["--cfg", "job", "-cd", "conf=1", "-m", "seed=0,1", "env.name=my_walker-2.0"])
+    check_overrides(['checkpoint="a=b/last.pt"', "resume='a=b'"])  # as the shell passes them quoted
+    with pytest.raises(ConfigError, match=r"env.name='a/b' is invalid: must be 1 to 100 letters"):
+        check_overrides(["-m", "env.name=ok,a/b"])
+    with pytest.raises(ConfigError, match=r"""must be quoted for Hydra: 'checkpoint="a=b/last.pt"'"""):
+        check_overrides(["checkpoint=a=b/last.pt"])
+    with pytest.raises(ConfigError) as info:  # a value with a double quote: in single quotes for Hydra
+        check_overrides(['out=x="y'])
+    (advice,) = shlex.split(str(info.value).split("quoted for Hydra: ", 1)[1].split(" (the outer", 1)[0])
+    assert advice == "out='x=\"y'"
+    check_overrides([advice])

@@ -78,3 +78,47 @@ def test_reset_is_seeded():
     b = make_vec_env(env_cfg("hopper"), num_envs=3).reset(seed=7)
     c = make_vec_env(env_cfg("hopper"), num_envs=3).reset(seed=8)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def arena_overflow_xml(path, spheres: int = 40, memory: str = "64K"):
+    """A model that compiles but whose contacts overflow its arena at the first forward pass:
+    free spheres piled at one spot (a 20,000-body model does the same to MuJoCo's default arena)."""
+    bodies = '<body pos="0 0 1"><freejoint/><geom size="0.1"/></body>' * spheres
+    path.write_text(
+        f'<mujoco><size memory="{memory}"/><worldbody><geom type="plane" size="5 5 .1"/><body pos="0 0 1">'
+        f'<joint name="j0" type="hinge" axis="0 1 0"/><geom size="0.05"/></body>{bodies}</worldbody>'
+        '<actuator><motor joint="j0"/></actuator></mujoco>\n'
+    )
+    return path
+
+
+@pytest.mark.parametrize(("name", "backend"), [("inverted_pendulum", "gymnasium"), ("humanoid", "batched")])
+def test_a_model_whose_arena_overflows_is_one_line_with_mujocos_hint(tmp_path, name, backend):
+    from locomo.config import ConfigError
+
+    xml = arena_overflow_xml(tmp_path / "pile.xml")
+    cfg = env_cfg(name, f"env.xml_file={xml}", f"env.backend={backend}")
+    with pytest.raises(ConfigError) as caught:
+        make_vec_env(cfg, num_envs=1)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"env.xml_file='{xml}' is invalid: MuJoCo ran out of the model's memory arena")
+    assert '(increase <size memory="..."/>)' in message  # MuJoCo's own hint, from its second line
+    assert message.endswith('raise memory in the model file\'s <size memory="..."/>')
+
+
+def test_a_big_model_is_announced_before_its_compile(tmp_path, capsys):
+    from locomo.envs.gymnasium_backend import BIG_MODEL_BODIES, announce_compile, mujoco_message
+
+    big, small = tmp_path / "big.xml", tmp_path / "small.xml"
+    body = '<body pos="0 0 1"><joint type="hinge"/><geom size="0.05"/></body>'
+    big.write_text(f"<mujoco><worldbody>{body * BIG_MODEL_BODIES}</worldbody></mujoco>\n")
+    small.write_text(f"<mujoco><worldbody>{body * 3}</worldbody></mujoco>\n")
+    announce_compile(big)
+    announce_compile(small)
+    assert capsys.readouterr().err.splitlines() == [
+        f"locomo: compiling {big}: {BIG_MODEL_BODIES} bodies (a big model: MuJoCo may take a minute) ..."
+    ]
+    # MuJoCo's multi-line errors stay whole, on one line
+    error = ValueError("XML parse error 18:\nError=XML_ELEMENT_DEPTH_EXCEEDED ErrorID=18\n")
+    assert mujoco_message(error) == "XML parse error 18: Error=XML_ELEMENT_DEPTH_EXCEEDED ErrorID=18"

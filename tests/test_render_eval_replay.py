@@ -142,7 +142,7 @@ def test_eval_table_json_and_replay_reproduces_its_returns(trained):
         args = (f"checkpoint={run}", "seed=5", f"deterministic={flag}", *SMALL_VIDEO)
         replay = run_locomo("replay", *args, cwd=cwd, env=HEADLESS)
         assert replay.returncode == 0, replay.stderr
-        assert "no display" in replay.stdout
+        assert "no display (DISPLAY is unset): writing a video instead" in replay.stderr
         returned = float(re.search(r"return (-?[\d.]+)", replay.stdout).group(1))
         assert returned == pytest.approx(report["modes"][mode]["per_episode"][0]["return"], abs=1e-5)
         video = run / "replay" / f"last_replay_seed5_{mode}.mp4"
@@ -189,12 +189,37 @@ def test_replay_window_without_a_display_is_a_clear_error(trained):
 
 
 def test_training_goes_on_without_video_when_rendering_fails(tmp_path):
-    # OSMesa with PyOpenGL pinned to EGL cannot work anywhere: a deterministic GL failure.
+    # OSMesa with PyOpenGL pinned to EGL cannot work anywhere: a deterministic GL failure, whose
+    # fix is to unset PYOPENGL_PLATFORM (not to install EGL: MuJoCo's own message said so, unformatted).
     broken_gl = {"MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "egl"}
     result = run_locomo("train", *TINY, "logger.wandb.mode=disabled", cwd=tmp_path, env=broken_gl)
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if "videos off" in line]
-    assert len(notes) == 1 and "offscreen rendering failed with MUJOCO_GL=osmesa" in notes[0]
-    assert "fix: install EGL" in notes[0]
+    assert len(notes) == 1, result.stderr
+    assert "PYOPENGL_PLATFORM='egl' (environment variable) does not match MUJOCO_GL=osmesa" in notes[0]
+    assert "fix: unset PYOPENGL_PLATFORM" in notes[0] and "{!r}" not in notes[0]
     (run,) = (p.parent for p in tmp_path.glob("outputs/humanoid/*/config.yaml"))
     assert (run / "checkpoints" / "last.pt").is_file() and not list(run.glob("videos/*.mp4"))
+
+
+def test_eval_in_chunks_gives_the_episodes_of_one_batch(monkeypatch):
+    """Episodes run at most EPISODES_AT_ONCE at a time (memory stays flat for any count up to the
+    bound); episode i depends only on seed + i, so the chunks give what one batch of envs gives."""
+    from locomo import evaluation
+    from locomo.config import ConfigError
+    from locomo.evaluation import MAX_EVAL_EPISODES, check_episode_count, evaluate_episodes, run_episodes
+
+    policy = load_policy("walker")
+    thresholds = policy.cfg.behavior
+    env = policy.make_env(3)
+    try:
+        whole = run_episodes(policy, env, 7, False, thresholds, max_steps=8)
+    finally:
+        env.close()
+    monkeypatch.setattr(evaluation, "EPISODES_AT_ONCE", 2)
+    chunked = evaluate_episodes(policy, 3, 7, False, thresholds, max_steps=8)
+    assert [r.seed for r in chunked] == [7, 8, 9]
+    assert [r.record.ret for r in chunked] == [r.record.ret for r in whole]
+    check_episode_count(MAX_EVAL_EPISODES, "eval")
+    with pytest.raises(ConfigError, match=f"must be at most {MAX_EVAL_EPISODES}"):
+        check_episode_count(MAX_EVAL_EPISODES + 1, "eval")

@@ -4,9 +4,11 @@ SIGTERM and SIGINT, then resumed; the result must equal an uninterrupted run bit
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -232,3 +234,44 @@ def test_resume_reads_the_checkpoint_once_for_both_steps(tmp_path: Path, monkeyp
     # A job started without step 1 (or for another file) still reads it itself.
     again = resumed_config(cfg, ["train.iterations=5"])
     assert len(reads) == before + 1 and again[2]["counters"] == state["counters"]
+
+
+def test_a_read_only_run_dir_is_resumed_from_a_copy_with_keys_that_keep_the_math(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue "Nothing lost to a typo", part 5: the advice for a run dir a resume cannot write is one a
+    resume accepts (it said hydra.run.dir=, which a resume refuses); and a resume may extend a run
+    in env steps and change the device and what W&B records (none of which changes the math)."""
+    import os
+
+    from tests.safety_helpers import finished_pendulum_run
+
+    run = finished_pendulum_run(tmp_path / "run")
+    real_access = os.access
+
+    # The run dir is read-only (as root, who writes anywhere, a chmod would not do).
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        return False if Path(path).resolve() == run.resolve() else real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    status, _, err = call_locomo("train", f"resume={run}", "train.iterations=3")
+    assert status == 2, err
+    assert f"cannot write in run directory {run} (Permission denied" in err
+    advice = f"copy it somewhere writable and resume the copy: cp -r {run} <copy>; locomo train resume=<copy>"
+    assert advice in err
+    assert "hydra.run.dir" not in err
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    status, _, err = call_locomo(
+        "train", f"resume={copy}", "train.total_steps=96", "train.device=cpu", "logger.wandb.name=again",
+        "logger.wandb.tags=[resumed]", "logger.wandb.log_model=false", "logger.wandb.eval_episodes=0",
+    )  # fmt: skip
+    assert status == 0, err
+    state = load_latest(copy)[1]
+    assert state["counters"]["iteration"] == 3  # ceil(96 / 32 steps per iteration)
+    train, wandb = state["config"]["train"], state["config"]["logger"]["wandb"]
+    assert (train["total_steps"], train["iterations"], train["device"]) == (96, 3, "cpu")
+    recorded = (wandb["name"], wandb["tags"], wandb["log_model"], wandb["eval_episodes"])
+    assert recorded == ("again", ["resumed"], False, 0)
+    assert [row["iteration"] for row in metrics_rows(copy)] == [1, 2, 3]
+    assert len(metrics_rows(run)) == 2  # the read-only run is untouched

@@ -1,4 +1,5 @@
-"""`locomo replay` opens MuJoCo's interactive viewer when a display exists (a real X server: Xvfb)."""
+"""`locomo replay` opens MuJoCo's interactive viewer when a display exists (a real X server: Xvfb),
+and says so in one line when the display it is given cannot be reached."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY, cli_env, run_locomo, start_locomo, wait_for
+from tests.safety_helpers import call_locomo
 
-pytestmark = pytest.mark.skipif(
+needs_xvfb = pytest.mark.skipif(
     shutil.which("Xvfb") is None or shutil.which("xdotool") is None,
     reason="needs Xvfb and xdotool (Debian: apt-get install xvfb xdotool; .ci/run installs them)",
 )
@@ -26,6 +28,7 @@ def free_display() -> tuple[str, Path]:
     raise RuntimeError("no free X display number")
 
 
+@needs_xvfb
 @pytest.mark.slow
 def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
     from PIL import ImageGrab
@@ -76,3 +79,29 @@ def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
     # SIGTERM closes the window in order and exits with one line, not a hang or an X error.
     assert replay.returncode == 143, (replay.returncode, err)
     assert "stopped by SIGTERM" in err and "X Error" not in err, err
+
+
+def test_an_unreachable_display_is_one_line_and_auto_writes_a_video(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``DISPLAY`` set to a display no X server serves: MuJoCo's viewer would fail in C++ (a raw
+    GLFWError, exit 1, MUJOCO_LOG.TXT in the working directory). ``window``: one line before the
+    episode runs; ``auto``: the video, with a note. Neither leaves MUJOCO_LOG.TXT."""
+    display, _ = free_display()
+    monkeypatch.setenv("DISPLAY", display)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    status, out, err = call_locomo("replay", "checkpoint=walker", "viewer=window", "max_steps=5")
+    assert status == 2, err
+    assert err.splitlines() == [
+        f"locomo: error: viewer='window' is invalid: no usable display (DISPLAY='{display}': X11: Failed "
+        f"to open display {display}); use viewer=auto or video"
+    ]
+    assert "replay" not in out  # refused before the episode ran
+    video = tmp_path / "walker.mp4"
+    args = ("viewer=auto", "max_steps=5", "width=64", "height=48", f"output={video}")
+    status, out, err = call_locomo("replay", "checkpoint=walker", *args)
+    assert status == 0, err
+    assert f"locomo: no usable display (DISPLAY='{display}': " in err
+    assert "writing a video instead of opening the viewer" in err and video.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["walker.mp4"]  # no MUJOCO_LOG.TXT

@@ -165,3 +165,28 @@ def test_auto_mode_without_login_says_once_how_to_sync(wandb_home, monkeypatch, 
         f"locomo: W&B offline (not logged in; `wandb login` logs online): run in {offline}; "
         f"upload later with: wandb sync {offline}"
     ]
+
+
+def test_online_fallback_removes_only_the_failed_attempts_dir(wandb_home, monkeypatch, capsys):
+    """Online with no reachable server falls back to offline; the ``wandb/run-*`` dir that the failed
+    online attempt made is removed (it sat beside the offline run, looking like a second run),
+    and a run dir of an earlier session is kept."""
+    from omegaconf import OmegaConf
+
+    from locomo.config import WandbConfig
+    from locomo.logging import MetricsLogger
+
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    earlier = wandb_home / "wandb" / "run-20250101_000000-earlier0"
+    earlier.mkdir(parents=True)
+    cfg = OmegaConf.structured(WandbConfig(mode="online", init_timeout=2))
+    config = {"env": {"name": "cartpole"}, "algo": {"name": "baseline"}, "seed": 0}
+    logger = MetricsLogger(wandb_home, "metrics.jsonl", cfg, config)
+    logger.log({"rollout/return_mean": 1.0}, step=8)
+    logger.close()
+    (offline,) = wandb_home.glob("wandb/offline-run-*")
+    assert sorted(wandb_home.glob("wandb/run-*")) == [earlier]
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("locomo:")]
+    assert line.startswith("locomo: W&B online failed (") and f"wandb sync {offline}" in line
+    assert "could not remove" not in line

@@ -18,9 +18,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Episodes in the chosen modes, a table on stdout, the full result as JSON."""
     import torch
 
-    from locomo.evaluation import format_table, load_policy, output_root, run_episodes, summarize
+    from locomo.evaluation import (
+        check_episode_count,
+        evaluate_episodes,
+        format_table,
+        load_policy,
+        output_root,
+        summarize,
+    )
 
     validate_eval_config(cfg)
+    check_episode_count(cfg.episodes, "eval")
     # A path given is checked before anything loads; the default one once the run is known.
     given = None if cfg.output is None else safe_output(cfg.output, "json", "output", cfg.overwrite)
     torch.set_num_threads(1)
@@ -29,24 +37,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         output_root(policy, "eval") / f"{policy.path.stem}_seed{cfg.seed}.json", "json", "output"
     )
     modes = ["deterministic", "stochastic"] if cfg.mode == "both" else [cfg.mode]
-    env = policy.make_env(cfg.episodes)
+    envs: dict[int, Any] = {}  # shared by the modes; episodes run in chunks (memory stays flat)
     try:
         results = {
             mode: summarize(
-                run_episodes(
+                evaluate_episodes(
                     policy,
-                    env,
+                    cfg.episodes,
                     cfg.seed,
                     mode == "deterministic",
                     cfg.behavior,
                     cfg.max_steps,
                     progress=f"eval: {mode}",
+                    envs=envs,
                 )
             )
             for mode in modes
         }
     finally:
-        env.close()
+        for env in envs.values():
+            env.close()
     report = {
         "checkpoint": str(policy.path),
         "env": policy.cfg.env.name,

@@ -111,11 +111,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from locomo import checkpoint
     from locomo.checkpoint import CheckpointError
-    from locomo.evaluation import format_table, load_policy, run_episodes, summarize
+    from locomo.evaluation import check_episode_count, evaluate_episodes, format_table, load_policy, summarize
 
     validate_export_config(cfg)
-    if cfg.format != "checkpoint":
+    if cfg.format != "checkpoint":  # no evaluation: episodes is not used
         return run_deployed(cfg)
+    check_episode_count(cfg.episodes, "export")
     given = given_output(cfg)
     torch.set_num_threads(1)
     source = load_policy(cfg.checkpoint)
@@ -128,11 +129,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except (OSError, CheckpointError) as exc:
         raise ConfigError("out", str(out), f"cannot write there ({exc})") from exc
     exported = load_policy(out)  # what users will load: evaluate exactly that
-    env = exported.make_env(cfg.episodes)
-    try:
-        rollouts = run_episodes(exported, env, cfg.seed, True, cfg.behavior, cfg.max_steps)
-    finally:
-        env.close()
+    rollouts = evaluate_episodes(exported, cfg.episodes, cfg.seed, True, cfg.behavior, cfg.max_steps)
     summary = summarize(rollouts)
     report = {
         "policy": out.name,

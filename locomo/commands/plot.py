@@ -3,9 +3,11 @@ behaviour-label mix of runs as a stacked area (``kind=behavior``)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -44,15 +46,27 @@ def run(cfg: DictConfig) -> None:
     validate_plot(cfg)
     default = runs / ("behavior.png" if cfg.kind == "behavior" else "curves.png")
     out = safe_output(default if cfg.out is None else cfg.out, "figure", "out", cfg.overwrite)
+    skipped = analysis.Skipped()  # rows and runs left out: said, never silently dropped
+    files = analysis.metrics_files(runs)
     if cfg.kind == "behavior":
         with figure_file(out) as tmp:
-            last = analysis.plot_behavior(analysis.metrics_files(runs), cfg.window, tmp)
+            last = analysis.plot_behavior(files, cfg.window, tmp, skipped)
+        say_skipped(skipped, len(files))
         mix = ", ".join(f"{label} {share:.0%}" for label, share in last.items() if share > 0)
         print(f"last window: {mix or 'no finished episodes'}")
         print(f"locomo: wrote {out}")
         return
     with figure_file(out) as tmp:
-        counts = analysis.plot_curves(runs, cfg.metric, list(cfg.group_by) if cfg.group_by else None, tmp)
+        keys = list(cfg.group_by) if cfg.group_by else None
+        counts = analysis.plot_curves(runs, cfg.metric, keys, tmp, skipped)
+    say_skipped(skipped, len(files))
     for label, n in counts.items():
         print(f"{label}: {n} run(s)")
     print(f"locomo: wrote {out}")
+
+
+def say_skipped(skipped: Any, files: int) -> None:
+    """One warning line when rows or runs of the metrics files were left out of the figure."""
+    line = skipped.describe(files)
+    if line is not None:
+        print(f"locomo: warning: {line}", file=sys.stderr)

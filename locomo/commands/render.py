@@ -36,6 +36,9 @@ def run(cfg: Any) -> list[Path]:
     import torch
 
     validate_render_config(cfg)
+    check_something_to_write(cfg)
+    if cfg.iterations:
+        comparison_checkpoints(cfg.checkpoint, list(cfg.iterations))  # before anything loads
     if cfg.output_dir is not None:
         safe_output_dir(cfg.output_dir, "output_dir")
     torch.set_num_threads(1)
@@ -46,12 +49,41 @@ def run(cfg: Any) -> list[Path]:
         raise OutputInterrupted(exc, written, written[0].parent if written else None) from exc
 
 
+def check_something_to_write(cfg: Any) -> None:
+    """Refuse, before any rollout, a config that would write no file (it ran the episodes, wrote
+    nothing and exited 0)."""
+    from locomo.config import ConfigError
+
+    if cfg.iterations:  # a comparison writes one grid video and one sheet, no per-episode videos
+        if not (cfg.grid or cfg.sheet):
+            raise ConfigError(
+                "grid",
+                cfg.grid,
+                "grid and sheet are both false, and with iterations= nothing else is written "
+                "(per_episode is not used); set grid=true or sheet=true",
+            )
+    elif not (cfg.grid or cfg.per_episode or cfg.sheet):
+        raise ConfigError(
+            "grid",
+            cfg.grid,
+            "grid, per_episode and sheet are all false, so nothing would be written; set one of "
+            "them to true (or use locomo eval for the numbers alone)",
+        )
+
+
 def render_one(cfg: Any, written: list[Path]) -> list[Path]:
     """One checkpoint's rollouts; appends each file to ``written`` once it is complete."""
     from locomo.behavior import format_counts, label_counts
     from locomo.evaluation import Rollout, load_policy, run_episodes
     from locomo.progress import render_progress
-    from locomo.rendering import FrameRenderer, VideoStats, contact_sheet, model_of, write_rollout_video
+    from locomo.rendering import (
+        FrameRenderer,
+        VideoStats,
+        check_offscreen,
+        contact_sheet,
+        model_of,
+        write_rollout_video,
+    )
 
     policy = load_policy(cfg.checkpoint)
     out_dir = output_dir(cfg, policy)
@@ -60,6 +92,7 @@ def render_one(cfg: Any, written: list[Path]) -> list[Path]:
     env = policy.make_env(cfg.episodes)
     try:
         model = model_of(env, policy.cfg.env.id)
+        check_offscreen()  # a GL that cannot render fails now, not after the rollouts
         start = time.perf_counter()
         rollouts = run_episodes(
             policy, env, cfg.seed, cfg.deterministic, cfg.behavior, cfg.max_steps, True, "render: rollouts"
@@ -111,10 +144,24 @@ def render_one(cfg: Any, written: list[Path]) -> list[Path]:
 
 def comparison_checkpoints(checkpoint: str, iterations: Sequence[int]) -> list[Path]:
     """``iter_XXXXXX.pt`` of ``checkpoint``'s run for each iteration; ConfigError names what exists."""
-    from locomo.config import ConfigError
+    from locomo.config import ASSETS_DIR, ConfigError
     from locomo.evaluation import checkpoint_run_dir, resolve_checkpoint_path
 
-    folder = checkpoint_run_dir(resolve_checkpoint_path(checkpoint)) / "checkpoints"
+    resolved = resolve_checkpoint_path(checkpoint)
+    folder = checkpoint_run_dir(resolved) / "checkpoints"
+    if not folder.is_dir():  # e.g. checkpoint=walker: a single policy shipped in assets/, no run
+        what = (
+            f"{resolved.name}, the policy shipped with locomo"
+            if resolved.parent.resolve() == ASSETS_DIR.resolve()
+            else f"{resolved}, which is not in a run's checkpoints/ folder"
+        )
+        raise ConfigError(
+            "iterations",
+            list(iterations),
+            f"it needs checkpoint= to be a training run directory (it compares the run's "
+            f"checkpoints/iter_*.pt); checkpoint={checkpoint} is {what}; give a run directory, or "
+            "leave iterations out to render this one policy",
+        )
     paths = [folder / f"iter_{it:06d}.pt" for it in iterations]
     missing = [p for p in paths if not p.is_file()]
     if missing:
@@ -134,7 +181,7 @@ def render_comparison(cfg: Any, written: list[Path]) -> list[Path]:
     from locomo.behavior import format_counts, label_counts
     from locomo.evaluation import load_policy, run_episodes
     from locomo.progress import render_progress
-    from locomo.rendering import FrameRenderer, contact_sheet, model_of, write_rollout_video
+    from locomo.rendering import FrameRenderer, check_offscreen, contact_sheet, model_of, write_rollout_video
 
     paths = comparison_checkpoints(cfg.checkpoint, list(cfg.iterations))
     policies = [load_policy(p) for p in paths]
@@ -148,6 +195,8 @@ def render_comparison(cfg: Any, written: list[Path]) -> list[Path]:
     # Checkpoints of one run share its env: one env serves every policy's rollouts and the renderer.
     env = policies[0].make_env(cfg.episodes)
     try:
+        model = model_of(env, policies[0].cfg.env.id)
+        check_offscreen()  # a GL that cannot render fails now, not after the rollouts
         start = time.perf_counter()
         per_policy = [
             run_episodes(
@@ -159,7 +208,6 @@ def render_comparison(cfg: Any, written: list[Path]) -> list[Path]:
         # Row e holds episode e under every checkpoint, left to right in training order.
         tiles = [per_policy[c][e] for e in range(cfg.episodes) for c in range(len(policies))]
         tile_titles = [titles[c] for _ in range(cfg.episodes) for c in range(len(policies))]
-        model = model_of(env, policies[0].cfg.env.id)
         videos, sheet = [tiles] if cfg.grid else [], tiles if cfg.sheet else []
         with (
             FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer,

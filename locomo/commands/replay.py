@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import signal
 import sys
 import threading
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from locomo.config import ConfigError, validate_replay_config
-from locomo.errors import StoppedBySignal
+from locomo.errors import StoppedBySignal, first_line
 from locomo.outputs import OutputInterrupted, safe_output
 
 if TYPE_CHECKING:  # torch and gymnasium: imported when the command runs, so a bad command line fails fast
@@ -25,11 +27,34 @@ if TYPE_CHECKING:  # torch and gymnasium: imported when the command runs, so a b
 CONFIG = "replay"
 
 
-def has_display() -> bool:
-    """True where a window can open: macOS and Windows, or Linux with X11 / Wayland."""
+def display_problem() -> str | None:
+    """None where a window can open (macOS, Windows, Linux with a reachable X11 / Wayland
+    display); else why not, in a few words.
+
+    A display that is set but cannot be reached (``DISPLAY=:99`` with no X server there) must be
+    found here: MuJoCo's viewer fails on it inside C++, where Python cannot catch it (a raw
+    ``GLFWError``, "could not initialize GLFW" in ``MUJOCO_LOG.TXT`` in the working directory, exit
+    1). So GLFW, the library the viewer opens its window with, is initialised once first.
+    """
     if platform.system() != "Linux":
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        return None
+    shown = {key: os.environ.get(key) for key in ("DISPLAY", "WAYLAND_DISPLAY")}
+    if not any(shown.values()):
+        return "no display (DISPLAY is unset)"
+    where = ", ".join(f"{key}={value!r}" for key, value in shown.items() if value)
+    try:
+        import glfw
+
+        with warnings.catch_warnings(record=True) as caught:  # GLFW reports why as a warning
+            warnings.simplefilter("always")
+            ready = glfw.init()
+    except Exception as exc:  # no GLFW library, or glfw set to raise its errors
+        return f"no usable display ({where}: {first_line(exc)})"
+    if ready:
+        glfw.terminate()  # the viewer initialises GLFW again itself
+        return None
+    reasons = [re.sub(r"^\(\d+\) b?'?(.*?)'?$", r"\1", str(w.message)) for w in caught]
+    return f"no usable display ({where}: {'; '.join(reasons) or 'GLFW could not initialise'})"
 
 
 def play_in_viewer(model: Any, episode: Rollout, title: str) -> None:
@@ -97,9 +122,9 @@ def run(cfg: Any) -> Rollout:
 
     validate_replay_config(cfg)
     torch.set_num_threads(1)
-    display = has_display()
-    if cfg.viewer == "window" and not display:
-        raise ConfigError("viewer", cfg.viewer, "no display (DISPLAY is unset); use viewer=auto or video")
+    problem = None if cfg.viewer == "video" else display_problem()
+    if cfg.viewer == "window" and problem is not None:
+        raise ConfigError("viewer", cfg.viewer, f"{problem}; use viewer=auto or video")
     given = None if cfg.output is None else safe_output(cfg.output, "video", "output", cfg.overwrite)
     policy = load_policy(cfg.checkpoint)
     env = policy.make_env(1)
@@ -116,7 +141,7 @@ def run(cfg: Any) -> Rollout:
         f"replay {policy.path} seed {cfg.seed} ({mode}): return {episode.record.ret:.6f}, "
         f"length {episode.record.length}, behaviour {'-' if b is None else b.label}"
     )
-    window = cfg.viewer == "window" or (cfg.viewer == "auto" and display)
+    window = cfg.viewer == "window" or (cfg.viewer == "auto" and problem is None)
     if model is None:
         print("locomo: not a MuJoCo env: nothing to show", file=sys.stderr)
         return episode
@@ -130,7 +155,7 @@ def run(cfg: Any) -> Rollout:
     name = f"{policy.path.stem}_replay_seed{cfg.seed}_{mode}.mp4"
     path = given or safe_output(output_root(policy, "replay") / name, "video", "output")
     if cfg.viewer == "auto":
-        print("locomo: no display (DISPLAY is not set): writing a video instead of opening the viewer")
+        print(f"locomo: {problem}: writing a video instead of opening the viewer", file=sys.stderr)
     try:
         with (
             FrameRenderer(model, cfg.width, cfg.height, cfg.camera, cfg.quality) as renderer,

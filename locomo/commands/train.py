@@ -18,6 +18,7 @@ from locomo.config import ConfigError, resolve_total_steps, validate_config
 
 if TYPE_CHECKING:  # the CLI imports this module before it knows torch is needed
     from locomo.distributed import Group
+    from locomo.runner import Runner
 
 CONFIG = "train"
 # Its lines go to the run's train.log only once it owns the run dir (locomo.messages.release).
@@ -80,6 +81,9 @@ def prepare_argv(args: list[str]) -> list[str]:
             os.environ.pop(CREATED_BELOW_ENV, None)  # rank 0's run dir: never this rank's to remove
             return follow_rank0(args, group)
     _record_existing(args)
+    from locomo.rundir import fit_sweep_subdir
+
+    args = fit_sweep_subdir(args)
     args, subdir = hydra_record_args(args)
     if subdir is None:
         os.environ.pop(HYDRA_RECORD_ENV, None)
@@ -210,14 +214,18 @@ def train(
         cfg.logger.wandb.group = Path(job.sweep_dir).name
     from locomo.checkpoint import RunDirLock  # heavy imports only after the config is known good
     from locomo.preflight import check_resources
-    from locomo.rundir import claim_run_dir, describe_removal, remove_run_files, write_hydra_record
+    from locomo.rundir import (
+        claim_run_dir,
+        describe_removal,
+        remove_run_files,
+        write_hydra_record,
+        write_run_file,
+    )
 
     check_resources(cfg)
     out = job.run_dir
     if not group.is_main:  # rank 0 holds the run dir and writes everything in it
-        from locomo.runner import Runner
-
-        Runner(cfg, out, resume=resume_state, resume_path=resume_path, group=group).run()
+        make_runner(cfg, out, resume_state, resume_path, group).run()
         return float("nan")
     with RunDirLock(out):  # one process per run dir: a second start or resume is refused, untouched
         if resume_state is None:
@@ -239,10 +247,8 @@ def train(
         if group.active and announced is not None:
             group.broadcast(("ok", str(out)))
             announced.append(True)
-        from locomo.runner import Runner
-
-        runner = Runner(cfg, out, resume=resume_state, resume_path=resume_path, group=group)
-        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+        runner = make_runner(cfg, out, resume_state, resume_path, group)
+        write_run_file(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), "the run's resolved config")
         if resume_state is not None:
             print(
                 f"locomo: resuming {out} at iteration {runner.iteration} ({runner.env_steps} env steps) "
@@ -253,6 +259,30 @@ def train(
     summary = f"mean return {ret:.2f}" if ret == ret else "no episode finished yet (mean return undefined)"
     print(f"locomo: trained {cfg.train.iterations} iterations; {summary}; run dir {out}")
     return ret
+
+
+def make_runner(
+    cfg: DictConfig, out: Path, resume_state: dict[str, Any] | None, resume_path: Path | None, group: Group
+) -> Runner:
+    """The training loop, its state restored from ``resume_state`` when resuming.
+
+    A checkpoint whose parts do not fit the networks its config builds is refused by the runner
+    (CheckpointError) in torch's words, which name no file and may span lines: said in one line
+    naming the checkpoint, with what to do.
+    """
+    from locomo.errors import CheckpointError
+    from locomo.runner import Runner
+
+    try:
+        return Runner(cfg, out, resume=resume_state, resume_path=resume_path, group=group)
+    except CheckpointError as exc:
+        if resume_path is None or str(resume_path) in str(exc):
+            raise
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(
+            f"checkpoint {resume_path}: {detail}; use another checkpoint of the run (checkpoints/iter_*.pt), "
+            "or start a new run"
+        ) from exc
 
 
 def warn_missing_metrics(metrics: Path, state: dict[str, Any]) -> None:

@@ -55,6 +55,8 @@ def run(cfg: DictConfig) -> None:
     """Measure each estimator's gradient variance over independent batches from one policy."""
     validate_config(cfg)
     from locomo import analysis
+
+    analysis.validate_variance(cfg)  # before the env is built (check_resources) and any batch
     from locomo.outputs import atomic_output, safe_output
     from locomo.preflight import check_resources
     from locomo.rundir import hydra_run_dir

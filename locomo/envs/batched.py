@@ -26,6 +26,7 @@ keys (``reward_forward``, ``reward_survive``, ...) and scaled by ``env.reward_sc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import mujoco
@@ -35,7 +36,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import ConfigError, resolve_xml_file
 from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo, record_so_far
-from locomo.envs.gymnasium_backend import UNSTABLE_SLICE, RewardTerms, body_record, invalid_mjcf
+from locomo.envs.gymnasium_backend import (
+    UNSTABLE_SLICE,
+    RewardTerms,
+    announce_compile,
+    body_record,
+    check_model_runs,
+    invalid_mjcf,
+)
 from locomo.envs.pool import WorkerPool, available_cores
 from locomo.envs.tasks import TASKS, Fields, Task
 
@@ -72,10 +80,13 @@ def load_task(env_cfg: Any) -> Task:
         xml = resolve_xml_file(env_cfg.xml_file)
     else:
         xml = expand_model_path(str(kwargs.get("xml_file", TASKS[env_cfg.id].default_xml)))
+    announce_compile(Path(xml))
     try:
         model = mujoco.MjModel.from_xml_path(str(xml))
-    except ValueError as exc:  # MuJoCo could not compile the model
+    except (ValueError, mujoco.FatalError) as exc:  # MuJoCo could not compile the model
         raise invalid_mjcf(env_cfg.xml_file or str(xml), exc) from exc
+    if env_cfg.xml_file is not None:
+        check_model_runs(model, env_cfg.xml_file)
     return TASKS[env_cfg.id](model, kwargs)
 
 

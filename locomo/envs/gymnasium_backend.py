@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -17,12 +20,14 @@ def make_gymnasium_env(env_cfg: Any, render_mode: str | None = None, **extra: An
     """Build one Gymnasium env from the ``env`` config (id, xml_file, kwargs, time limit)."""
     kwargs: dict[str, Any] = dict(env_cfg.kwargs or {})
     if env_cfg.xml_file is not None:
-        kwargs["xml_file"] = str(resolve_xml_file(env_cfg.xml_file))
+        xml = resolve_xml_file(env_cfg.xml_file)
+        announce_compile(xml)
+        kwargs["xml_file"] = str(xml)
     if env_cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
     kwargs.update(extra)
     try:
-        return gym.make(env_cfg.id, render_mode=render_mode, disable_env_checker=True, **kwargs)
+        env = gym.make(env_cfg.id, render_mode=render_mode, disable_env_checker=True, **kwargs)
     except TypeError as exc:  # a keyword the env does not take
         if env_cfg.xml_file is not None and "xml_file" in str(exc):
             raise ConfigError(
@@ -32,16 +37,70 @@ def make_gymnasium_env(env_cfg: Any, render_mode: str | None = None, **extra: An
             ) from exc
         user_kwargs = dict(env_cfg.kwargs or {})
         raise ConfigError("env.kwargs", user_kwargs, f"{env_cfg.id} does not accept them ({exc})") from exc
-    except ValueError as exc:  # MuJoCo could not compile the model
+    except (ValueError, mujoco.FatalError) as exc:  # MuJoCo could not compile the model
         if "xml_file" in kwargs:
             raise invalid_mjcf(env_cfg.xml_file, exc) from exc
         raise
+    model = getattr(env.unwrapped, "model", None)
+    if env_cfg.xml_file is not None and isinstance(model, mujoco.MjModel):
+        try:
+            check_model_runs(model, env_cfg.xml_file)
+        except ConfigError:
+            env.close()
+            raise
+    return env
 
 
-def invalid_mjcf(xml_file: str, exc: Exception) -> ConfigError:
-    """The user-facing error for an ``env.xml_file`` that MuJoCo cannot compile."""
-    first_line = str(exc).strip().splitlines()[0]
-    return ConfigError("env.xml_file", xml_file, f"not a valid MJCF model ({first_line})")
+# From about this many bodies MuJoCo's compiler takes seconds, growing faster than the model
+# (5,000 bodies: about 1 s; 20,000: about 30 s): a line before such a compile says why nothing
+# seems to happen.
+BIG_MODEL_BODIES = 5_000
+
+
+def announce_compile(xml: Path) -> None:
+    """``locomo: compiling <file>: N bodies ...`` on stderr before a long compile (a big MJCF)."""
+    try:
+        bodies = len(re.findall(rb"<body[\s/>]", xml.read_bytes()))
+    except OSError:  # unreadable: MuJoCo's compile says why
+        return
+    if bodies >= BIG_MODEL_BODIES:
+        print(
+            f"locomo: compiling {xml}: {bodies} bodies (a big model: MuJoCo may take a minute) ...",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def mujoco_message(exc: BaseException) -> str:
+    """MuJoCo's error on one line, all of it: its hint (``increase <size memory="..."/>``) and
+    the XML parser's reason come on the lines after the first."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    for line in lines[1:]:
+        text += (" " if text.endswith(":") else "; ") + line
+    return text.removeprefix("Error: ")
+
+
+def invalid_mjcf(xml_file: str, exc: BaseException) -> ConfigError:
+    """The user-facing error for an ``env.xml_file`` that MuJoCo cannot compile or simulate."""
+    text = mujoco_message(exc)
+    if "<size memory" in text:  # the model compiles but its arena is too small to simulate it
+        return ConfigError(
+            "env.xml_file",
+            xml_file,
+            f"MuJoCo ran out of the model's memory arena ({text}); raise memory in the model "
+            'file\'s <size memory="..."/>',
+        )
+    return ConfigError("env.xml_file", xml_file, f"not a valid MJCF model ({text})")
+
+
+def check_model_runs(model: mujoco.MjModel, xml_file: str) -> None:
+    """One forward pass of a user's model on fresh data: a model whose arena is too small fails
+    here with MuJoCo's hint (a ConfigError), not on the first reset (an unexpected failure)."""
+    try:
+        mujoco.mj_forward(model, mujoco.MjData(model))
+    except (ValueError, mujoco.FatalError) as exc:
+        raise invalid_mjcf(xml_file, exc) from exc
 
 
 def space_info(env: gym.Env) -> SpaceInfo:
