@@ -271,7 +271,7 @@ class ExportConfig:
     format: str = "checkpoint"  # checkpoint (.pt) | torchscript (.pt or .ts) | onnx (.onnx)
     out: str | None = None  # the file to write; null = <run>/export/policy_<checkpoint>.pt|.ts|.onnx
     overwrite: bool = False  # true: a file shipped in locomo's assets/ may be replaced (by the same kind)
-    episodes: int = 20  # format=checkpoint: evaluation episodes; episode i is seeded with seed + i
+    episodes: int = 20  # format=checkpoint: episodes in each eval mode; episode i is seeded seed + i
     seed: int = 0  # seed of the first evaluation episode
     max_steps: int | None = None  # steps per episode at most; null = the env's time limit
     behavior: BehaviorConfig = field(default_factory=BehaviorConfig)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from locomo.config import ConfigError
-from locomo.evaluation import LoadedPolicy, select_actions
+from locomo.evaluation import LoadedPolicy, portable_name, select_actions
 from locomo.policy import Actor, CategoricalActor, GaussianActor, ObsNormalizer
 
 INPUT_NAME = "obs"
@@ -119,7 +119,7 @@ def description(policy: LoadedPolicy, fmt: str) -> dict[str, Any]:
         ),
         "env": policy.cfg.env.name,
         "env_id": policy.cfg.env.id,
-        "source": str(policy.path),
+        "source": portable_name(policy.path),  # no machine paths in a file that is handed on
         "counters": policy.counters,
     }
     if isinstance(actor, GaussianActor) and actor.clipped:

@@ -19,6 +19,7 @@ separate pass that replays those states (:mod:`locomo.rendering`), not part of t
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,18 @@ class LoadedPolicy:
 def checkpoint_run_dir(path: Path) -> Path:
     """The run directory of ``<run>/checkpoints/<file>.pt``; else the file's own folder."""
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def portable_name(path: Path) -> str:
+    """A checkpoint named without the machine it sits on, for files that are shipped or shared
+    (``locomo export``'s JSON and metadata): ``<run dir name>/checkpoints/<file>`` for a run's
+    checkpoint, e.g. ``default_s1/checkpoints/iter_000400.pt``, else the file name alone."""
+    # abspath, not resolve(): a run's name as the user sees it, even through links, and "." or a
+    # relative path gets its real folder name.
+    file = Path(os.path.abspath(path))
+    if file.parent.name == "checkpoints":
+        return "/".join(p for p in (file.parent.parent.name, "checkpoints", file.name) if p)
+    return file.name
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:

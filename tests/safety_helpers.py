@@ -1,12 +1,15 @@
-"""Helpers for the crash-safety, resume and bad-input tests: run the CLI in-process and compare
-checkpoints. (Subprocess runs, polling and the small run configs are in tests/conftest.py.)"""
+"""Helpers for the crash-safety, resume and bad-input tests: run the CLI in-process, compare
+checkpoints, find machine paths in what is shipped. (Subprocess runs, polling and the small run
+configs are in tests/conftest.py.)"""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 import sys
-from pathlib import Path
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import torch
@@ -34,6 +37,31 @@ def call_locomo(*args: str) -> tuple[int, str, str]:
         sys.argv = saved_argv
         torch.use_deterministic_algorithms(deterministic)  # train.deterministic is process-wide
     return int(status), out.getvalue(), err.getvalue()
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def machine_paths(value: Any) -> list[str]:
+    """The words of a JSON value's strings that name a path of some machine: absolute (POSIX or
+    Windows) or under a home directory (``~``). A command's words are split at ``=`` too, so
+    ``checkpoint=/x/walker.pt`` counts."""
+    return [
+        word
+        for text in strings(value)
+        for word in re.split(r"[\s=]+", text)
+        if PurePosixPath(word).is_absolute() or PureWindowsPath(word).is_absolute() or word.startswith("~")
+    ]
 
 
 def learned_state(ckpt: dict[str, Any]) -> dict[str, Any]:

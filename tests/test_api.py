@@ -73,17 +73,21 @@ def test_walker_in_stock_gymnasium_reproduces_eval(deterministic: bool) -> None:
         gym_env = gymnasium.make("Humanoid-v5")
         obs, _ = gym_env.reset(seed=seed)
         generator = torch.Generator().manual_seed(seed)
-        ret, length, done = 0.0, 0, False
-        while not done and (max_steps is None or length < max_steps):
+        rewards: list[float] = []
+        done = False
+        while not done and (max_steps is None or len(rewards) < max_steps):
             obs, reward, terminated, truncated, _ = gym_env.step(
                 policy.act(obs, deterministic=deterministic, generator=generator)
             )
-            ret += float(reward)
-            length += 1
+            rewards.append(float(reward))
             done = terminated or truncated
         gym_env.close()
-        assert length == rollout.record.length
-        assert ret == rollout.record.ret, f"seed {seed}: {ret} != eval's {rollout.record.ret}"
+        assert len(rewards) == rollout.record.length
+        # Every step's reward as eval's rollout keeps it (through a float32 tensor) bit for bit; the
+        # return (the env's float64 rewards) up to the order of its sum.
+        stored = np.asarray(rollout.rewards).astype(np.float32)
+        assert np.array_equal(np.asarray(rewards, dtype=np.float32), stored), f"seed {seed}: rewards differ"
+        assert sum(rewards) == pytest.approx(rollout.record.ret, rel=1e-12, abs=0.0)
 
 
 def test_act_takes_one_observation_or_a_batch() -> None:

@@ -9,6 +9,7 @@ actions are compared with locomo's own deterministic actions: the normaliser, th
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,10 +19,11 @@ import pytest
 import torch
 
 from locomo import deploy
+from locomo.config import ASSETS_DIR
 from locomo.envs.base import SpaceInfo
 from locomo.evaluation import LoadedPolicy, load_policy, select_actions
 from locomo.policy import ObsNormalizer, make_actor
-from tests.safety_helpers import call_locomo
+from tests.safety_helpers import call_locomo, machine_paths
 
 onnx = pytest.importorskip("onnx", reason='the onnx extra: pip install -e ".[test]"')
 onnxruntime = pytest.importorskip("onnxruntime", reason='the onnx extra: pip install -e ".[test]"')
@@ -178,3 +180,43 @@ def test_onnx_without_the_extra_says_how_to_install_it(tmp_path, monkeypatch):
     assert status == 2 and len(stderr.splitlines()) == 1
     assert stderr.startswith("locomo: error: format='onnx' is invalid: ")
     assert 'pip install "locomo[onnx]"' in stderr and list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_export_json_names_no_machine_path_and_holds_both_modes(tmp_path, monkeypatch):
+    """format=checkpoint from a run's checkpoint, every path given absolute: the JSON beside the
+    policy names the run and the path inside it, evaluates both modes, and names no machine path."""
+    run = tmp_path / "walk_s1"  # a run dir holding the shipped walker as one of its checkpoints
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    name = f"iter_{load_policy('walker').counters['iteration']:06d}.pt"  # as a run names it
+    shutil.copyfile(ASSETS_DIR / "walker.pt", run / "checkpoints" / name)
+    (run / ".hydra" / "overrides.yaml").write_text("- seed=1\n", encoding="utf-8")
+    out = tmp_path / "shipped" / "w.pt"
+    monkeypatch.chdir(tmp_path)
+    args = ["episodes=2", "seed=5", "max_steps=20"]
+    checkpoint = run / "checkpoints" / name
+    status, _, stderr = call_locomo("export", f"checkpoint={checkpoint}", f"out={out}", *args)
+    assert status == 0, stderr
+    report = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert machine_paths(report) == [] and str(tmp_path) not in out.with_suffix(".json").read_text()
+    assert report["policy"] == "w.pt" and report["source"] == f"walk_s1/checkpoints/{name}"
+    assert report["training_command"] == "locomo train seed=1"
+    assert report["eval_command"] == "locomo eval checkpoint=w.pt episodes=2 seed=5 max_steps=20 mode=both"
+    for mode in ("deterministic", "stochastic"):
+        evaluation = report[mode]
+        assert evaluation["eval_command"] == report["eval_command"].replace("mode=both", f"mode={mode}")
+        assert evaluation["episodes"] == 2 and sum(evaluation["labels"].values()) == 2
+        rows = evaluation["per_episode"]
+        assert [row["seed"] for row in rows] == [5, 6] and all(row["length"] == 20 for row in rows)
+        assert all(set(row) == {"seed", "return", "length", "label", "distance"} for row in rows)
+        assert evaluation["return_mean"] == pytest.approx(sum(row["return"] for row in rows) / 2)
+    # Sampled actions are not the mean action: the two modes are two evaluations.
+    assert report["deterministic"]["per_episode"] != report["stochastic"]["per_episode"]
+    # A checkpoint outside any run is named by its file alone; the eval command, run from the
+    # JSON's folder, finds the policy beside it.
+    status, _, stderr = call_locomo("export", "checkpoint=shipped/w.pt", "out=again/w2.pt", *args)
+    assert status == 0, stderr
+    again = json.loads((tmp_path / "again" / "w2.json").read_text(encoding="utf-8"))
+    assert again["source"] == "w.pt" and again["training_command"] is None and machine_paths(again) == []
+    for mode in ("deterministic", "stochastic"):  # the same policy, the same episodes
+        assert again[mode]["per_episode"] == report[mode]["per_episode"]

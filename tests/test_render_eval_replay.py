@@ -111,13 +111,18 @@ def test_export_writes_the_policy_alone_with_its_evaluation(trained):
     assert out.stat().st_size < (run / "checkpoints" / "last.pt").stat().st_size / 2  # no critic, no Adam
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["training_command"].startswith("locomo train ") and report["counters"]["iteration"] == 2
-    assert report["deterministic"]["episodes"] == 2 and len(report["per_episode"]) == 2
-    # The exported file evaluates exactly as the checkpoint it came from.
-    flags = ["episodes=2", "max_steps=30", "mode=deterministic", f"output={cwd / 'e.json'}"]
+    assert report["source"] == f"{run.name}/checkpoints/last.pt"  # no path of this machine
+    # The exported file evaluates exactly as the checkpoint it came from, in both modes.
+    flags = ["episodes=2", "max_steps=30", "mode=both", f"output={cwd / 'e.json'}"]
     again = run_locomo("eval", f"checkpoint={out}", *flags, cwd=cwd)
     assert again.returncode == 0, again.stderr
-    evaluated = json.loads((cwd / "e.json").read_text())["modes"]["deterministic"]
-    assert evaluated["return_mean"] == pytest.approx(report["deterministic"]["return_mean"], rel=1e-9)
+    evaluated = json.loads((cwd / "e.json").read_text())["modes"]
+    for mode in ("deterministic", "stochastic"):
+        assert report[mode]["episodes"] == 2 and len(report[mode]["per_episode"]) == 2
+        assert evaluated[mode]["return_mean"] == pytest.approx(report[mode]["return_mean"], rel=1e-9)
+        assert [e["return"] for e in evaluated[mode]["per_episode"]] == pytest.approx(
+            [e["return"] for e in report[mode]["per_episode"]], rel=1e-9
+        )
     bad = run_locomo("export", f"checkpoint={run}", "out=p.json", cwd=cwd)
     assert bad.returncode == 2 and "out='p.json' is invalid: must be a .pt file" in bad.stderr
 

@@ -1,17 +1,22 @@
 """``locomo export``: a checkpoint's policy alone (actor + observation normaliser, under 2 MB for the
-walker), evaluated in deterministic mode, with a JSON summary beside it (how it was made, how it did);
-or, with ``format=torchscript|onnx``, a standalone file for deployment (:mod:`locomo.deploy`)."""
+walker), evaluated in deterministic and stochastic mode, with a JSON summary beside it (how it was
+made, how it did); or, with ``format=torchscript|onnx``, a standalone file for deployment
+(:mod:`locomo.deploy`)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from locomo.config import ASSETS_DIR, EXPORT_SUFFIXES, ConfigError, validate_export_config
 from locomo.outputs import atomic_output, safe_output, write_text_atomic
+
+if TYPE_CHECKING:  # torch and MuJoCo load only when a command runs (--help stays fast)
+    from locomo.evaluation import Rollout
 
 CONFIG = "export"
 
@@ -32,8 +37,10 @@ def training_command(run_dir: Path) -> str | None:
 
 
 def exported_name(out: Path) -> str:
-    """How a user names an exported policy: its bare name when it sits in ``assets/``, else its path."""
-    return out.stem if out.resolve().parent == ASSETS_DIR.resolve() else str(out)
+    """How the JSON beside an exported policy names it in its eval commands: the bare name when it
+    sits in ``assets/`` (``checkpoint=walker`` works from anywhere), else its file name, as run from
+    the folder it shares with the JSON (a full path would be this machine's, not the reader's)."""
+    return out.stem if out.resolve().parent == ASSETS_DIR.resolve() else out.name
 
 
 def given_output(cfg: DictConfig) -> Path | None:
@@ -103,15 +110,79 @@ def run_deployed(cfg: DictConfig) -> dict[str, Any]:
     return {**metadata, "policy": out.name, "max_difference": difference}
 
 
+# Both of locomo eval's modes: the mean action (what replay shows by default) and sampled actions
+# (the policy as it acted in training); a walker must walk in both.
+MODES = ("deterministic", "stochastic")
+
+
+def eval_command(name: str, cfg: DictConfig, mode: str) -> str:
+    """The ``locomo eval`` command that reproduces the export's evaluation in ``mode``: every setting
+    that changes an episode or its label (``max_steps`` and thresholds only when not the default)."""
+    from locomo.config import BehaviorConfig
+
+    args = [f"checkpoint={name}", f"episodes={cfg.episodes}", f"seed={cfg.seed}"]
+    if cfg.max_steps is not None:
+        args.append(f"max_steps={cfg.max_steps}")
+    defaults = BehaviorConfig()
+    args += [
+        f"behavior.{key}={value}"
+        for key, value in cfg.behavior.items()
+        if value != getattr(defaults, str(key))
+    ]
+    return " ".join(["locomo eval", *args, f"mode={mode}"])
+
+
+def episode_row(rollout: Rollout) -> dict[str, Any]:
+    """One episode as the JSON keeps it: enough to check it again (seed, return, length) and to
+    count what the body did (label, distance); ``locomo eval`` writes the rest (terms, angles)."""
+    behavior = rollout.behavior
+    return {
+        "seed": rollout.seed,
+        "return": rollout.record.ret,
+        "length": rollout.record.length,
+        "label": None if behavior is None else behavior.label,
+        "distance": None if behavior is None else behavior.distance,
+    }
+
+
+def report_text(report: dict[str, Any]) -> str:
+    """``report`` as indented JSON, except that each per-episode row is one line: 2 x 100 episodes
+    stay 200 lines instead of 1400."""
+    rows: dict[str, str] = {}
+
+    def placeholder(row: dict[str, Any]) -> str:
+        key = f"@episode {len(rows)}@"
+        rows[json.dumps(key)] = json.dumps(row)
+        return key
+
+    shown = {
+        key: {**value, "per_episode": [placeholder(row) for row in value["per_episode"]]}
+        if key in MODES
+        else value
+        for key, value in report.items()
+    }
+    text = json.dumps(shown, indent=2)
+    return re.sub(r'"@episode \d+@"', lambda match: rows[match.group(0)], text) + "\n"
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """A training checkpoint's policy alone (actor and observation normaliser,
     no critic or optimiser), evaluated; writes ``out`` and, beside it, ``<out>.json`` with the
-    training command, the counters and the evaluation summary (deterministic mode)."""
+    training command, the counters and the evaluation in both modes (summary and one row per
+    episode). The JSON names no path of this machine, so it can ship with the policy."""
     import torch
+    from omegaconf import OmegaConf
 
     from locomo import checkpoint
     from locomo.checkpoint import CheckpointError
-    from locomo.evaluation import check_episode_count, evaluate_episodes, format_table, load_policy, summarize
+    from locomo.evaluation import (
+        check_episode_count,
+        evaluate_episodes,
+        format_table,
+        load_policy,
+        portable_name,
+        summarize,
+    )
 
     validate_export_config(cfg)
     if cfg.format != "checkpoint":  # no evaluation: episodes is not used
@@ -129,26 +200,48 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except (OSError, CheckpointError) as exc:
         raise ConfigError("out", str(out), f"cannot write there ({exc})") from exc
     exported = load_policy(out)  # what users will load: evaluate exactly that
-    rollouts = evaluate_episodes(exported, cfg.episodes, cfg.seed, True, cfg.behavior, cfg.max_steps)
-    summary = summarize(rollouts)
-    report = {
+    envs: dict[int, Any] = {}  # shared by the two modes, as locomo eval mode=both shares them
+    try:
+        results = {
+            mode: evaluate_episodes(
+                exported,
+                cfg.episodes,
+                cfg.seed,
+                mode == "deterministic",
+                cfg.behavior,
+                cfg.max_steps,
+                progress=f"export: {mode}",
+                envs=envs,
+            )
+            for mode in MODES
+        }
+    finally:
+        for env in envs.values():
+            env.close()
+    summaries = {mode: summarize(rollouts) for mode, rollouts in results.items()}
+    name = exported_name(out)
+    report: dict[str, Any] = {
         "policy": out.name,
-        "source": str(source.path),
+        "source": portable_name(source.path),
         "training_command": training_command(source.run_dir),
         "env": exported.cfg.env.name,
         "counters": exported.counters,
-        "eval_command": (
-            f"locomo eval checkpoint={exported_name(out)} episodes={cfg.episodes} seed={cfg.seed} "
-            "mode=deterministic"
-        ),
-        "deterministic": {k: v for k, v in summary.items() if k != "per_episode"},
-        "per_episode": summary["per_episode"],
+        "seed": cfg.seed,
+        "max_steps": cfg.max_steps,
+        "behavior_thresholds": OmegaConf.to_container(cfg.behavior),
+        "eval_command": eval_command(name, cfg, "both"),
     }
+    for mode, summary in summaries.items():
+        report[mode] = {
+            **{k: v for k, v in summary.items() if k != "per_episode"},
+            "eval_command": eval_command(name, cfg, mode),
+            "per_episode": [episode_row(rollout) for rollout in results[mode]],
+        }
     summary_path = out.with_suffix(".json")
-    write_text_atomic(summary_path, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(summary_path, report_text(report))
     size_mb = out.stat().st_size / 2**20
     iteration = exported.counters.get("iteration", "?")
     print(f"{out} ({size_mb:.2f} MB) from {source.path} (iteration {iteration})")
-    print(format_table({"deterministic": summary}))
+    print(format_table(summaries))
     print(f"wrote {out} and {summary_path}")
     return report
