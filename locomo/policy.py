@@ -80,13 +80,16 @@ def clipped_gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor, std: to
 
 
 class MLP(nn.Sequential):
-    """Layers in sequence; the output is float32 even where the layers ran in bfloat16 (under
-    ``torch.autocast``, ``train.update_precision``), so the math around the nets stays float32."""
+    """Layers in sequence; a half-precision output (the layers ran under ``torch.autocast``,
+    ``train.update_precision``) comes back as float32, so the math around the nets stays float32.
+    Float32 and float64 nets return their own dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self:
             x = layer(x)
-        return x.float()
+        if x.dtype == torch.bfloat16 or x.dtype == torch.float16:
+            x = x.float()
+        return x
 
 
 def mlp(in_dim: int, hidden_sizes: list[int], out_dim: int, activation: str, out_gain: float) -> MLP:
