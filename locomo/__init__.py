@@ -12,11 +12,14 @@ and, after ``import locomo``, ``gymnasium.make("locomo/HumanoidForward-v0")`` (:
 
 Importing the package stays cheap: the API (:mod:`locomo.api`, which loads torch and MuJoCo on
 use) is imported when one of its names is first used, and the Gymnasium ids are registered with
-string entry points, so nothing is built until ``gymnasium.make``.
+string entry points, so nothing is built until ``gymnasium.make``. Gymnasium itself (about 0.2 s
+of imports) is not imported here: the ids are registered as soon as it is, before or after
+``import locomo`` (the ``locomo`` command's start-up must be interruptible from its first line).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +67,40 @@ def _register_gymnasium_ids() -> None:
             gymnasium.register(id=env_id, entry_point="locomo.envs.gym_env:LocomoEnv", kwargs={"task": name})
 
 
-_register_gymnasium_ids()
+class _RegisterWhenGymnasiumLoads:
+    """A ``sys.meta_path`` finder that registers the ids once ``import gymnasium`` has run.
+
+    Importing gymnasium here would cost every ``import locomo`` (and the CLI's start-up, where a
+    Ctrl-C must not land in an unguarded import) about 0.2 s; yet ``import locomo`` then
+    ``gymnasium.make("locomo/...")`` must work. So the import of gymnasium, whoever does it, ends
+    with the registration. The finder only wraps the spec the other finders find.
+    """
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "gymnasium":
+            return None
+        if self in sys.meta_path:  # once: the other finders find the real spec, and later imports
+            sys.meta_path.remove(self)  # are served from sys.modules anyway
+        from importlib.util import find_spec
+
+        spec = find_spec(fullname)
+        loader = getattr(spec, "loader", None)
+        exec_module = getattr(loader, "exec_module", None)
+        if exec_module is None:  # an unusual loader: register after the fact is impossible; do it now
+            return spec
+
+        def exec_then_register(module: Any) -> None:
+            exec_module(module)
+            _register_gymnasium_ids()
+
+        loader.exec_module = exec_then_register  # type: ignore[union-attr]  # this spec's loader only
+        return spec
+
+
+if "gymnasium" in sys.modules:
+    _register_gymnasium_ids()
+elif not any(isinstance(f, _RegisterWhenGymnasiumLoads) for f in sys.meta_path):  # not twice on reload
+    sys.meta_path.insert(0, _RegisterWhenGymnasiumLoads())
 
 
 def __getattr__(name: str) -> Any:

@@ -51,6 +51,7 @@ from omegaconf.errors import OmegaConfBaseException
 from locomo.config import (
     ConfigError,
     LocomoConfig,
+    pinned_model_problem,
     upgrade_saved_config,
     validate_algo,
     validate_behavior,
@@ -432,7 +433,8 @@ def validate(state: dict[str, Any], path: Path) -> None:
       iterations after it overwritten, at every resume.
     - ``spaces``: positive sizes.
     - ``config``: a mapping that fits the schema, whose values pass the validators a command
-      line's do (:func:`stored_config`), and whose networks fit in memory.
+      line's do (:func:`stored_config`), and whose networks fit in memory; its model file, when
+      the run pinned one (``env.xml_sha256``), is still there with the same hash.
     - the learned tensors (actor, critic, normalisers, optimiser): finite, and running variances
       and counts not negative. Diagnostic snapshots hold NaN by design and are not checked for it.
     """
@@ -448,6 +450,11 @@ def validate(state: dict[str, Any], path: Path) -> None:
         cfg = stored_config(state, path)
         if isinstance(spaces, dict):
             _check_networks(state, cfg, spaces, path)
+        # The model the run was trained on, pinned when it started (a checkpoint from before
+        # locomo pinned models has no hash and loads as before).
+        problem = pinned_model_problem(cfg.env)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {path}: {problem}")
     if state.get("kind", KIND_TRAINING) != KIND_DIAGNOSTIC:
         _check_tensors(state, path)
 

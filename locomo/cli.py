@@ -10,41 +10,26 @@ Importing this module does not import torch, so a bad command line fails fast.
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
-import shlex
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from types import ModuleType
-from typing import Any
 
-from locomo.errors import (
-    EXIT_NONFINITE,
-    EXIT_UNEXPECTED,
-    EXIT_USER_ERROR,
-    GL_FIX,
-    CheckpointError,
-    DistributedError,
-    MetricsError,
-    NonFiniteError,
-    RenderError,
-    StoppedBySignal,
-    TrainingInterrupted,
-    first_line,
-    interrupt_behind,
-    say,
-    write_traceback,
-)
-from locomo.messages import job_messages
-from locomo.signals import handled_stop_signals
-
-# Ctrl-C while these load (about half a second of a command's start) would print an import
-# traceback: one line and exit 130 instead, as for an interrupt later in the start-up.
+# Ctrl-C while the imports below run (about half a second of every start: Hydra, OmegaConf, the
+# commands' registry) would print an import traceback: one line and exit 130 instead, as for an
+# interrupt later in the start-up. Every import is inside the guard (``import sys`` above, a
+# built-in module, is already loaded), and ``import locomo`` before this module imports nothing
+# heavy (Gymnasium is registered lazily, see locomo/__init__.py), so no moment of a start is left
+# unguarded but the interpreter's own start and the console script's ``import re``.
 try:
+    import functools
+    import logging
+    import os
+    import shlex
+    import signal
+    from collections.abc import Callable, Iterator
+    from contextlib import contextmanager
+    from pathlib import Path
+    from types import ModuleType
+    from typing import Any
+
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -54,9 +39,39 @@ try:
     from locomo.commands import COMMANDS
     from locomo.commands import load as load_command
     from locomo.config import CONF_DIR, ConfigError, check_path, register_configs, validate_env_name
+    from locomo.errors import (
+        EXIT_NONFINITE,
+        EXIT_UNEXPECTED,
+        EXIT_USER_ERROR,
+        GL_FIX,
+        CheckpointError,
+        DistributedError,
+        MetricsError,
+        NonFiniteError,
+        RenderError,
+        StoppedBySignal,
+        TrainingInterrupted,
+        first_line,
+        interrupt_behind,
+        say,
+        write_traceback,
+    )
+    from locomo.messages import job_messages
     from locomo.rundir import check_run_dir
-except KeyboardInterrupt:
-    say("locomo: interrupted while starting up; nothing was written")
+    from locomo.signals import handled_stop_signals
+except BaseException as _exc:
+    # An interrupt may also come out of an import as the library's own failure (a C extension's
+    # "ImportError: initialization failed" with the KeyboardInterrupt as its context).
+    _seen: BaseException | None = _exc
+    while _seen is not None and not isinstance(_seen, KeyboardInterrupt):
+        _seen = _seen.__cause__ or _seen.__context__
+    if _seen is None:
+        raise
+    try:
+        sys.stderr.write("locomo: interrupted while starting up; nothing was written\n")
+        sys.stderr.flush()
+    except OSError:  # the terminal is gone: the exit status must still be 130
+        pass
     sys.exit(130)
 
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -345,6 +360,7 @@ def main() -> None:
         sys.exit(2)
     # PyOpenGL logs an INFO line on import, which Hydra's job logging would print.
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
+    in_job = False  # until Hydra's app starts, locomo has read files only (configs, checkpoints)
     try:
         with stop_signals_as_exception(command):
             register_configs()
@@ -357,11 +373,13 @@ def main() -> None:
                 args = module.prepare_argv(args)
             check_run_dir(args, getattr(module, "OUTPUT_ROOTS", None))
             sys.argv = [f"locomo {command}", *args]
+            in_job = True
             hydra_app(module)()
     except USER_ERRORS as exc:  # raised before Hydra starts (resume, run dir, MUJOCO_GL)
         exit_for(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM outside the training loop, or a second signal in it
-        message = str(exc) or "interrupted; the checkpoints already on disk are kept"
+        quiet = "interrupted; the checkpoints already on disk are kept"
+        message = str(exc) or (quiet if in_job else "interrupted while starting up; nothing was written")
         say(f"locomo: {message}")
         sys.exit(getattr(exc, "exit_status", 130))
     except Exception as exc:  # before Hydra's job (no run dir yet): one line, the traceback to a file

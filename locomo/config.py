@@ -65,6 +65,10 @@ class EnvConfig:
     backend: str = "gymnasium"
     threads: int = 0  # batched backend: simulator threads; 0 = one per CPU core
     xml_file: str | None = None  # MJCF model: a path, or a file name under assets/
+    # Set by `locomo train` when a run starts (any value given is replaced): the sha256 of the
+    # model (model_sha256), with xml_file then pinned to an absolute path, or to a name under
+    # assets/ for the package's own models; every load refuses a model that differs. None: not pinned.
+    xml_sha256: str | None = None
     max_episode_steps: int | None = None  # time limit (truncation); None keeps the env's own
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for gymnasium.make
     # Reward = sum_k reward_scales[k] * term_k, term_k read from the env's info dict (key
@@ -509,6 +513,94 @@ def resolve_xml_file(xml_file: str) -> Path:
     raise ConfigError("env.xml_file", xml_file, f"no such file (looked in {os.getcwd()} and {ASSETS_DIR})")
 
 
+def _included_files(xml: Path) -> list[Path]:
+    """The files an MJCF model ``<include>``s (recursively; MuJoCo reads each ``file`` relative to the
+    main model's directory). An unreadable or unparsable XML includes nothing: MuJoCo reports it."""
+    import xml.etree.ElementTree as ET
+
+    found: list[Path] = []
+    todo = [xml]
+    while todo:
+        try:
+            root = ET.parse(todo.pop()).getroot()
+        except (OSError, ET.ParseError):
+            continue
+        for node in root.iter("include"):
+            name = node.get("file")
+            included = (xml.parent / name) if name else None
+            if included is not None and included not in found:
+                found.append(included)
+                todo.append(included)
+    return found
+
+
+def model_sha256(xml: Path) -> str:
+    """The sha256 of an MJCF model: of the file's bytes (what ``sha256sum`` prints) when it includes
+    no other file, else of its bytes and those of each ``<include>``d file (meshes, textures and
+    other assets a model names are not hashed). Raises OSError if a file cannot be read."""
+    import hashlib
+
+    digest = hashlib.sha256(xml.read_bytes())
+    included = _included_files(xml)
+    if not included:
+        return digest.hexdigest()
+    for path in included:
+        digest.update(b"\0" + os.path.relpath(path, xml.parent).encode())  # where it is, as MuJoCo reads it
+        digest.update(b"\0" + (path.read_bytes() if path.is_file() else b"<missing>"))
+    return digest.hexdigest()
+
+
+def pin_xml_file(env: DictConfig) -> None:
+    """When a run starts: ``env.xml_file`` as found now, and the model's hash (``env.xml_sha256``).
+
+    A path as typed would be resolved again, against the working directory, by every resume, eval
+    and render: another directory's file of the same name would be trained or evaluated on,
+    silently. A model among the package's assets is stored by its name under assets/, so that a
+    run stays usable on another machine or install (the hash still says if that model changed).
+    """
+    if env.xml_file is None:
+        env.xml_sha256 = None
+        return
+    xml = resolve_xml_file(env.xml_file)
+    assets = ASSETS_DIR.resolve()
+    env.xml_file = str(xml.relative_to(assets)) if xml.is_relative_to(assets) else str(xml)
+    env.xml_sha256 = model_sha256(xml)
+
+
+def env_xml_path(env: DictConfig | EnvConfig) -> Path:
+    """The model file an env config builds: a pinned one (``env.xml_sha256`` set) is an absolute path
+    or a name under assets/, never looked up in the working directory; else :func:`resolve_xml_file`."""
+    assert env.xml_file is not None
+    if getattr(env, "xml_sha256", None) is not None:
+        path = Path(env.xml_file)
+        return path if path.is_absolute() else ASSETS_DIR / path
+    return resolve_xml_file(env.xml_file)
+
+
+def pinned_model_problem(env: DictConfig | EnvConfig) -> str | None:
+    """Why a pinned model (see :func:`pin_xml_file`) cannot be used here, or None."""
+    sha = getattr(env, "xml_sha256", None)
+    if env.xml_file is None or sha is None:
+        return None
+    path = env_xml_path(env)
+    where = f"env.xml_file={str(path)!r}, resolved when training started"
+    if not path.is_file():
+        return (
+            f"its model file {where}, does not exist; put that model back at that path "
+            "(the run can be used only with the model it was trained on)"
+        )
+    try:
+        now = model_sha256(path)
+    except OSError as exc:
+        return f"its model file {where}, cannot be read ({exc.strerror or exc})"
+    if now != sha:
+        return (
+            f"its model file {where}, has changed since (sha256 {sha[:12]}..., now {now[:12]}...); "
+            "put back the model the run was trained on, or train a new run on the changed one"
+        )
+    return None
+
+
 def validate_env_id(env_id: str) -> None:
     """The Gymnasium id must be registered (checked against gymnasium's registry, no env built)."""
     import gymnasium
@@ -532,7 +624,11 @@ def validate_env(env: DictConfig | EnvConfig) -> None:
             raise ConfigError(
                 "env.id", env.id, f"env.backend=batched supports {supported}; use env.backend=gymnasium"
             )
-    if env.xml_file is not None:
+    if env.xml_file is not None and getattr(env, "xml_sha256", None) is not None:
+        problem = pinned_model_problem(env)  # a resumed run's model: the one it was trained on
+        if problem is not None:
+            raise ConfigError("env.xml_file", env.xml_file, problem)
+    elif env.xml_file is not None:
         resolve_xml_file(env.xml_file)
     if env.max_episode_steps is not None:
         _positive("env.max_episode_steps", env.max_episode_steps)

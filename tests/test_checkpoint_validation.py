@@ -28,7 +28,7 @@ from locomo.checkpoint import (
     validate,
 )
 from locomo.config import ASSETS_DIR
-from tests.conftest import metrics_rows
+from tests.conftest import metrics_rows, run_locomo
 from tests.safety_helpers import call_locomo, finished_pendulum_run
 
 
@@ -173,3 +173,102 @@ def test_missing_reason(tmp_path: Path):
     assert missing_reason(tmp_path / "dangling") == "is a symbolic link to nowhere.pt, which does not exist"
     assert missing_reason(tmp_path / "none") == "does not exist"
     assert missing_reason(tmp_path) is None
+
+
+# -- the model file a run trained on is pinned (absolute path + sha256) ------------------------------
+
+TINY_PEND_XML = [
+    "env=inverted_pendulum",
+    "env.xml_file=pend.xml",
+    "train.iterations=1",
+    "train.steps_per_iteration=512",
+    "train.num_envs=4",
+    "video.enabled=false",
+    "logger.wandb.mode=disabled",
+    "logger.progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def pinned_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny run trained on ``pend.xml`` (gymnasium's inverted_pendulum.xml) given relative to its
+    working directory; returns (run dir, the model file)."""
+    import gymnasium.envs.mujoco
+
+    base = tmp_path_factory.mktemp("pinned")
+    (base / "train").mkdir()
+    xml = base / "train" / "pend.xml"
+    shutil.copy(Path(gymnasium.envs.mujoco.__file__).parent / "assets" / "inverted_pendulum.xml", xml)
+    result = run_locomo("train", *TINY_PEND_XML, f"hydra.run.dir={base / 'run'}", cwd=base / "train")
+    assert result.returncode == 0, result.stderr
+    return base / "run", xml
+
+
+def test_a_run_stores_its_model_as_an_absolute_path_and_hash(pinned_run: tuple[Path, Path]):
+    import hashlib
+
+    run, xml = pinned_run
+    env = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["config"]["env"]
+    assert env["xml_file"] == str(xml.resolve())
+    assert env["xml_sha256"] == hashlib.sha256(xml.read_bytes()).hexdigest()  # what sha256sum prints
+
+
+def test_a_pinned_model_is_refused_when_changed_or_missing(pinned_run: tuple[Path, Path], tmp_path: Path):
+    run, xml = pinned_run
+    original = xml.read_bytes()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # Another directory's pend.xml (a different body) is not what the run resumes on.
+    (elsewhere / "pend.xml").write_bytes(original.replace(b'timestep="0.02"', b'timestep="0.03"'))
+    resumed = run_locomo("train", f"resume={run}", "train.iterations=2", cwd=elsewhere)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = metrics_rows(run)
+    assert [r["iteration"] for r in rows] == [1, 2]
+    pinned = f"env.xml_file='{xml.resolve()}', resolved when training started"
+    try:
+        xml.write_bytes(original + b"<!-- edited -->\n")
+        for args in (["train", f"resume={run}", "train.iterations=3"], ["eval", f"checkpoint={run}"]):
+            result = run_locomo(*args, cwd=elsewhere)
+            assert result.returncode == 2, result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+            assert result.stderr.startswith("locomo: error: checkpoint ")
+            assert f"{pinned}, has changed" in result.stderr
+        xml.unlink()
+        for args in (["train", f"resume={run}", "train.iterations=3"], ["eval", f"checkpoint={run}"]):
+            result = run_locomo(*args, cwd=elsewhere)
+            assert result.returncode == 2, result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+            assert f"{pinned}, does not exist" in result.stderr
+    finally:
+        xml.write_bytes(original)
+    assert [r["iteration"] for r in metrics_rows(run)] == [1, 2]  # nothing trained on another body
+
+
+def test_a_bundled_model_is_pinned_by_its_name_under_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A model of the package's assets/ is stored by name, so the run loads on another install;
+    a file of that name in the working directory is never taken for it."""
+    from omegaconf import OmegaConf
+
+    from locomo.config import EnvConfig, env_xml_path, model_sha256, pin_xml_file, pinned_model_problem
+
+    monkeypatch.chdir(tmp_path)
+    env = OmegaConf.structured(EnvConfig(xml_file="humanoid.xml"))
+    pin_xml_file(env)
+    assert env.xml_file == "humanoid.xml"
+    assert env.xml_sha256 == model_sha256(ASSETS_DIR / "humanoid.xml")
+    (tmp_path / "humanoid.xml").write_text("<mujoco/>")
+    assert env_xml_path(env) == ASSETS_DIR / "humanoid.xml"
+    assert pinned_model_problem(env) is None
+    env.xml_sha256 = "0" * 64
+    assert "has changed since" in (pinned_model_problem(env) or "")
+
+
+def test_an_included_file_is_part_of_the_model_hash(tmp_path: Path):
+    from locomo.config import model_sha256
+
+    (tmp_path / "body.xml").write_text("<mujoco><worldbody/></mujoco>")
+    main = tmp_path / "main.xml"
+    main.write_text('<mujoco><include file="body.xml"/></mujoco>')
+    before = model_sha256(main)
+    (tmp_path / "body.xml").write_text("<mujoco><worldbody><body/></worldbody></mujoco>")
+    assert model_sha256(main) != before

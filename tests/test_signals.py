@@ -10,6 +10,7 @@ taken for a broken OpenGL library (an interrupt inside ``import mujoco`` comes o
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 import pty
 import select
@@ -216,3 +217,57 @@ def test_a_failure_that_hides_an_interrupt_is_reported_as_the_interrupt(capsys: 
         report_unexpected(_interrupted_import(), None)
     assert info.value.code == 130
     assert capsys.readouterr().err == "locomo: interrupted\n"
+
+
+def _start_command(how: str) -> list[str]:
+    """``python -m locomo`` or the installed console script (run by this interpreter, so that the
+    checkout on PYTHONPATH is the locomo it imports)."""
+    if how == "module":
+        return [sys.executable, "-m", "locomo"]
+    script = Path(sys.executable).parent / "locomo"
+    if not script.is_file():
+        pytest.skip(f"no console script next to {sys.executable}")
+    return [sys.executable, str(script)]
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_a_real_ctrl_c_at_any_moment_of_start_up_is_one_line_and_130(tmp_path: Path, how: str):
+    """SIGINT sent to a fresh ``locomo train`` 0.05-0.3 s after it starts: the package's and the
+    CLI's imports (gymnasium, Hydra) and the checks before Hydra's job. It used to print the
+    ``KeyboardInterrupt`` traceback of whichever import was running. (Earlier than about 0.05 s
+    the interpreter is still in its own ``site`` start-up, before any of locomo's code runs.)"""
+    for delay in (0.05, 0.1, 0.2, 0.3):
+        cwd = tmp_path / f"{how}-{delay}"
+        cwd.mkdir()
+        proc = subprocess.Popen(
+            [*_start_command(how), "train", *PENDULUM_RUN, "train.iterations=1", "video.enabled=false"],
+            cwd=cwd,
+            env=cli_env({"MUJOCO_GL": "egl"}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, f"after {delay} s: {err}"
+        assert "Traceback" not in err, f"after {delay} s: {err}"
+        assert err.strip() == "locomo: interrupted while starting up; nothing was written", f"after {delay} s"
+        assert not list(cwd.rglob("metrics.jsonl"))
+
+
+def test_import_locomo_leaves_gymnasium_unimported_and_still_registers_the_ids(tmp_path: Path):
+    """The start-up's first import is cheap; ``import locomo`` then ``gymnasium.make`` still works,
+    in either order of the imports."""
+    code = (
+        "import sys, locomo\n"
+        "print('gymnasium' in sys.modules)\n"
+        "import gymnasium.spaces\n"
+        "print(all(i in gymnasium.registry for i in locomo.GYMNASIUM_IDS))\n"
+    )
+    run = functools.partial(subprocess.run, cwd=tmp_path, env=cli_env(), capture_output=True, text=True)
+    out = run([sys.executable, "-c", code])
+    assert out.stdout.split() == ["False", "True"], out.stderr
+    code = "import gymnasium, locomo\nprint(all(i in gymnasium.registry for i in locomo.GYMNASIUM_IDS))\n"
+    out = run([sys.executable, "-c", code])
+    assert out.stdout.split() == ["True"], out.stderr

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError, resolve_total_steps, validate_config
+from locomo.config import ConfigError, pin_xml_file, resolve_total_steps, validate_config
 
 if TYPE_CHECKING:  # the CLI imports this module before it knows torch is needed
     from locomo.distributed import Group
@@ -204,8 +204,12 @@ def train(
         from locomo.resume import resumed_config
 
         cfg, resume_path, resume_state = resumed_config(cfg, job.overrides)
+    else:
+        cfg.env.xml_sha256 = None  # a new run's model is pinned below, from the file found now
     resolve_total_steps(cfg, job.overrides)  # train.total_steps -> train.iterations, before any check
     validate_config(cfg)
+    if resume_state is None:
+        pin_xml_file(cfg.env)  # stored with the run: later loads use this file, and only as it is now
     from locomo.distributed import check_config
 
     check_config(cfg, group)

@@ -34,7 +34,7 @@ import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import expand_model_path
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError, resolve_xml_file
+from locomo.config import ConfigError, env_xml_path
 from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo, record_so_far
 from locomo.envs.gymnasium_backend import (
     UNSTABLE_SLICE,
@@ -77,7 +77,7 @@ def load_task(env_cfg: Any) -> Task:
         )
     kwargs = _tuples(_plain(env_cfg.kwargs))
     if env_cfg.xml_file is not None:
-        xml = resolve_xml_file(env_cfg.xml_file)
+        xml = env_xml_path(env_cfg)
     else:
         xml = expand_model_path(str(kwargs.get("xml_file", TASKS[env_cfg.id].default_xml)))
     announce_compile(Path(xml))

@@ -12,7 +12,7 @@ import mujoco
 import numpy as np
 from gymnasium.wrappers import TimeLimit
 
-from locomo.config import ConfigError, resolve_xml_file
+from locomo.config import ConfigError, env_xml_path
 from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo, record_so_far
 
 
@@ -20,7 +20,7 @@ def make_gymnasium_env(env_cfg: Any, render_mode: str | None = None, **extra: An
     """Build one Gymnasium env from the ``env`` config (id, xml_file, kwargs, time limit)."""
     kwargs: dict[str, Any] = dict(env_cfg.kwargs or {})
     if env_cfg.xml_file is not None:
-        xml = resolve_xml_file(env_cfg.xml_file)
+        xml = env_xml_path(env_cfg)
         announce_compile(xml)
         kwargs["xml_file"] = str(xml)
     if env_cfg.max_episode_steps is not None:
