@@ -382,6 +382,37 @@ def evaluate_episodes(
     return out
 
 
+def evaluate_modes(
+    policy: LoadedPolicy,
+    modes: list[str],
+    episodes: int,
+    seed: int,
+    thresholds: Any,
+    max_steps: int | None,
+    command: str,
+) -> dict[str, list[Rollout]]:
+    """:func:`evaluate_episodes` in each of ``modes`` ("deterministic", "stochastic"), the same
+    seeds and envs for both (as ``locomo eval mode=both``); the progress bars name ``command``."""
+    envs: dict[int, VecEnv] = {}
+    try:
+        return {
+            mode: evaluate_episodes(
+                policy,
+                episodes,
+                seed,
+                mode == "deterministic",
+                thresholds,
+                max_steps,
+                progress=f"{command}: {mode}",
+                envs=envs,
+            )
+            for mode in modes
+        }
+    finally:
+        for env in envs.values():
+            env.close()
+
+
 def summarize(rollouts: list[Rollout]) -> dict[str, Any]:
     """Mean/std of return, mean length, distance and forward progress, label counts, per-episode rows."""
     rets = np.array([r.record.ret for r in rollouts])

@@ -20,7 +20,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from locomo.evaluation import (
         check_episode_count,
-        evaluate_episodes,
+        evaluate_modes,
         format_table,
         load_policy,
         output_root,
@@ -37,26 +37,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         output_root(policy, "eval") / f"{policy.path.stem}_seed{cfg.seed}.json", "json", "output"
     )
     modes = ["deterministic", "stochastic"] if cfg.mode == "both" else [cfg.mode]
-    envs: dict[int, Any] = {}  # shared by the modes; episodes run in chunks (memory stays flat)
-    try:
-        results = {
-            mode: summarize(
-                evaluate_episodes(
-                    policy,
-                    cfg.episodes,
-                    cfg.seed,
-                    mode == "deterministic",
-                    cfg.behavior,
-                    cfg.max_steps,
-                    progress=f"eval: {mode}",
-                    envs=envs,
-                )
-            )
-            for mode in modes
-        }
-    finally:
-        for env in envs.values():
-            env.close()
+    # The modes share seeds and envs; episodes run in chunks (memory stays flat).
+    rollouts = evaluate_modes(policy, modes, cfg.episodes, cfg.seed, cfg.behavior, cfg.max_steps, "eval")
+    results = {mode: summarize(runs) for mode, runs in rollouts.items()}
     report = {
         "checkpoint": str(policy.path),
         "env": policy.cfg.env.name,

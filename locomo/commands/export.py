@@ -177,7 +177,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from locomo.checkpoint import CheckpointError
     from locomo.evaluation import (
         check_episode_count,
-        evaluate_episodes,
+        evaluate_modes,
         format_table,
         load_policy,
         portable_name,
@@ -200,24 +200,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except (OSError, CheckpointError) as exc:
         raise ConfigError("out", str(out), f"cannot write there ({exc})") from exc
     exported = load_policy(out)  # what users will load: evaluate exactly that
-    envs: dict[int, Any] = {}  # shared by the two modes, as locomo eval mode=both shares them
-    try:
-        results = {
-            mode: evaluate_episodes(
-                exported,
-                cfg.episodes,
-                cfg.seed,
-                mode == "deterministic",
-                cfg.behavior,
-                cfg.max_steps,
-                progress=f"export: {mode}",
-                envs=envs,
-            )
-            for mode in MODES
-        }
-    finally:
-        for env in envs.values():
-            env.close()
+    # Both modes on the same seeds and envs, as locomo eval mode=both.
+    results = evaluate_modes(
+        exported, list(MODES), cfg.episodes, cfg.seed, cfg.behavior, cfg.max_steps, "export"
+    )
     summaries = {mode: summarize(rollouts) for mode, rollouts in results.items()}
     name = exported_name(out)
     report: dict[str, Any] = {
