@@ -5,8 +5,9 @@ Kept free of heavy imports (no torch), so that a bad command line fails in a fra
 Exit statuses of every command:
 
 - 0: done.
-- 1: an error Hydra reports itself (unknown config group option, unknown key, wrong type), or an
-  unexpected failure: one line naming it and the file that holds the full traceback.
+- 1: an unexpected failure: one line naming it and the file that holds the full traceback.
+  (Typos Hydra would report in its own words, such as an unknown key, group option or a wrong
+  type, are checked first by :func:`locomo.cli.check_composition`: exit 2.)
   Also 1 for a rank of a multi-process job whose peers stopped (:class:`DistributedError`: one
   line, the failing rank says why in its own).
 - 2: bad input (:class:`~locomo.config.ConfigError`, :class:`CheckpointError`,

@@ -11,9 +11,10 @@ propagate to the root logger (whose console handler would print them a second ti
 Copying the lines where they are written, instead of changing every call site to log, keeps one
 rule for every message, including those added later.
 
-``train`` holds its lines until it has claimed its run dir (:func:`release`): a start that is
-refused (the run dir is in use, or holds another run) must leave that dir's ``train.log`` as it
-was, and a new run dir it created empty enough to be removed again.
+``train``, ``variance`` and ``bench`` hold their lines until they own their run dir
+(:func:`release`): a start that is refused (the run dir is in use, holds another run, or an
+output cannot be written) must leave that dir's log as it was, and a new run dir it created
+empty enough to be removed again.
 """
 
 from __future__ import annotations

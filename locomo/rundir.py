@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -413,12 +414,141 @@ def fit_sweep_subdir(args: list[str]) -> list[str]:
     return [*args[:at], "hydra.sweep.subdir=${hydra.job.num}", *args[at:]]
 
 
-def remove_refused_start(run_dir: Path, created_below: Path) -> None:
-    """Undo what a start that was then refused made: Hydra's empty ``train.log`` and this
+# Set by :func:`prepare_job_record`: where the job writes Hydra's ``.hydra/`` record itself (unset:
+# Hydra does, or nobody, as on a resume that keeps the run's original record). Environment
+# variables, not module globals, so that the jobs of a sweep that a launcher runs in other
+# processes (joblib, submitit) see them too.
+HYDRA_RECORD_ENV = "LOCOMO_HYDRA_RECORD"
+# Set by :func:`record_existing`: the deepest folder on the way to the run dir (a sweep's: the sweep
+# dir) that existed before Hydra created the rest; a refused start removes what Hydra made below
+# it (:func:`removed_if_refused`). Unset: keep all.
+CREATED_BELOW_ENV = "LOCOMO_CREATED_BELOW"
+
+
+def _is_multirun(args: list[str]) -> bool:
+    """True when the command line asks Hydra for a sweep."""
+    return "-m" in args or "--multirun" in args
+
+
+def forget_run_dir_env() -> None:
+    """Drop what an earlier command of this process left in :data:`HYDRA_RECORD_ENV` and
+    :data:`CREATED_BELOW_ENV` (the CLI's ``main()`` may run several times in one process)."""
+    os.environ.pop(HYDRA_RECORD_ENV, None)
+    os.environ.pop(CREATED_BELOW_ENV, None)
+
+
+def record_existing(args: list[str], roots: tuple[str, str] = ("outputs", "multirun")) -> None:
+    """Remember (in :data:`CREATED_BELOW_ENV`) the deepest folder of the run dir's path, or of a
+    sweep's folder, that exists now, before Hydra creates the rest and the job's log.
+
+    ``roots``: the first folder of the command's default run dir and sweep dir (its
+    ``OUTPUT_ROOTS``), used when ``hydra.run.dir`` / ``hydra.sweep.dir`` is not given.
+    """
+    multirun = _is_multirun(args)
+    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    values = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith(key)]
+    default = (roots[1] if multirun else roots[0]) + "/"
+    existing = Path((values[-1] if values else default).split("${", 1)[0] or ".").expanduser().absolute()
+    while not existing.is_dir() and existing != existing.parent:
+        existing = existing.parent
+    os.environ[CREATED_BELOW_ENV] = str(existing)
+
+
+def hydra_record_args(args: list[str]) -> tuple[list[str], str | None]:
+    """Arguments with Hydra's ``.hydra/`` record switched off, and where the job writes it.
+
+    Hydra writes the record before the job starts, so a start that the job then refuses (a bad
+    value, the run dir is in use or holds another run) would leave a record behind, or rewrite
+    the record of the run in progress. The job writes it itself once the run dir is its own
+    (:func:`write_job_record`). A resume keeps the run's record (``hydra.output_subdir=null``
+    already); an explicit ``hydra.output_subdir=<dir>`` is honoured.
+    """
+    values = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.output_subdir=")]
+    if values and values[-1].lower() in ("null", "none", "~"):
+        return args, None
+    subdir = values[-1] if values else ".hydra"
+    kept = [a for a in args if not a.startswith("hydra.output_subdir=")]
+    # Next to the other overrides: argparse refuses overrides on both sides of a flag (--cfg job).
+    at = next((i for i, a in enumerate(kept) if "=" in a and not a.startswith("-")), len(kept))
+    return [*kept[:at], "hydra.output_subdir=null", *kept[at:]], subdir
+
+
+def prepare_job_record(args: list[str]) -> list[str]:
+    """:func:`hydra_record_args`, with where the job writes the record in :data:`HYDRA_RECORD_ENV`."""
+    args, subdir = hydra_record_args(args)
+    if subdir is None:
+        os.environ.pop(HYDRA_RECORD_ENV, None)
+    else:
+        os.environ[HYDRA_RECORD_ENV] = subdir
+    return args
+
+
+def prepare_run_dir_args(args: list[str], roots: tuple[str, str]) -> list[str]:
+    """The ``prepare_argv`` of a command with a run dir of its own (``variance``, ``bench``): a
+    start it refuses leaves nothing behind (:func:`record_existing`, :func:`prepare_job_record`,
+    :func:`removed_if_refused`)."""
+    record_existing(args, roots)
+    return prepare_job_record(args)
+
+
+def write_job_record(task_cfg: DictConfig) -> None:
+    """The job's ``.hydra/`` record, where :func:`prepare_job_record` said (nothing if nowhere):
+    called by a job once its checks passed, i.e. once its start is no longer refused."""
+    subdir = os.environ.get(HYDRA_RECORD_ENV)
+    if not subdir:
+        return
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    write_hydra_record(hydra_run_dir(), subdir, task_cfg, hydra_cfg, list(hydra_cfg.overrides.task))
+
+
+@contextlib.contextmanager
+def removed_if_refused() -> Iterator[None]:
+    """Around a Hydra job: when it fails (a refused or interrupted start), remove what Hydra made
+    for it and nobody wrote in since (:func:`remove_refused_start`); the exception goes on.
+
+    A job that has started writes its record or files first, so its run dir is kept.
+    """
+    try:
+        yield
+    except BaseException:
+        _remove_refused_job()
+        raise
+
+
+def _remove_refused_job() -> None:
+    """:func:`remove_refused_start` for this process's Hydra job, when :func:`record_existing`
+    said where to stop (unset: keep all, e.g. a torchrun rank other than 0)."""
+    created_below = os.environ.get(CREATED_BELOW_ENV)
+    if created_below is None:
+        return
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # not in a Hydra job (the Python API): Hydra made nothing
+        return
+    sweep = None
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # from where locomo started: hydra.job.chdir may have moved
+        sweep = Path(str(hydra_cfg.runtime.cwd)) / str(hydra_cfg.sweep.dir)
+    log = f"{hydra_cfg.job.name}.log"
+    remove_refused_start(hydra_run_dir(), Path(created_below), log, sweep_dir=sweep)
+
+
+def remove_refused_start(
+    run_dir: Path, created_below: Path, log_name: str = "train.log", sweep_dir: Path | None = None
+) -> None:
+    """Undo what a start that was then refused made: Hydra's empty job log (``log_name``) and this
     process's ``.lock`` in a run dir that holds no run, then the run dir and the folders above it
     up to ``created_below`` (what existed before) while they are empty. A lock another process
-    holds, a log with content, and every other file are kept."""
-    log, lock = run_dir / "train.log", run_dir / ".lock"
+    holds, a log with content, and every other file are kept.
+
+    ``sweep_dir``: the job is one of a sweep, whose folder Hydra gave a ``multirun.yaml``; when
+    that file is all the folder holds (no other job has a folder there), it goes too.
+    """
+    log, lock = run_dir / log_name, run_dir / ".lock"
     try:
         ours = not lock.exists() or lock.read_text(encoding="utf-8") == f"locomo process {os.getpid()}"
         if ours and previous_run(run_dir, "metrics.jsonl") is None:
@@ -427,11 +557,23 @@ def remove_refused_start(run_dir: Path, created_below: Path) -> None:
             if lock.is_file() and not lock.is_symlink():
                 lock.unlink()
         folder, stop = run_dir.absolute(), created_below.absolute()
+        sweep = sweep_dir.absolute() if sweep_dir is not None else None
         while folder != stop and stop in folder.parents:
+            if folder == sweep:
+                _remove_lone_sweep_record(folder)
             folder.rmdir()  # OSError when not empty: stop there
             folder = folder.parent
     except (OSError, UnicodeDecodeError):
         return
+
+
+def _remove_lone_sweep_record(sweep_dir: Path) -> None:
+    """Remove Hydra's ``multirun.yaml`` from a sweep folder that holds nothing else."""
+    entries = list(sweep_dir.iterdir())
+    if len(entries) == 1 and entries[0].name == "multirun.yaml":
+        record = entries[0]
+        if record.is_file() and not record.is_symlink():
+            record.unlink()
 
 
 def hydra_run_dir() -> Path:

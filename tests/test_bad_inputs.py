@@ -98,11 +98,30 @@ CATALOGUE = [
     row("xml-not-mjcf", "train env=hopper env.xml_file={files}/not_mjcf.xml", 2, "is invalid: not a valid MJCF model (XML parse error"),
     row("env-kwarg-unknown", f"train {FAST} env=hopper +env.kwargs.bogus=1", 2, "env.kwargs.bogus=1 is invalid: not an argument of Hopper-v5; it takes"),
     row("env-kwarg-unknown-gymnasium", f"train {FAST} env=hopper env.backend=gymnasium +env.kwargs.bogus=1", 2, "env.kwargs={'bogus': 1} is invalid: Hopper-v5 does not accept them"),
-    # -- Hydra's own errors, exit 1: unknown group option, unknown key, wrong type, unusable run dir
-    row("env-unknown", "train env=moon_walker", 1, "Could not find 'env/moon_walker'"),
-    row("algo-unknown", "train algo=magic", 1, "Could not find 'algo/magic'"),
-    row("key-unknown", "train algo.no_such_key=1", 1, "Key 'no_such_key' not in 'AlgoConfig'"),
-    row("type-wrong", "train train.iterations=many", 1, "Value 'many' of type 'str' could not be converted to Integer"),
+    # -- typos Hydra would report over several lines (exit 1): one line and exit 2, before Hydra starts (locomo.cli.check_composition)
+    row("env-unknown", "train env=moon_walker", 2, "env='moon_walker' is invalid: not one of the env options; choose one of "),
+    row("algo-unknown", "train algo=magic", 2, "algo='magic' is invalid: not one of the algo options; choose one of "),
+    row("algo-typo", "train algo=wakl", 2, "algo='wakl' is invalid: not one of the algo options; choose one of walk, baseline, reward_to_go, clipped, importance, reinforce (closest first)"),
+    row("key-unknown", "train algo.no_such_key=1", 2, "algo.no_such_key='1' is invalid: not a key of locomo train; locomo train --help lists its keys"),
+    row("key-unknown-no-match", "train bogus.key=1", 2, "bogus.key='1' is invalid: not a key of locomo train; locomo train --help lists its keys"),
+    row("key-typo", "train train.iteratons=5", 2, "train.iteratons='5' is invalid: not a key of locomo train; did you mean train.iterations? (locomo train --help lists its keys)"),
+    row("key-typo-eval", "eval checkpoint={run} episdes=3", 2, "episdes='3' is invalid: not a key of locomo eval; did you mean episodes? (locomo eval --help lists its keys)"),
+    row("key-typo-bench", "bench bench.repets=3", 2, "bench.repets='3' is invalid: not a key of locomo bench; did you mean bench.repeats?"),
+    row("key-typo-on-resume", "train resume={run} train.iteratons=5", 2, "train.iteratons='5' is invalid: not a key of locomo train; did you mean train.iterations?", category="checkpoint"),
+    row("hydra-key-typo", "train hydra.run.dri=x", 2, "hydra.run.dri='x' is invalid: not a key of locomo train; did you mean hydra.run.dir?"),
+    row("dict-key-without-plus", "train env.kwargs.frame_skip=3", 2, "env.kwargs.frame_skip='3' is invalid: env.kwargs has no key frame_skip yet; add it with +env.kwargs.frame_skip=3"),
+    row("dict-key-typo", "train env.reward_scales.forwad=2", 2, "env.reward_scales.forwad='2' is invalid: env.reward_scales has no key forwad; did you mean env.reward_scales.forward? (a new key is added with +env.reward_scales.forwad=2)"),
+    row("plus-on-existing-key", "train +seed=1", 2, "+seed='1' is invalid: seed is in the config already; set it without '+' (seed=1)"),
+    row("delete-unknown-key", "train ~sede", 2, "~sede is invalid: there is no key sede to delete; did you mean ~seed? (locomo train --help lists its keys)"),
+    row("type-wrong", "train train.iterations=many", 2, "train.iterations='many' is invalid: must be an integer; e.g. train.iterations="),
+    row("type-wrong-list", "train model.hidden_sizes=[a,b]", 2, "model.hidden_sizes='[a,b]' is invalid: must be a list of integers in brackets; e.g. model.hidden_sizes=["),
+    row("sweep-without-m", "train seed=0,1", 2, "seed='0,1' is invalid: a value with ',' is a sweep; add -m to run one job per value (locomo train -m seed=0,1)"),
+    row("sweep-bad-value", "train -m seed=0,1 algo.lr=-1 train.iterations=1", 2, "algo.lr=-1.0 is invalid: must be > 0 (sweep job #0 of 2: seed=0 algo.lr=-1 train.iterations=1; no job was started)"),
+    row("sweep-bad-option", "train -m algo=walk,wakl", 2, "algo='wakl' is invalid: not one of the algo options; choose one of walk, "),
+    row("sweep-refused-job-unseen", "train -m 'env=glob(inverted*)' algo.lr=-1", 2, "algo.lr=-1.0 is invalid: must be > 0"),
+    row("variance-refused-leaves-nothing", "variance algo.lr=-1", 2, "algo.lr=-1.0 is invalid: must be > 0"),
+    row("bench-out-system-refuses", "bench quick=true bench.out=/proc/x/y.json", 2, "bench.out='/proc/x/y.json' is invalid: cannot write there ("),
+    # -- unusable run dir
     row("run-dir-unwritable", f"train {FAST} hydra.run.dir={{files}}/a_file/run", 2, "a_file/run' is invalid: cannot create the run directory (Not a directory)", category="io"),
     row("command-unknown", "dance", 2, "unknown command 'dance'", subprocess=True),
     row("command-missing", "", 2, "usage: locomo <command>", subprocess=True),
@@ -209,7 +228,7 @@ CATALOGUE = [
     row("xml-is-directory", "train env=hopper env.xml_file={files}", 2, "is invalid: no such file"),
     row("metrics-file-dot", "train logger.metrics_file=.", 2, "must be a file name inside the run directory"),
     row("eval-checkpoint-empty-dir", "eval checkpoint={files}/empty_dir", 2, "no checkpoint in directory", category="checkpoint"),
-    row("overwrite-not-bool", "train overwrite=maybe", 1, "Value 'maybe' is not a valid bool"),
+    row("overwrite-not-bool", "train overwrite=maybe", 2, "overwrite='maybe' is invalid: must be true or false; e.g. overwrite=false"),
     row("plot-runs-is-file", "plot runs={files}/text.pt", 2, "is invalid: must be a folder holding runs"),
     row("render-gl-disabled", "render checkpoint={run}", 2, "rendering is off (MUJOCO_GL=disable)", subprocess=True, env={"MUJOCO_GL": "disable"}),
     # -- issue 17: a checkpoint is validated like a config, by every loader (locomo.checkpoint.validate)
@@ -504,6 +523,10 @@ def test_bad_input(
     assert not bad_files["marker"].exists()  # no checkpoint ever ran code
     if case.category in ("config", "checkpoint"):
         assert not list(tmp_path.rglob("metrics.jsonl")), "a config error must stop before any simulation"
+    if case.status == 2 and case.category in ("config", "checkpoint") and not case.cwd_file:
+        # a refused start leaves nothing behind: no outputs/ or multirun/ folder, no .hydra/ record, no log
+        left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+        assert not left, f"a refused start left {left}"
     if case.id == "disk-full":  # the error names the file; the checkpoint directory holds no torn file
         ckpts = list(tmp_path.glob("outputs/*/*/checkpoints"))
         assert ckpts and not list(ckpts[0].iterdir())

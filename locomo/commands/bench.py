@@ -68,6 +68,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -84,6 +85,7 @@ from omegaconf import DictConfig, OmegaConf
 from locomo.config import (
     CONF_DIR,
     AlgoConfig,
+    ConfigError,
     EnvConfig,
     LocomoConfig,
     register_configs,
@@ -97,6 +99,9 @@ from locomo.envs.pool import WorkerPool, available_cores
 
 CONFIG = "bench"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
+# Its lines reach bench.log, and Hydra's record its run dir, only once its checks passed
+# (locomo.messages.release): a refused start leaves nothing behind.
+CLAIMS_RUN_DIR = True
 
 ENV_ID = "Humanoid-v5"
 HEALTHY_Z = (1.0, 2.0)  # Humanoid-v5's healthy torso height: outside it an episode terminates
@@ -780,10 +785,56 @@ def bench_settings(cfg: DictConfig) -> DictConfig:
     return settings
 
 
+def prepare_argv(args: list[str]) -> list[str]:
+    """Hydra's ``.hydra/`` record left to the job, so that a refused start leaves nothing behind
+    (:func:`locomo.rundir.prepare_run_dir_args`)."""
+    from locomo.rundir import prepare_run_dir_args
+
+    return prepare_run_dir_args(args, OUTPUT_ROOTS)
+
+
+def check_writable(path: Path, key: str, value: str) -> None:
+    """Create ``path``'s folder and a file in it, then remove both: a place the checks by name let
+    through but the system refuses (``/proc/x/``: root passes the permission check there) is
+    refused now, naming ``key``, not after the minutes of measuring."""
+    missing = []
+    folder = path.parent.absolute()
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise ConfigError(
+            key, value, f"cannot write there ({exc.strerror or exc}); choose another path"
+        ) from exc
+    finally:
+        for created in missing:  # deepest first; the results' file creates them again at the end
+            try:
+                created.rmdir()
+            except OSError:
+                break
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run the benchmark in this job's run dir, print the table, write the JSON; return the result."""
+    """Run the benchmark in this job's run dir, print the table, write the JSON; return the result.
+
+    A start refused (a bad value or ``bench.out``) leaves nothing behind, not even the run dir.
+    """
+    from locomo.rundir import removed_if_refused
+
+    with removed_if_refused():
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
+    """:func:`run` without the clean-up of a refused start."""
+    from locomo import messages
     from locomo.outputs import safe_output, write_text_atomic
-    from locomo.rundir import hydra_run_dir
+    from locomo.rundir import hydra_run_dir, write_job_record
 
     validate_bench(cfg)
     run_dir = hydra_run_dir()
@@ -791,6 +842,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # Checked before the minutes of measuring, so that the results are never lost to a bad path.
     target = run_dir / "bench.json" if settings.out is None else settings.out
     out = safe_output(target, "json", "bench.out", cfg.overwrite)
+    check_writable(out, "bench.out", str(target))
+    write_job_record(cfg)  # the run dir is this job's now: its record, and its lines into bench.log
+    messages.release()
     result = run_bench(settings, cfg.seed, run_dir)
     print(format_table(result))
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")

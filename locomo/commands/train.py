@@ -15,6 +15,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import ConfigError, pin_xml_file, resolve_total_steps, validate_config
+from locomo.rundir import (
+    CREATED_BELOW_ENV,
+    HYDRA_RECORD_ENV,
+    fit_sweep_subdir,
+    prepare_job_record,
+    record_existing,
+    removed_if_refused,
+)
 
 if TYPE_CHECKING:  # the CLI imports this module before it knows torch is needed
     from locomo.distributed import Group
@@ -25,15 +33,6 @@ CONFIG = "train"
 CLAIMS_RUN_DIR = True
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
 
-# Set by prepare_argv(): where each job writes Hydra's ``.hydra/`` record itself (unset: Hydra does,
-# or nobody, as on a resume that keeps the run's original record). An environment variable, not a
-# module global, so that the jobs of a sweep that a launcher runs in other processes (joblib,
-# submitit) see it too.
-HYDRA_RECORD_ENV = "LOCOMO_HYDRA_RECORD"
-# Set by prepare_argv(): the deepest folder on the way to the run dir that existed before Hydra
-# created the rest; a refused start removes what Hydra made below it (:func:`run`). Unset: keep all.
-CREATED_BELOW_ENV = "LOCOMO_CREATED_BELOW"
-
 
 def _empty_resume(args: list[str]) -> None:
     """``resume=''`` would name the working directory: refuse it (one line) instead."""
@@ -42,19 +41,6 @@ def _empty_resume(args: list[str]) -> None:
             raise ConfigError(
                 "resume", "", "it is empty, not a run; give the run directory or checkpoint to continue"
             )
-
-
-def _record_existing(args: list[str]) -> None:
-    """Remember (in :data:`CREATED_BELOW_ENV`) the deepest folder of the run dir's path that exists
-    now, before Hydra creates the run dir and its train.log; a sweep keeps everything."""
-    values = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.run.dir=")]
-    if "-m" in args or "--multirun" in args:
-        os.environ.pop(CREATED_BELOW_ENV, None)
-        return
-    existing = Path((values[-1] if values else "outputs/").split("${", 1)[0] or ".").expanduser().absolute()
-    while not existing.is_dir() and existing != existing.parent:
-        existing = existing.parent
-    os.environ[CREATED_BELOW_ENV] = str(existing)
 
 
 def prepare_argv(args: list[str]) -> list[str]:
@@ -80,16 +66,9 @@ def prepare_argv(args: list[str]) -> list[str]:
             os.environ.pop(HYDRA_RECORD_ENV, None)
             os.environ.pop(CREATED_BELOW_ENV, None)  # rank 0's run dir: never this rank's to remove
             return follow_rank0(args, group)
-    _record_existing(args)
-    from locomo.rundir import fit_sweep_subdir
-
+    record_existing(args, OUTPUT_ROOTS)  # a refused start (or sweep job) removes what Hydra made
     args = fit_sweep_subdir(args)
-    args, subdir = hydra_record_args(args)
-    if subdir is None:
-        os.environ.pop(HYDRA_RECORD_ENV, None)
-    else:
-        os.environ[HYDRA_RECORD_ENV] = subdir
-    return args
+    return prepare_job_record(args)  # the job writes Hydra's .hydra/ record once the run dir is its own
 
 
 def follow_rank0(args: list[str], group: Group) -> list[str]:
@@ -103,24 +82,6 @@ def follow_rank0(args: list[str], group: Group) -> list[str]:
     kept = [a for a in args if not a.startswith(("hydra.run.dir=", "hydra.output_subdir="))]
     quoted = "'" + value.replace("'", "\\'") + "'"
     return [*kept, f"hydra.run.dir={quoted}", "hydra.output_subdir=null", "hydra/job_logging=none"]
-
-
-def hydra_record_args(args: list[str]) -> tuple[list[str], str | None]:
-    """``train`` arguments with Hydra's ``.hydra/`` record switched off, and where the job writes it.
-
-    Hydra writes the record before the job starts, so a start that the job then refuses (the
-    run dir is in use, or holds another run) would rewrite the record of the run in progress.
-    The job writes it itself once the run dir is its own. A resume keeps the run's record
-    (``hydra.output_subdir=null`` already); an explicit ``hydra.output_subdir=<dir>`` is honoured.
-    """
-    values = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.output_subdir=")]
-    if values and values[-1].lower() in ("null", "none", "~"):
-        return args, None
-    subdir = values[-1] if values else ".hydra"
-    kept = [a for a in args if not a.startswith("hydra.output_subdir=")]
-    # Next to the other overrides: argparse refuses overrides on both sides of a flag (--cfg job).
-    at = next((i for i, a in enumerate(kept) if "=" in a and not a.startswith("-")), len(kept))
-    return [*kept[:at], "hydra.output_subdir=null", *kept[at:]], subdir
 
 
 @dataclass
@@ -157,15 +118,8 @@ def run(cfg: DictConfig) -> float:
     continues in the checkpoint's run dir. A new run refuses a run dir that holds another run
     (:func:`locomo.rundir.claim_run_dir`).
     """
-    try:
+    with removed_if_refused():  # a refused (or interrupted) start leaves nothing behind
         return _run(cfg)
-    except BaseException:  # a refused (or interrupted) start leaves nothing behind
-        created_below = os.environ.get(CREATED_BELOW_ENV)
-        if created_below is not None:
-            from locomo.rundir import hydra_run_dir, remove_refused_start
-
-            remove_refused_start(hydra_run_dir(), Path(created_below))
-        raise
 
 
 def _run(cfg: DictConfig) -> float:

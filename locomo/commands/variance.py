@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import ConfigError, validate_config
+from locomo.rundir import prepare_run_dir_args, removed_if_refused, write_job_record
 
 CONFIG = "variance"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
+# Its lines reach variance.log, and Hydra's record its run dir, only once the measurement is done
+# (locomo.messages.release): a refused or interrupted start leaves nothing behind.
+CLAIMS_RUN_DIR = True
 OUTPUTS = ("gradient_variance.json", "gradient_variance.png")
 
 
@@ -21,14 +25,15 @@ def _given(args: list[str], key: str) -> str | None:
 
 
 def prepare_argv(args: list[str]) -> list[str]:
-    """Refuse, before Hydra writes its ``.hydra/`` record there, a ``hydra.run.dir`` that holds a
-    training run (whatever ``overwrite`` says: it is another command's run), or an earlier
-    measurement unless ``overwrite=true``."""
+    """Refuse, before Hydra creates anything, a ``hydra.run.dir`` that holds a training run
+    (whatever ``overwrite`` says: it is another command's run), or an earlier measurement unless
+    ``overwrite=true``; and leave Hydra's ``.hydra/`` record to the job
+    (:func:`locomo.rundir.prepare_run_dir_args`), so that a start refused later leaves nothing."""
     from locomo.outputs import is_run_dir
 
     value = _given(args, "hydra.run.dir")
     if value is None or "${" in value:  # the default: a new timestamped directory
-        return args
+        return prepare_run_dir_args(args, OUTPUT_ROOTS)
     if not value.strip():
         raise ConfigError("hydra.run.dir", value, "it is empty; give a directory (or leave it out)")
     run_dir = Path(value).expanduser()
@@ -48,11 +53,21 @@ def prepare_argv(args: list[str]) -> list[str]:
             f"it holds an earlier measurement ({', '.join(earlier)}); give another directory, or add "
             "overwrite=true to replace it",
         )
-    return args
+    return prepare_run_dir_args(args, OUTPUT_ROOTS)
 
 
 def run(cfg: DictConfig) -> None:
-    """Measure each estimator's gradient variance over independent batches from one policy."""
+    """Measure each estimator's gradient variance over independent batches from one policy.
+
+    A start refused (a bad value or checkpoint) or interrupted before the measurement is done
+    leaves nothing behind: not even the run dir Hydra made for it.
+    """
+    with removed_if_refused():
+        _run(cfg)
+
+
+def _run(cfg: DictConfig) -> None:
+    """:func:`run` without the clean-up of a refused start."""
     validate_config(cfg)
     from locomo import analysis
 
@@ -65,7 +80,13 @@ def run(cfg: DictConfig) -> None:
     out = hydra_run_dir()
     json_path = safe_output(out / OUTPUTS[0], "json", "hydra.run.dir", cfg.overwrite)
     png_path = safe_output(out / OUTPUTS[1], "figure", "hydra.run.dir", cfg.overwrite)
-    table = analysis.measure_gradient_variance(cfg)
+    record = OmegaConf.to_yaml(cfg)  # the config as composed, for Hydra's record of the job
+    table = analysis.measure_gradient_variance(cfg)  # the checkpoint (checkpoint=) is checked in here
+    # Measured: the run dir is this job's now (its record, and its lines so far into variance.log).
+    write_job_record(OmegaConf.create(record))
+    from locomo import messages
+
+    messages.release()
     with atomic_output(json_path) as tmp:
         analysis.write_json(table, tmp)
     batch = cfg.train.steps_per_iteration
