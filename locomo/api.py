@@ -3,7 +3,8 @@
 Each function is the CLI's own code seen from Python, not a second implementation:
 
 - :func:`load` wraps :func:`locomo.evaluation.load_policy`, and :meth:`Policy.act` picks actions
-  with :func:`locomo.evaluation.select_actions` and ``Actor.env_action``, as ``locomo eval`` does;
+  with :func:`locomo.evaluation.select_actions` (the mode, or a sample, of the actor's action
+  distribution: :mod:`locomo.distributions`) and ``Actor.env_action``, as ``locomo eval`` does;
 - :func:`make_env` builds ``locomo/conf/env/<name>.yaml`` with :func:`locomo.envs.make_vec_env`;
 - :func:`train` composes ``conf/train.yaml`` with Hydra's compose API and runs
   :func:`locomo.commands.train.train`, the job behind ``locomo train``.
@@ -42,7 +43,7 @@ class Policy:
     """A trained policy that maps raw Gymnasium observations to actions in the env's units.
 
     Built by :func:`load`. Observation normalisation (the checkpoint's running statistics),
-    action bounds (the policy's squashing into the action space) and the device are handled
+    action bounds (the bounded policy's clip to the action space) and the device are handled
     inside; :attr:`loaded` is the underlying :class:`~locomo.evaluation.LoadedPolicy`.
     """
 

@@ -15,7 +15,8 @@ from locomo.buffer import RolloutBatch, RolloutBuffer
 from locomo.distributed import SINGLE, Group
 from locomo.envs import EpisodeRecord, TorchStep, TorchVecEnv
 from locomo.guard import check_finite
-from locomo.policy import Actor, ObsNormalizer, RewardScaler, ValueNet
+from locomo.policy import Actor, ValueNet
+from locomo.running_stats import RewardScaler, RunningMeanStd
 
 
 class EndedEpisodes:
@@ -26,7 +27,7 @@ class EndedEpisodes:
         self.flat_index: list[int] = []  # t * N + env index, into a [T, N] tensor
         self.obs: list[torch.Tensor] = []  # [k, O] normalised last observations, in that order
 
-    def add(self, t: int, env_ids: list[int], normalizer: ObsNormalizer, final_obs: torch.Tensor) -> None:
+    def add(self, t: int, env_ids: list[int], normalizer: RunningMeanStd, final_obs: torch.Tensor) -> None:
         """Episodes of envs ``env_ids`` ended at step ``t``; final_obs [N, O] raw."""
         self.flat_index.extend(t * self.num_envs + i for i in env_ids)
         self.obs.append(normalizer(final_obs[env_ids]))
@@ -60,7 +61,7 @@ class Collector:
         env: TorchVecEnv,
         actor: Actor,
         critic: ValueNet | None,
-        normalizer: ObsNormalizer,
+        normalizer: RunningMeanStd,
         reward_scaler: RewardScaler,
         steps_per_env: int,
         device: torch.device,
@@ -79,7 +80,7 @@ class Collector:
     def collect(self, obs_raw: torch.Tensor) -> tuple[RolloutBatch, torch.Tensor, list[EpisodeRecord], dict]:
         """Run the policy for T steps in all N envs; return the batch, the next raw obs, episodes."""
         episodes: list[EpisodeRecord] = []
-        term_sums: dict[str, np.ndarray] = {}
+        reward_term_sums: dict[str, np.ndarray] = {}
         ended = EndedEpisodes(self.env.num_envs)
         for t in range(self.steps_per_env):
             self.normalizer.update(obs_raw, self.group)
@@ -97,10 +98,10 @@ class Collector:
             self.buffer.add(obs, actions, log_probs, rewards, step.terminated, step.truncated)
             episodes.extend(step.episodes)
             for name, value in step.terms.items():
-                if name in term_sums:
-                    term_sums[name] += value
+                if name in reward_term_sums:
+                    reward_term_sums[name] += value
                 else:
-                    term_sums[name] = value.astype(np.float64)
+                    reward_term_sums[name] = value.astype(np.float64)
             obs_raw = step.obs
         if self.critic is not None:
             self._fill_values(self.normalizer(obs_raw), ended)
@@ -108,7 +109,7 @@ class Collector:
         # they are the job's again (one exchange per batch, not one per step).
         self.normalizer.sync(self.group)
         self.reward_scaler.sync(self.group)
-        totals = {name: float(sums.sum()) for name, sums in term_sums.items()}
+        totals = {name: float(sums.sum()) for name, sums in reward_term_sums.items()}
         return self.buffer.batch(), obs_raw, episodes, totals
 
     def _fill_values(self, next_obs: torch.Tensor, ended: EndedEpisodes) -> None:

@@ -4,18 +4,20 @@
 them) to the action ``locomo eval`` executes in deterministic mode, in the env's units:
 ``[N, act_dim]`` float32 for a Box action space, ``[N]`` int64 (the argmax) for a Discrete one.
 The observation normaliser (running mean/std, clipped to +-clip) and the action bounds (the
-Gaussian's mean in normalised units clipped to [-1, 1], rescaled to [low, high]) are inside,
-so the file needs neither locomo nor its checkpoint.
+``mode`` of the policy's distribution, :mod:`locomo.distributions`: for bounded actions the
+Gaussian's mean in normalised units clipped to [-1, 1], rescaled to [low, high]) are inside, so
+the file needs neither locomo nor its checkpoint.
 
 Files are written from a ``torch.jit.trace`` of :class:`DeployedPolicy`, not ``torch.jit.script``:
-the locomo modules it calls are not scriptable (:class:`~locomo.policy.ObsNormalizer` keeps a
-Python-side cache, :meth:`~locomo.policy.GaussianActor.env_action` reads a buffer that exists only
-for bounded actors). A trace is exact here because the only branches (normaliser on or off,
+the locomo modules it calls are not scriptable (:class:`~locomo.running_stats.RunningMeanStd` keeps
+a Python-side cache, the actor returns a distribution object,
+:meth:`~locomo.policy.GaussianActor.env_action` reads a buffer that exists only for bounded
+actors). A trace is exact here because the only branches (normaliser on or off,
 bounded or not, discrete or not) are fixed per policy, and every op works row by row, so no
 batch size is baked in; the tests check batches of 1 and 1000 against ``locomo eval``'s own
 actions. ONNX goes through the TorchScript-based exporter (``dynamo=False``: the torch.export-based
-one, the default since torch 2.9, needs ``onnxscript`` and gives the same actions, 4x slower to
-export); it needs ``pip install "locomo[onnx]"`` (onnx, onnxruntime). TorchScript needs only torch.
+one, the default since torch 2.9, needs ``onnxscript`` and gives the same actions, more slowly);
+it needs ``pip install "locomo[onnx]"`` (onnx, onnxruntime). TorchScript needs only torch.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from torch import nn
 
 from locomo.config import ConfigError
 from locomo.evaluation import LoadedPolicy, portable_name, select_actions
-from locomo.policy import Actor, CategoricalActor, GaussianActor, ObsNormalizer
+from locomo.policy import Actor, CategoricalActor, GaussianActor
+from locomo.running_stats import RunningMeanStd
 
 INPUT_NAME = "obs"
 OUTPUT_NAME = "action"
@@ -48,17 +51,17 @@ class DeployedPolicy(nn.Module):
     ``forward(obs [N, obs_dim] float32) -> [N, act_dim] float32`` (Box) or ``[N] int64`` (Discrete).
     It calls the same modules as ``locomo eval`` in deterministic mode
     (:func:`~locomo.evaluation.select_actions`, then ``actor.env_action``): the normaliser's
-    forward, the Gaussian's mean network, ``bound`` (clip to [-1, 1]) and ``env_action``
-    (rescale to [low, high]); for a categorical policy ``mode(distribution(.))``, the argmax.
+    forward, the actor's distribution's ``mode`` (a bounded Gaussian's mean clipped to [-1, 1], a
+    categorical policy's argmax) and ``env_action`` (rescale to [low, high]).
     """
 
-    def __init__(self, actor: Actor, normalizer: ObsNormalizer) -> None:
+    def __init__(self, actor: Actor, normalizer: RunningMeanStd) -> None:
         super().__init__()
         if not isinstance(actor, GaussianActor | CategoricalActor):
             raise TypeError(f"cannot deploy a {type(actor).__name__}")
         self.actor = copy.deepcopy(actor).cpu().eval()
         # A fresh normaliser loaded from the state: no cached (mean, std) from earlier calls.
-        self.normalizer = ObsNormalizer(
+        self.normalizer = RunningMeanStd(
             normalizer.mean.shape[0], enabled=normalizer.enabled, clip=normalizer.clip, eps=normalizer.eps
         )
         self.normalizer.load_state_dict(normalizer.state_dict())
@@ -76,14 +79,7 @@ class DeployedPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [N, obs_dim] raw -> actions [N, act_dim] in the env's units (Discrete: [N] int64)."""
-        x = self.normalizer(obs)
-        actor = self.actor
-        if isinstance(actor, GaussianActor):
-            # GaussianActor.mode(distribution(x)) is bound(Normal(mean_net(x), std).mean), i.e.
-            # bound(mean_net(x)): the same tensor without building a distribution (and its unused
-            # std) into the traced graph.
-            return actor.env_action(actor.bound(actor.mean_net(x)))
-        return actor.env_action(actor.mode(actor.distribution(x)))
+        return self.actor.env_action(self.actor(self.normalizer(obs)).mode)
 
     def example_input(self, batch: int = 2) -> torch.Tensor:
         """A float32 observation batch [batch, obs_dim] to trace with (its values do not matter)."""
@@ -99,7 +95,7 @@ class DeployedPolicy(nn.Module):
             return torch.jit.trace(self, self.example_input(), check_trace=False)
 
     def _drop_normalizer_cache(self) -> None:
-        """ObsNormalizer caches (mean, std) on first use; reloading its state drops the cache, so
+        """RunningMeanStd caches (mean, std) on first use; reloading its state drops the cache, so
         that a trace reads the buffers (and a loaded module moved with ``.to()`` takes them along)
         instead of baking the cached tensors in as constants."""
         self.normalizer.load_state_dict(self.normalizer.state_dict())
@@ -204,7 +200,7 @@ def run_exported(path: Path, obs: np.ndarray) -> np.ndarray:
         return loaded(torch.from_numpy(obs)).numpy()
 
 
-def probe_observations(normalizer: ObsNormalizer, n: int = 256, seed: int = 0) -> np.ndarray:
+def probe_observations(normalizer: RunningMeanStd, n: int = 256, seed: int = 0) -> np.ndarray:
     """n float32 observations [n, obs_dim] around the normaliser's mean, from 0 to 1.5 clip standard
     deviations away (the last third beyond the clip), for checking an exported file without an env."""
     generator = torch.Generator().manual_seed(seed)

@@ -4,16 +4,21 @@
 (ranks). ``train.num_envs`` and ``train.steps_per_iteration`` stay the *job's* batch: each rank
 steps ``num_envs / world_size`` of the envs with its own seeds, and the ranks together compute
 exactly the update one process would compute on the whole batch (tests/test_distributed.py
-checks it). What the ranks exchange, per iteration (P = parameters of actor and critic, O =
-observation size, T = steps per env):
+checks it). The update's math does not know about ranks: :class:`DataParallel` wraps each of its
+gradient steps from outside, and :func:`global_mean` / :func:`global_mean_std` give its batch
+statistics over every rank's samples. What the ranks exchange (P = parameters of actor and
+critic, O = observation size):
 
-- every minibatch step: one all-reduce (sum) of the P gradients plus 5 diagnostic sums (the
-  KL early stop and the adaptive learning rate then decide the same on every rank), and one
-  max of the largest importance weight;
-- every env step: the observation normaliser's moments (2 O + 1 float64), and the reward
-  scaler's (3 float64) when ``algo.normalize_rewards``;
+- every minibatch step: one all-reduce (sum) of the P gradients together with the step's named
+  diagnostic sums (:class:`locomo.losses.StepSums`: the KL early stop and the adaptive
+  learning rate then decide the same on every rank), one max of the largest importance weight,
+  and the sums of the approx KL after the step;
+- every batch, once its collection ends: the observation normaliser's sums since the last sync
+  (2 O + 1 float64, :meth:`locomo.running_stats.RunningMeanStd.sync`), and the reward scaler's
+  (3 float64) when ``algo.normalize_rewards``; within the batch each rank's statistics take in
+  its own envs' steps;
 - every update: the global advantage mean and std, the mean or optimal baseline, the value
-  target moments (a few floats each);
+  targets' statistics and explained variance (a few floats each);
 - every iteration: the finished episodes and reward-term sums, gathered on rank 0 for the
   metrics, and one flag that says whether any rank was asked to stop;
 - every checkpoint: each rank's env state, observations, RNG and reward-scaler returns,
@@ -21,22 +26,23 @@ observation size, T = steps per env):
 
 The walking recipe's actor and critic hold 688,163 parameters: 2.75 MB of float32 per minibatch
 step, 16 steps per iteration. The backend is chosen by torch for each tensor's device: gloo for
-CPU tensors, NCCL for CUDA ones (``train.device`` as in one process; rank r uses GPU
-``LOCAL_RANK``).
+CPU tensors, NCCL for CUDA ones (``train.device`` as in one process; rank r uses GPU ``LOCAL_RANK``).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from locomo.config import ConfigError
+from locomo.config import ConfigError, LocomoConfig
 from locomo.errors import DistributedError
 
 # torchrun's variables; WORLD_SIZE > 1 means this process is one rank of a job.
@@ -205,7 +211,7 @@ def init() -> Group:
     return _GROUP
 
 
-def check_config(cfg: Any, group: Group) -> None:
+def check_config(cfg: LocomoConfig, group: Group) -> None:
     """ConfigError unless the job's envs split evenly over its processes."""
     n = cfg.train.num_envs
     if group.active and n % group.world_size:
@@ -227,3 +233,99 @@ def shutdown() -> None:
         dist.barrier()
         dist.destroy_process_group()
     _GROUP = SINGLE
+
+
+# -- data parallelism around an update --------------------------------------------------------------
+
+Sums = TypeVar("Sums", bound=tuple)  # a NamedTuple of 0-d tensors
+
+
+def global_mean(x: torch.Tensor, group: Group) -> tuple[torch.Tensor, float]:
+    """Mean of every rank's x [B] together (one all-reduce), and how many samples that is."""
+    if not group.active:
+        return x.mean(), float(x.numel())
+    sums = group.sum_(torch.stack([x.sum(), torch.tensor(float(x.numel()), device=x.device)]).double())
+    return (sums[0] / sums[1]).to(x.dtype), float(sums[1])
+
+
+def global_mean_std(x: torch.Tensor, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) std of every rank's x [B] together: two passes, one all-reduce each."""
+    if not group.active:
+        return x.mean(), x.std()
+    mean, n = global_mean(x, group)
+    sq = group.sum_((x - mean).square().sum().double().reshape(1))
+    return mean, torch.sqrt(sq[0] / (n - 1)).to(x.dtype)
+
+
+class DataParallel:
+    """Data parallelism around the gradient steps of an update, from outside their math.
+
+    The ranks take the steps one process would take on the job's batch: the same minibatches of
+    it, each rank holding some of every minibatch's samples. Three things make that so, and the
+    update calls each at its place in a step:
+
+    1. :meth:`local_index`: every rank draws the same permutation of the job's samples (a shared
+       generator) and keeps its own samples of each minibatch;
+    2. :meth:`share`: a rank's loss, a mean over its m_r samples, is scaled by m_r / M (M the
+       minibatch's samples over all ranks), so that the ranks' gradients sum to the gradient of
+       the minibatch mean;
+    3. :meth:`sum_gradients`: one all-reduce of every parameter's gradient together with the
+       step's diagnostic sums (a named tuple of 0-d tensors), before the gradient is clipped and
+       applied; :meth:`max` and :meth:`sum` for the other statistics of a step.
+
+    In one process each is the identity and no collective runs.
+    """
+
+    def __init__(self, group: Group, params: Sequence[nn.Parameter]) -> None:
+        self.group = group
+        self.params = list(params)
+
+    @property
+    def active(self) -> bool:
+        """True when this process is one of several."""
+        return self.group.active
+
+    def local_index(self, perm: torch.Tensor, envs: int) -> torch.Tensor:
+        """For a permutation [T * N * K] of the job's flat sample indices (t * N K + n, n the
+        job-wide env index), this rank's flat index t * N + (n - rank N) of each sample it holds
+        and -1 for the others' (N envs per rank, K ranks). ``perm`` itself in one process."""
+        if not self.active:
+            return perm
+        world = envs * self.group.world_size
+        t, n = perm // world, perm % world
+        local = n - self.group.rank * envs
+        return torch.where((local >= 0) & (local < envs), t * envs + local, -1)
+
+    def own(self, index: torch.Tensor) -> torch.Tensor:
+        """This rank's entries of a minibatch's slice of :meth:`local_index` (all in one process)."""
+        return index[index >= 0] if self.active else index
+
+    def share(self, loss: torch.Tensor, count: int, size: int) -> torch.Tensor:
+        """This rank's share of a minibatch mean: ``loss`` (the mean over its ``count`` samples)
+        times count / size (``size``: the minibatch's samples over all ranks); ``loss`` in one process."""
+        return loss * (count / size) if self.active else loss
+
+    def sum_gradients(self, sums: Sums) -> Sums:
+        """Sum every rank's gradients of the parameters and ``sums`` (0-d tensors) in one
+        all-reduce; the summed ``sums``, the same named tuple. The gradients are replaced by the
+        sums (a missing one counts as zeros)."""
+        if not self.active:
+            return sums
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        extra = torch.stack(list(sums)).to(grads[0].dtype)
+        flat = self.group.sum_(torch.cat([*(g.reshape(-1) for g in grads), extra]))
+        offset = 0
+        for p in self.params:
+            p.grad = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        return type(sums)(*flat[offset:].unbind())
+
+    def sum(self, sums: Sums) -> Sums:
+        """``sums`` (a named tuple of 0-d tensors of one dtype) summed over the ranks."""
+        if not self.active:
+            return sums
+        return type(sums)(*self.group.sum_(torch.stack(list(sums))).unbind())
+
+    def max(self, x: torch.Tensor) -> torch.Tensor:
+        """The largest of every rank's 0-d ``x``."""
+        return self.group.max_(x.reshape(1))[0] if self.active else x

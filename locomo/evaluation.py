@@ -29,15 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.distributions import Categorical, Independent, Normal
 
 from locomo import checkpoint
 from locomo.behavior import Behavior, format_counts, label_counts, label_episode
 from locomo.checkpoint import CheckpointError
-from locomo.config import ASSETS_DIR, upgrade_saved_config
+from locomo.config import ASSETS_DIR, BehaviorConfig, upgrade_saved_config
 from locomo.envs import TorchVecEnv, VecEnv, make_vec_env
 from locomo.envs.base import EpisodeRecord, SpaceInfo
-from locomo.policy import Actor, ObsNormalizer, make_actor
+from locomo.policy import Actor, make_actor
+from locomo.running_stats import RunningMeanStd
 
 
 @dataclass
@@ -46,7 +46,7 @@ class LoadedPolicy:
 
     cfg: DictConfig  # the training config stored in the checkpoint
     actor: Actor
-    normalizer: ObsNormalizer
+    normalizer: RunningMeanStd
     path: Path  # the checkpoint file
     run_dir: Path  # the training run's directory (the checkpoint's folder's parent)
     counters: dict[str, int]  # iteration, env_steps at save time
@@ -152,7 +152,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     actor = make_actor(
         info, list(model.hidden_sizes), model.activation, model.init_log_std, model.action_bounds
     )
-    normalizer = ObsNormalizer(info.obs_dim, enabled=model.normalize_observations)
+    normalizer = RunningMeanStd(info.obs_dim, enabled=model.normalize_observations)
     try:
         actor.load_state_dict(state["actor"])
         normalizer.load_state_dict(state["obs_normalizer"])
@@ -211,20 +211,14 @@ def select_actions(
 ) -> torch.Tensor:
     """Actions [N, A] (or [N]) for normalised obs [N, O]: the mode of pi(.|s_i), or a sample drawn
     with env i's generator, for the envs in ``active`` (the others get zeros: they are not stepped).
+    pi(.|s_i) is the actor's distribution (:mod:`locomo.distributions`): with bounded actions the
+    mode and the samples are clipped to the bounds, as in training.
 
     Row by row (see the module docstring): env i's action does not depend on the other rows."""
     rows: dict[int, torch.Tensor] = {}
     for i in active:
-        dist = actor.distribution(obs[i : i + 1])
-        if deterministic:
-            rows[i] = actor.mode(dist)[0]
-        elif isinstance(dist, Categorical):
-            rows[i] = torch.multinomial(dist.probs.cpu(), 1, generator=generators[i])[0, 0]
-        else:
-            assert isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)
-            normal = dist.base_dist
-            sample = torch.normal(normal.loc.cpu(), normal.scale.cpu(), generator=generators[i])
-            rows[i] = actor.bound(sample)[0]
+        dist = actor(obs[i : i + 1])
+        rows[i] = (dist.mode if deterministic else dist.sample(generators[i]))[0]
     template = next(iter(rows.values()))
     actions = torch.zeros((obs.shape[0], *template.shape), dtype=template.dtype)
     for i, row in rows.items():
@@ -236,10 +230,10 @@ def select_actions(
 def rollouts(
     env: VecEnv,
     actor: Actor,
-    normalizer: ObsNormalizer,
+    normalizer: RunningMeanStd,
     seed: int,
     deterministic: bool,
-    thresholds: Any,
+    thresholds: BehaviorConfig,
     max_steps: int | None = None,
     record_states: bool = False,
     on_step: Callable[[], Any] | None = None,
@@ -295,7 +289,7 @@ def run_episodes(
     env: VecEnv,
     seed: int,
     deterministic: bool,
-    thresholds: Any,
+    thresholds: BehaviorConfig,
     max_steps: int | None = None,
     record_states: bool = False,
     progress: str | None = None,
@@ -351,7 +345,7 @@ def evaluate_episodes(
     episodes: int,
     seed: int,
     deterministic: bool,
-    thresholds: Any,
+    thresholds: BehaviorConfig,
     max_steps: int | None = None,
     progress: str | None = None,
     envs: dict[int, VecEnv] | None = None,
@@ -387,7 +381,7 @@ def evaluate_modes(
     modes: list[str],
     episodes: int,
     seed: int,
-    thresholds: Any,
+    thresholds: BehaviorConfig,
     max_steps: int | None,
     command: str,
 ) -> dict[str, list[Rollout]]:

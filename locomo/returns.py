@@ -111,8 +111,8 @@ def gae(
         [T, N] advantages.
     """
     T = rewards.shape[0]
-    not_term = (~terminated).to(rewards.dtype)
-    deltas = rewards + gamma * not_term * next_values - values
+    not_terminated = (~terminated).to(rewards.dtype)
+    deltas = rewards + gamma * not_terminated * next_values - values
     decay = gamma * lam * (~episode_end).to(rewards.dtype)  # gamma * lam * (1 - end_t)
     if trace is not None:
         decay[:-1] *= trace[1:]  # the step after t carries c_{t+1}

@@ -36,7 +36,8 @@ from locomo.envs.pool import available_cores
 from locomo.errors import MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
 from locomo.guard import check_finite, check_parameters
 from locomo.logging import MetricsLogger
-from locomo.policy import Actor, ObsNormalizer, RewardScaler, ValueNet, make_actor
+from locomo.policy import Actor, ValueNet, make_actor
+from locomo.running_stats import RewardScaler, RunningMeanStd
 from locomo.signals import GracefulStop
 from locomo.symmetry import make_policy_mirror
 from locomo.training_videos import TrainingVideos
@@ -73,7 +74,7 @@ def seed_everything(seed: int) -> None:
 
 def make_learners(
     cfg: DictConfig, spaces: SpaceInfo, device: torch.device, num_envs: int | None = None
-) -> tuple[Actor, ValueNet | None, ObsNormalizer, RewardScaler]:
+) -> tuple[Actor, ValueNet | None, RunningMeanStd, RewardScaler]:
     """Actor, critic (only with ``algo.baseline=value``), observation normaliser and reward scaler
     (for ``num_envs`` envs, default ``train.num_envs``) as the config describes them, on ``device``."""
     m = cfg.model
@@ -83,7 +84,7 @@ def make_learners(
         if cfg.algo.baseline == "value"
         else None
     )
-    normalizer = ObsNormalizer(spaces.obs_dim, enabled=m.normalize_observations).to(device)
+    normalizer = RunningMeanStd(spaces.obs_dim, enabled=m.normalize_observations).to(device)
     envs = cfg.train.num_envs if num_envs is None else num_envs
     scaler = RewardScaler(envs, cfg.algo.gamma, enabled=cfg.algo.normalize_rewards).to(device)
     return actor.to(device), critic, normalizer, scaler

@@ -23,16 +23,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from locomo.config import ConfigError
+from locomo.config import ConfigError, EnvConfig
 from locomo.envs.base import SpaceInfo
 from locomo.envs.mirror import Mirror, humanoid_mirror
-from locomo.policy import ObsNormalizer
+from locomo.running_stats import RunningMeanStd
 
 
 class PolicyMirror:
     """The mirror map on normalised observations [B, O] and the policy's actions [B, A]."""
 
-    def __init__(self, mirror: Mirror, normalizer: ObsNormalizer) -> None:
+    def __init__(self, mirror: Mirror, normalizer: RunningMeanStd) -> None:
         self.mirror, self.normalizer = mirror, normalizer
         self.refresh()
 
@@ -61,7 +61,7 @@ class PolicyMirror:
 
 
 def make_policy_mirror(
-    symmetry: str, env: Any, env_cfg: Any, spaces: SpaceInfo, normalizer: ObsNormalizer
+    symmetry: str, env: Any, env_cfg: EnvConfig, spaces: SpaceInfo, normalizer: RunningMeanStd
 ) -> PolicyMirror | None:
     """The :class:`PolicyMirror` of ``env`` for ``algo.symmetry=augment`` (None for ``none``;
     for ``auto``, the mirror of the humanoid envs and None for the others).

@@ -19,7 +19,8 @@ from locomo.buffer import RolloutBatch
 from locomo.checkpoint import CheckpointError, check_spaces, restore_rng, rng_state
 from locomo.config import to_container
 from locomo.envs import EpisodeRecord, SpaceInfo
-from locomo.policy import Actor, ObsNormalizer, RewardScaler, ValueNet
+from locomo.policy import Actor, ValueNet
+from locomo.running_stats import RewardScaler, RunningMeanStd
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Learned:
 
     actor: Actor
     critic: ValueNet | None
-    normalizer: ObsNormalizer
+    normalizer: RunningMeanStd
     reward_scaler: RewardScaler
     optimizer: torch.optim.Optimizer
     generator: torch.Generator  # the update's minibatch shuffling

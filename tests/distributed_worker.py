@@ -123,11 +123,11 @@ def normaliser_stats(group: Any) -> list[dict[str, Any]]:
     """The observation normaliser's and the reward scaler's statistics at each of 4 syncs, 5 steps of
     N envs apart, each rank feeding its own envs (observations far from zero: the merge must not
     lose the variance to cancellation)."""
-    from locomo.policy import ObsNormalizer, RewardScaler
+    from locomo.running_stats import RewardScaler, RunningMeanStd
 
     data = torch.Generator().manual_seed(2)
     first, count = group.shard(ENVS)
-    normalizer = ObsNormalizer(5)
+    normalizer = RunningMeanStd(5)
     scaler = RewardScaler(count, gamma=0.99)
     synced = []
     for step in range(20):

@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from locomo import losses
-from locomo.algorithm import compute_advantages
+from locomo.advantages import compute_advantages
 from locomo.buffer import RolloutBatch
 from locomo.config import AlgoConfig
 from locomo.policy import GaussianActor

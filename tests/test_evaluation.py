@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 from locomo.config import CONF_DIR, BehaviorConfig, EnvConfig
 from locomo.envs import make_vec_env
 from locomo.evaluation import rollouts
-from locomo.policy import ObsNormalizer, make_actor
+from locomo.policy import make_actor
+from locomo.running_stats import RunningMeanStd
 
 
 def env_config(name: str, backend: str):
@@ -22,7 +23,7 @@ def env_config(name: str, backend: str):
 
 def policy(spaces, seed: int = 0):
     torch.manual_seed(seed)
-    return make_actor(spaces, [16], "tanh", 0.0), ObsNormalizer(spaces.obs_dim)
+    return make_actor(spaces, [16], "tanh", 0.0), RunningMeanStd(spaces.obs_dim)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ from locomo import deploy
 from locomo.config import ASSETS_DIR
 from locomo.envs.base import SpaceInfo
 from locomo.evaluation import LoadedPolicy, load_policy, select_actions
-from locomo.policy import ObsNormalizer, make_actor
+from locomo.policy import make_actor
+from locomo.running_stats import RunningMeanStd
 from tests.safety_helpers import call_locomo, machine_paths
 
 onnx = pytest.importorskip("onnx", reason='the onnx extra: pip install -e ".[test]"')
@@ -142,7 +143,7 @@ def test_exported_files_describe_themselves(exported):
 def test_discrete_policy_exports_its_argmax_action(tmp_path):
     torch.manual_seed(0)
     actor = make_actor(SpaceInfo(obs_dim=4, discrete=True, action_dim=3), [16], "tanh", 0.0)
-    normalizer = ObsNormalizer(4)
+    normalizer = RunningMeanStd(4)
     normalizer.update(torch.randn(500, 4, dtype=torch.float64) * 3 + 1)
     policy = deploy.DeployedPolicy(actor, normalizer)
     deploy.export_onnx(policy, tmp_path / "p.onnx", {})

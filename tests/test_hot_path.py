@@ -6,16 +6,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Independent, Normal
 
 from locomo.errors import NonFiniteError
 from locomo.guard import check_finite
-from locomo.policy import CategoricalActor, GaussianActor, ObsNormalizer
+from locomo.policy import CategoricalActor, GaussianActor
 from locomo.runner import Runner
+from locomo.running_stats import RunningMeanStd
 from tests.conftest import TINY, compose
 
 
-def test_gaussian_act_is_distribution_sample_and_log_prob_bit_for_bit():
+def test_gaussian_act_is_torch_normal_sample_and_log_prob_bit_for_bit():
+    """The actor's own Gaussian (no torch.distributions objects on the hot path) gives the bits of
+    torch's Independent(Normal): samples, log-likelihoods, mode; the entropy to rounding."""
     torch.manual_seed(0)
     actor = GaussianActor(6, 3, [8], "tanh", init_log_std=-0.5)
     with torch.no_grad():
@@ -36,24 +40,29 @@ def test_gaussian_act_is_distribution_sample_and_log_prob_bit_for_bit():
         mode_log_prob, reference.log_prob(reference.mean)
     )
 
-    log_prob, entropy = actor.log_prob_and_entropy(obs, expected)
-    assert torch.equal(log_prob, reference.log_prob(expected))
+    entropy = actor(obs).entropy()
+    assert entropy.shape == ()  # the std does not depend on the state
     assert entropy.item() == pytest.approx(reference.entropy().mean().item(), rel=1e-6)
 
 
-def test_categorical_log_prob_and_entropy_match_its_distribution():
+def test_categorical_actor_is_torch_categorical():
     actor = CategoricalActor(6, 4, [8], "tanh")
     obs, actions = torch.randn(5, 6), torch.tensor([0, 1, 2, 3, 0])
-    log_prob, entropy = actor.log_prob_and_entropy(obs, actions)
-    dist = actor.distribution(obs)
-    assert torch.equal(log_prob, dist.log_prob(actions))
-    assert torch.equal(entropy, dist.entropy().mean())
+    dist = actor(obs)
+    reference = TorchCategorical(logits=actor.logits_net(obs))
+    assert torch.equal(dist.log_prob(actions), reference.log_prob(actions))
+    assert torch.equal(dist.entropy(), reference.entropy())
+    assert torch.equal(dist.mode, reference.probs.argmax(-1))
+    torch.manual_seed(3)
+    sampled = dist.sample()
+    torch.manual_seed(3)
+    assert torch.equal(sampled, reference.sample())
 
 
-def test_obs_normalizer_matches_batch_statistics_and_follows_loaded_state():
+def test_running_mean_std_matches_batch_statistics_and_follows_loaded_state():
     torch.manual_seed(0)
     batches = [torch.randn(16, 5) * 3 + 1 for _ in range(40)]
-    normalizer = ObsNormalizer(5)
+    normalizer = RunningMeanStd(5)
     for x in batches:
         normalizer.update(x)
     everything = torch.cat(batches).double()
@@ -67,7 +76,7 @@ def test_obs_normalizer_matches_batch_statistics_and_follows_loaded_state():
     assert torch.equal(normalizer(x), expected)
 
     # Loading another state drops the cached (mean, std) and count: forward and update follow it.
-    fresh = ObsNormalizer(5)
+    fresh = RunningMeanStd(5)
     fresh(x)  # fills the cache with the initial statistics
     fresh.load_state_dict(normalizer.state_dict())
     assert torch.equal(fresh(x), expected)

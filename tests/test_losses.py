@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from locomo import losses
-from locomo.algorithm import PolicyGradient, compute_advantages
+from locomo.advantages import compute_advantages
+from locomo.algorithm import PolicyGradient
 from locomo.buffer import RolloutBatch
 from locomo.config import AlgoConfig
 from locomo.policy import CategoricalActor, GaussianActor
@@ -29,7 +30,7 @@ def make_batch(actor, seed: int = 0, gen_values: bool = False) -> RolloutBatch:
     gen = torch.Generator().manual_seed(seed)
     obs = torch.randn(T, N, OBS, generator=gen, dtype=torch.float64)
     with torch.no_grad():
-        dist = actor.distribution(obs.flatten(0, 1))
+        dist = actor(obs.flatten(0, 1))
         actions = (
             dist.sample().reshape(T, N, -1)
             if isinstance(actor, GaussianActor)

@@ -20,16 +20,10 @@ from omegaconf import OmegaConf
 from locomo import checkpoint
 from locomo.algorithm import PolicyGradient, adaptive_lr, linear_lr
 from locomo.config import AlgoConfig, upgrade_saved_config
+from locomo.distributions import clipped_gaussian_log_prob, gaussian_log_prob, log_ndtr
 from locomo.envs import make_vec_env
 from locomo.evaluation import load_policy
-from locomo.policy import (
-    GaussianActor,
-    ValueNet,
-    clipped_gaussian_log_prob,
-    gaussian_log_prob,
-    log_ndtr,
-    make_actor,
-)
+from locomo.policy import GaussianActor, ValueNet, make_actor
 from tests.conftest import compose
 
 

@@ -31,9 +31,9 @@ def test_reward_to_go_discounted_no_episode_end():
 def test_total_vs_reward_to_go_with_episode_ending_mid_batch():
     r = col(1, 2, 3, 4)
     end = flags(F, T_, F, F)
-    term = flags(F, T_, F, F)
-    rtg = returns.discounted_reward_to_go(r, end, term, gamma=1.0)
-    total = returns.total_return(r, end, term, gamma=1.0)
+    terminated = flags(F, T_, F, F)
+    rtg = returns.discounted_reward_to_go(r, end, terminated, gamma=1.0)
+    total = returns.total_return(r, end, terminated, gamma=1.0)
     assert rtg.squeeze(1).tolist() == [3, 2, 7, 4]
     assert total.squeeze(1).tolist() == [3, 3, 7, 7]
 
@@ -69,11 +69,11 @@ def test_gae_lambda_one_equals_reward_to_go_minus_value():
     v = torch.randn(T, N, generator=gen, dtype=torch.float64)
     next_v = torch.randn(T, N, generator=gen, dtype=torch.float64)
     end = torch.rand(T, N, generator=gen) < 0.2
-    term = end & (torch.rand(T, N, generator=gen) < 0.5)
+    terminated = end & (torch.rand(T, N, generator=gen) < 0.5)
     # Inside an episode V(s_{t+1}) is the next row's value.
     next_v[:-1] = torch.where(end[:-1], next_v[:-1], v[1:])
-    adv = returns.gae(r, v, next_v, end, term, gamma=0.97, lam=1.0)
-    rtg = returns.discounted_reward_to_go(r, end, term, 0.97, next_v)
+    adv = returns.gae(r, v, next_v, end, terminated, gamma=0.97, lam=1.0)
+    rtg = returns.discounted_reward_to_go(r, end, terminated, 0.97, next_v)
     torch.testing.assert_close(adv, rtg - v)
 
 
@@ -114,7 +114,7 @@ def test_normalize():
 
 
 def test_reward_scaler_divides_by_running_std_of_discounted_return():
-    from locomo.policy import RewardScaler
+    from locomo.running_stats import RewardScaler
 
     scaler = RewardScaler(num_envs=1, gamma=0.5).double()
     seen = []

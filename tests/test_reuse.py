@@ -120,7 +120,7 @@ def test_clip_is_centred_on_where_the_update_started():
     assert 0.0 < info["clip_fraction"] < 1.0
 
 
-def naive_off_policy(rewards, values, next_values, end, term, gamma, lam, rho, correction):
+def naive_off_policy(rewards, values, next_values, end, terminated, gamma, lam, rho, correction):
     """The recursions by plain loops over floats, env by env, backwards in time."""
     T_, N_ = rewards.shape
     adv = [[0.0] * N_ for _ in range(T_)]
@@ -129,7 +129,7 @@ def naive_off_policy(rewards, values, next_values, end, term, gamma, lam, rho, c
         follow = 0.0  # A_{t+1}
         for t in range(T_ - 1, -1, -1):
             r, v, nv = float(rewards[t, n]), float(values[t, n]), float(next_values[t, n])
-            delta = r + gamma * (0.0 if term[t, n] else nv) - v
+            delta = r + gamma * (0.0 if terminated[t, n] else nv) - v
             c_next = 1.0 if correction == "none" or t == T_ - 1 else min(1.0, float(rho[t + 1, n]))
             goes_on = not end[t, n] and t < T_ - 1
             a = delta + (gamma * lam * c_next * follow if goes_on else 0.0)
@@ -149,22 +149,22 @@ def test_off_policy_targets_match_the_recursions_by_hand(correction: str):
     next_values = torch.randn(shape, generator=gen, dtype=torch.float64)
     end = torch.zeros(shape, dtype=torch.bool)
     end[2, 0] = end[5, 1] = end[6, 2] = True
-    term = end.clone()
-    term[5, 1] = False  # a truncation: bootstraps
+    terminated = end.clone()
+    terminated[5, 1] = False  # a truncation: bootstraps
     log_rho = 0.5 * torch.randn(shape, generator=gen, dtype=torch.float64)
     adv, targets = returns.off_policy_targets(
-        rewards, values, next_values, end, term, 0.99, 0.9, log_rho, correction
+        rewards, values, next_values, end, terminated, 0.99, 0.9, log_rho, correction
     )
     want_adv, want_targets = naive_off_policy(
-        rewards, values, next_values, end, term, 0.99, 0.9, log_rho.exp(), correction
+        rewards, values, next_values, end, terminated, 0.99, 0.9, log_rho.exp(), correction
     )
     torch.testing.assert_close(adv, want_adv)
     torch.testing.assert_close(targets, want_targets)
     # On-policy steps (rho = 1): every correction is GAE and its targets.
-    gae = returns.gae(rewards, values, next_values, end, term, 0.99, 0.9)
+    gae = returns.gae(rewards, values, next_values, end, terminated, 0.99, 0.9)
     on_policy = torch.zeros(shape, dtype=torch.float64)
     on_adv, on_targets = returns.off_policy_targets(
-        rewards, values, next_values, end, term, 0.99, 0.9, on_policy, correction
+        rewards, values, next_values, end, terminated, 0.99, 0.9, on_policy, correction
     )
     torch.testing.assert_close(on_adv, gae)
     torch.testing.assert_close(on_targets, gae + values)
@@ -190,7 +190,7 @@ def test_update_trains_on_every_kept_batch_with_weights_from_its_own_behaviour_p
     old = old._replace(log_probs=old.log_probs + 0.05 * torch.randn(T, N, dtype=torch.float64))
     fresh = make_batch(actor, seed=2)
     algo = PolicyGradient(actor, critic, reuse_cfg(), torch.Generator().manual_seed(0))
-    data, _ = algo._prepare(fresh, [old])
+    data, _ = algo.samples(fresh, [old])
     assert data.obs.shape[0] == 2 * T * N
     with torch.no_grad():
         start = actor.log_prob(old.obs.flatten(0, 1), old.actions.flatten(0, 1))
@@ -216,7 +216,7 @@ def test_kept_batches_are_one_rollout_with_the_current_critic():
         fresh = fresh._replace(values=critic(fresh.obs.flatten(0, 1)).view(T, N))
     fresh = fresh._replace(next_values=torch.cat([fresh.values[1:], fresh.values[-1:]]))
     algo = PolicyGradient(actor, critic, reuse_cfg(), torch.Generator().manual_seed(0))
-    data, _ = algo._prepare(fresh, [old])
+    data, _ = algo.samples(fresh, [old])
     values = data.values.view(2 * T, N)
     with torch.no_grad():
         torch.testing.assert_close(values[:T], critic(old.obs.flatten(0, 1)).view(T, N))

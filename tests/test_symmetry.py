@@ -8,8 +8,8 @@ import torch
 from locomo.config import ConfigError
 from locomo.envs import make_vec_env
 from locomo.envs.mirror import humanoid_mirror
-from locomo.policy import ObsNormalizer
 from locomo.runner import make_learners
+from locomo.running_stats import RunningMeanStd
 from locomo.symmetry import PolicyMirror, make_policy_mirror
 from tests.conftest import compose
 
@@ -27,7 +27,7 @@ def test_mirror_in_normalised_units_is_the_normalised_mirror(humanoid):
     raw observation, whatever the normaliser's (asymmetric) statistics."""
     cfg, env = humanoid
     mirror = humanoid_mirror(env.mujoco_model(), dict(cfg.env.kwargs))
-    normalizer = ObsNormalizer(env.spaces.obs_dim)
+    normalizer = RunningMeanStd(env.spaces.obs_dim)
     gen = torch.Generator().manual_seed(0)
     normalizer.update(3.0 * torch.randn(500, env.spaces.obs_dim, generator=gen) + 1.0)
     raw = torch.randn(7, env.spaces.obs_dim, generator=gen)
@@ -39,6 +39,7 @@ def test_update_learns_from_each_sample_and_its_image(humanoid):
     """Every sample's image enters with the sample's advantage, log pi_k(M a|M s), and the behaviour
     log-prob mu(a|s) (the density of the mirrored behaviour policy at the image) truncated at
     pi_k's; the update keeps its number of steps, with minibatches twice the size."""
+    from locomo.advantages import with_images
     from locomo.algorithm import PolicyGradient
     from locomo.buffer import RolloutBatch
 
@@ -57,8 +58,8 @@ def test_update_learns_from_each_sample_and_its_image(humanoid):
     rewards = torch.randn(T, N, generator=gen)
     batch = RolloutBatch(obs, actions.view(T, N, -1), log_probs.view(T, N), rewards, no, no, zeros, zeros)
     algo = PolicyGradient(actor, critic, cfg.algo, torch.Generator().manual_seed(0), mirror=mirror)
-    data, adv = algo._prepare(batch, [])
-    images, adv2 = algo._with_images(data, adv, mirror)
+    data, adv = algo.samples(batch, [])
+    images, adv2 = with_images(data, adv, mirror, actor.log_prob)
     B = T * N
     assert images.obs.shape[0] == 2 * B
     torch.testing.assert_close(images.obs[B:], mirror.obs(data.obs))
@@ -82,7 +83,7 @@ def test_symmetry_needs_a_mirrored_env_and_per_step_weights():
     env = make_vec_env(cfg.env, 1)
     try:
         with pytest.raises(ConfigError, match=r"algo\.symmetry='augment' is invalid: env 'walker2d'"):
-            make_policy_mirror("augment", env, cfg.env, env.spaces, ObsNormalizer(env.spaces.obs_dim))
+            make_policy_mirror("augment", env, cfg.env, env.spaces, RunningMeanStd(env.spaces.obs_dim))
     finally:
         env.close()
     with pytest.raises(ConfigError, match=r"algo\.symmetry='augment' is invalid: mirror images need"):

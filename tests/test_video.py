@@ -15,7 +15,7 @@ from locomo import rendering as video
 from locomo.config import CONF_DIR, BehaviorConfig
 from locomo.envs import make_vec_env
 from locomo.evaluation import Rollout, rollouts
-from locomo.policy import ObsNormalizer, make_actor
+from locomo.policy import make_actor
 from locomo.rendering import (
     FrameRenderer,
     RenderError,
@@ -26,6 +26,7 @@ from locomo.rendering import (
     label_color,
     write_rollout_video,
 )
+from locomo.running_stats import RunningMeanStd
 
 W, H = 320, 240  # tile size of the readback tests: the overlay stays clear of the body
 
@@ -40,7 +41,7 @@ def humanoid():
     env = make_vec_env(cfg, 1, autoreset=False)
     torch.manual_seed(0)
     actor = make_actor(env.spaces, [16], "tanh", -0.5)
-    normalizer = ObsNormalizer(env.spaces.obs_dim)
+    normalizer = RunningMeanStd(env.spaces.obs_dim)
     yield cfg, env, actor, normalizer
     env.close()
 
