@@ -421,6 +421,30 @@ class MetricsLogger:
             run.finish()
 
 
+class NoLogger:
+    """What ranks other than 0 of a multi-process job log: nothing (rank 0 logs the job's metrics)."""
+
+    run_id: str | None = None
+    wandb_run: Any = None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_media(self, key: str, media: Any, step: int) -> None:
+        pass
+
+    def log_checkpoint(
+        self, path: Path | None, state: dict[str, Any] | None, metrics: dict[str, float]
+    ) -> None:
+        pass
+
+    def finish_summary(self, cfg: Any, actor: Any, normalizer: Any, last_checkpoint: Path | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(path: Path, unreadable: list[int] | None = None) -> list[dict[str, Any]]:
     """Rows of a metrics.jsonl file (lines that are torn, not UTF-8 or not JSON objects are
     skipped; their line numbers are appended to ``unreadable``, for a caller that says so)."""
