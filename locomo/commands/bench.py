@@ -787,8 +787,8 @@ def bench_settings(cfg: DictConfig) -> DictConfig:
 
 def prepare_argv(args: list[str]) -> list[str]:
     """Hydra's ``.hydra/`` record left to the job, so that a refused start leaves nothing behind
-    (:func:`locomo.rundir.prepare_run_dir_args`)."""
-    from locomo.rundir import prepare_run_dir_args
+    (:func:`locomo.hydra_job.prepare_run_dir_args`)."""
+    from locomo.hydra_job import prepare_run_dir_args
 
     return prepare_run_dir_args(args, OUTPUT_ROOTS)
 
@@ -824,7 +824,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     A start refused (a bad value or ``bench.out``) leaves nothing behind, not even the run dir.
     """
-    from locomo.rundir import removed_if_refused
+    from locomo.hydra_job import removed_if_refused
 
     with removed_if_refused():
         return _run(cfg)
@@ -833,8 +833,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _run(cfg: DictConfig) -> dict[str, Any]:
     """:func:`run` without the clean-up of a refused start."""
     from locomo import messages
+    from locomo.hydra_job import hydra_run_dir, write_job_record
     from locomo.outputs import safe_output, write_text_atomic
-    from locomo.rundir import hydra_run_dir, write_job_record
 
     validate_bench(cfg)
     run_dir = hydra_run_dir()
