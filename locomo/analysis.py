@@ -137,7 +137,8 @@ def variance_table(gradients: dict[str, torch.Tensor]) -> dict[str, dict[str, fl
 
 def measure_gradient_variance(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Collect ``cfg.batches`` batches with a fixed policy; return :func:`variance_table`."""
-    from locomo.checkpoint import CheckpointError, check_spaces
+    from locomo.checkpoint import CheckpointError
+    from locomo.checkpoint_format import check_spaces
     from locomo.collector import Collector
     from locomo.envs import TorchVecEnv, make_vec_env
     from locomo.runner import make_learners, resolve_device, seed_everything

@@ -250,8 +250,8 @@ def train(overrides: Sequence[str] = (), run_dir: str | os.PathLike[str] | None 
     exit statuses; Hydra's job logging (``train.log``) is the CLI's alone.
     """
     from locomo.commands import train as train_command
+    from locomo.hydra_job import check_run_dir
     from locomo.resume import prepare_resume_argv
-    from locomo.rundir import check_run_dir
 
     if isinstance(overrides, str):
         raise ConfigError("overrides", overrides, "must be a list of key=value strings, not one string")

@@ -1,28 +1,17 @@
-"""Checkpoints: plain tensors and Python types, written atomically, loaded with weights_only=True.
+"""Checkpoint files: written atomically, read safely, found in a run's directory.
 
-A checkpoint is a dict::
-
-    {"format": "locomo-checkpoint", "version": 1, "kind": "training",
-     "actor": state_dict, "critic": state_dict | None, "obs_normalizer": state_dict,
-     "optimizer": state_dict, "config": plain dict, "counters": {"iteration", "env_steps"},
-     "rng": {...}, "spaces": {"obs_dim", "action_dim", "discrete"},
-     "env": VecEnv state | None, "obs": [N, O] raw observations | None,
-     "episodes": recent episode records, "wandb": {"run_id": str | None}}
-
-``kind`` is ``training`` for checkpoints a run can resume from, ``nonfinite-diagnostic`` for the
-snapshot written when training stops on NaN/inf (readable, never resumed from).
+What a checkpoint holds, and the one check of it that every loader shares, are
+:mod:`locomo.checkpoint_format`'s; this module moves checkpoints between memory and disk.
 
 Crash safety: every file is written to a temporary file in the same directory, fsynced and
 renamed over its target, so a crash (even ``kill -9``) leaves the previous file or the new one,
 never a torn one. ``iter_XXXXXX.pt`` is written first, then ``last.pt`` (a hard link to it where
 the filesystem allows); :func:`load_latest` picks the newest readable ``iter_*.pt``.
 
-Loading: a file is read safely (:func:`load_file`), then checked like a command line's config
-(:func:`validate`, the one check every loader shares: resume, eval, render, replay, export,
-variance): its stored config with the config's own validators, its counters, its learned tensors
-(finite; variances not negative), and an ``iter_XXXXXX.pt`` name against the iteration it holds.
-A file that cannot be read is passed over for an older one (a disk error); a file that reads but
-fails the check is refused with one line naming it, never passed over silently. Directory scans
+Loading: a file is read safely (:func:`load_file`, ``torch.load(weights_only=True)``: plain tensors
+and Python types, no code run), then checked (:func:`locomo.checkpoint_format.validate`). A file
+that cannot be read is passed over for an older one (a disk error); a file that reads but fails
+the check is refused with one line naming it, never passed over silently. Directory scans
 (:func:`periodic_files`) see regular files only, so a FIFO or a device named like a checkpoint
 is never opened.
 """
@@ -31,7 +20,6 @@ from __future__ import annotations
 
 import ast
 import errno
-import fcntl
 import os
 import pickle
 import pickletools
@@ -45,36 +33,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from locomo.config import (
-    ConfigError,
-    LocomoConfig,
-    pinned_model_problem,
-    upgrade_saved_config,
-    validate_algo,
-    validate_behavior,
-    validate_logger,
-    validate_model,
-    validate_seed,
-    validate_train,
-    validate_video,
+from locomo.checkpoint_format import (
+    FORMAT,
+    KIND_DIAGNOSTIC,
+    KIND_TRAINING,
+    VERSION,
+    periodic_iteration,
+    validate,
 )
 from locomo.errors import CheckpointError
-from locomo.guard import describe_nonfinite
-from locomo.preflight import check_network_memory
 
 __all__ = [
-    "FORMAT",
-    "KIND_DIAGNOSTIC",
-    "KIND_TRAINING",
-    "VERSION",
     "CheckpointError",
     "CheckpointManager",
-    "RunDirLock",
     "assert_plain",
-    "check_spaces",
     "describe_fallback",
     "load",
     "load_file",
@@ -82,20 +55,11 @@ __all__ = [
     "missing_reason",
     "newest_in_directory",
     "periodic_files",
-    "periodic_iteration",
-    "require_resumable",
     "restore_rng",
     "rng_state",
     "save_atomic",
-    "stored_config",
-    "validate",
 ]
 
-FORMAT = "locomo-checkpoint"
-VERSION = 1
-KIND_TRAINING = "training"
-KIND_DIAGNOSTIC = "nonfinite-diagnostic"
-_PERIODIC = re.compile(r"^iter_(\d+)\.pt$")
 _PLAIN_SCALARS = (torch.Tensor, str, int, float, bool, type(None))
 
 
@@ -199,7 +163,7 @@ def periodic_files(directory: Path) -> list[Path]:
     device would be read for ever.
     """
     numbered = [
-        (int(m.group(1)), f) for f in directory.iterdir() if (m := _PERIODIC.match(f.name)) and f.is_file()
+        (n, f) for f in directory.iterdir() if (n := periodic_iteration(f)) is not None and f.is_file()
     ]
     return [f for _, f in sorted(numbered)]
 
@@ -370,260 +334,10 @@ def describe_fallback(used: Path, skipped: list[tuple[Path, str]]) -> str | None
     return f"{reasons}; using {used}, the newest intact checkpoint"
 
 
-def periodic_iteration(path: Path) -> int | None:
-    """The iteration of a periodic checkpoint ``iter_XXXXXX.pt`` from its name, else None."""
-    m = _PERIODIC.match(path.name)
-    return int(m.group(1)) if m else None
-
-
 def newest_in_directory(directory: Path) -> Path | None:
     """The newest periodic checkpoint file in ``directory`` (by iteration), or None."""
     periodic = periodic_files(directory) if directory.is_dir() else []
     return periodic[-1] if periodic else None
-
-
-# What a run needs to go on besides the policy ("critic" is None without a value baseline).
-_TRAINING_KEYS = ("actor", "critic", "obs_normalizer", "optimizer", "config", "counters", "rng", "spaces")
-
-
-def require_resumable(state: dict[str, Any], path: Path) -> None:
-    """Refuse diagnostic snapshots, policy-only files and other non-training checkpoints to resume from."""
-    kind = state.get("kind", KIND_TRAINING)
-    if kind != KIND_TRAINING:
-        raise CheckpointError(
-            f"{path} is a {kind} snapshot, not a training checkpoint; resume from the run's "
-            "last good checkpoint (its run directory or checkpoints/last.pt)"
-        )
-    missing = [key for key in _TRAINING_KEYS if key not in state]
-    if missing:
-        raise CheckpointError(
-            f"{path} is not a training checkpoint (it lacks {', '.join(missing)}; locomo export writes "
-            "such policy-only files): it can be evaluated, not resumed; resume from the run's directory "
-            "or another checkpoints/iter_*.pt"
-        )
-    config = state.get("config")
-    baseline = config.get("algo", {}).get("baseline") if isinstance(config, dict) else None
-    if state["critic"] is None and baseline == "value":  # the runner builds one for this baseline
-        raise CheckpointError(
-            f"checkpoint {path} holds no critic (value network), but its config trains one "
-            f"(algo.baseline=value): it cannot be resumed (only evaluated); {_USE_ANOTHER}"
-        )
-
-
-# -- validation: a loaded checkpoint checked like a command line's config ---------------------------
-
-# The learned tensors: what a policy acts with and what a resume trains on. NaN or inf in them
-# would be "evaluated" to a number, or trained on.
-_LEARNED = ("actor", "critic", "obs_normalizer", "reward_scaler", "optimizer")
-# Running statistics (observation normaliser, value and return scalers): a variance or a sample
-# count below zero is impossible; the normaliser would take the square root of it.
-_NON_NEGATIVE = {"var": "a variance", "count": "a sample count"}
-_USE_ANOTHER = "the file is damaged or was edited; use another checkpoint of the run (checkpoints/iter_*.pt)"
-
-
-def validate(state: dict[str, Any], path: Path) -> None:
-    """Raise CheckpointError (one line naming ``path``) unless what ``state`` holds is usable.
-
-    The one check shared by every loader, run on what a file holds (keys a file lacks are its
-    loader's business: :func:`require_resumable`, :func:`locomo.evaluation.load_policy`):
-
-    - ``counters``: iteration and env steps are integers >= 0, and a periodic file's name
-      (``iter_XXXXXX.pt``) agrees with the iteration it holds. The newest checkpoint of a run is
-      found by name, so a copy named for a later iteration would be resumed from, and the
-      iterations after it overwritten, at every resume.
-    - ``spaces``: positive sizes.
-    - ``config``: a mapping that fits the schema, whose values pass the validators a command
-      line's do (:func:`stored_config`), and whose networks fit in memory; its model file, when
-      the run pinned one (``env.xml_sha256``), is still there with the same hash.
-    - the learned tensors (actor, critic, normalisers, optimiser): finite, and running variances
-      and counts not negative. Diagnostic snapshots hold NaN by design and are not checked for it.
-    """
-    _check_counters(state, path)
-    spaces = state.get("spaces")
-    if spaces is not None:
-        sizes = [spaces.get(k) for k in ("obs_dim", "action_dim")] if isinstance(spaces, dict) else [None]
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
-            raise CheckpointError(
-                f"checkpoint {path}: spaces={spaces!r} is invalid: sizes must be integers > 0"
-            )
-    if "config" in state:
-        cfg = stored_config(state, path)
-        if isinstance(spaces, dict):
-            _check_networks(state, cfg, spaces, path)
-        # The model the run was trained on, pinned when it started (a checkpoint from before
-        # locomo pinned models has no hash and loads as before).
-        problem = pinned_model_problem(cfg.env)
-        if problem is not None:
-            raise CheckpointError(f"checkpoint {path}: {problem}")
-    if state.get("kind", KIND_TRAINING) != KIND_DIAGNOSTIC:
-        _check_tensors(state, path)
-
-
-def _check_networks(state: dict[str, Any], cfg: DictConfig, spaces: dict[str, Any], path: Path) -> None:
-    """The actor's and critic's weights have the names and shapes of the networks the stored config
-    builds, as the runner and the loaders build them.
-
-    Else loading them fails later in torch's words (``Missing key(s) in state_dict`` over several
-    lines, or ``'critic'``) without naming the file. A part the file lacks, or holds as None, is
-    its loader's business (:func:`require_resumable`, :func:`locomo.evaluation.load_policy`).
-    """
-    from locomo.envs.base import SpaceInfo
-    from locomo.policy import ValueNet, make_actor
-
-    info = SpaceInfo(
-        obs_dim=int(spaces["obs_dim"]),
-        discrete=bool(spaces.get("discrete")),
-        action_dim=int(spaces["action_dim"]),
-    )
-    m = cfg.model
-    # Built on the CPU (their size is bounded by check_network_memory, in stored_config), without
-    # touching the global RNG that a command seeds or a resume restores.
-    with torch.random.fork_rng(devices=[]):
-        nets: dict[str, torch.nn.Module] = {
-            "actor": make_actor(info, list(m.hidden_sizes), m.activation, m.init_log_std, m.action_bounds)
-        }
-        if cfg.algo.baseline == "value":  # as locomo.runner.make_learners: a critic for the value baseline
-            hidden, normalize_values = list(m.hidden_sizes), cfg.algo.normalize_values
-            nets["critic"] = ValueNet(info.obs_dim, hidden, m.activation, normalize_values)
-    for part, net in nets.items():
-        saved = state.get(part)
-        if saved is None:
-            continue
-        if not isinstance(saved, dict):
-            raise CheckpointError(
-                f"checkpoint {path}: {part} is a {type(saved).__name__}, not the network's weights; "
-                f"{_USE_ANOTHER}"
-            )
-        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-        have = {str(k): tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in saved.items()}
-        problems = []
-        missing = [k for k in want if k not in have]
-        unexpected = [k for k in have if k not in want]
-        if missing:
-            problems.append(f"missing {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}")
-        if unexpected:
-            problems.append(f"unexpected {', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''}")
-        problems += [
-            f"{k} has shape {list(have[k] or [])}, the config's network {list(want[k])}"
-            for k in want
-            if k in have and have[k] != want[k]
-        ][:2]
-        if problems:
-            raise CheckpointError(
-                f"checkpoint {path}: its weights do not fit the config saved with them ({part}: "
-                f"{'; '.join(problems)}); {_USE_ANOTHER}"
-            )
-
-
-def _check_counters(state: dict[str, Any], path: Path) -> None:
-    counters = state.get("counters")
-    if counters is None:
-        return
-    if not isinstance(counters, dict):
-        raise CheckpointError(
-            f"checkpoint {path}: counters={counters!r} is invalid: not a mapping; {_USE_ANOTHER}"
-        )
-    for key in ("iteration", "env_steps"):
-        value = counters.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            problem = f"counters.{key}={value!r} is invalid: must be an integer >= 0"
-            raise CheckpointError(f"checkpoint {path}: {problem}; {_USE_ANOTHER}")
-    named, held = periodic_iteration(path), counters.get("iteration")
-    if named is not None and held is not None and named != held:
-        raise CheckpointError(
-            f"checkpoint {path} holds iteration {held} but is named for iteration {named} (a copy or a "
-            f"rename?): a run's newest checkpoint is found by name, so it would pass for iteration {named}, "
-            f"and a resume would restart at {held} and overwrite the iterations after it; move it out of "
-            f"{path.parent} (or name it iter_{held:06d}.pt)"
-        )
-
-
-def stored_config(state: dict[str, Any], path: Path) -> DictConfig:
-    """The checkpoint's training config in the schema, checked with the config's own validators.
-
-    A bad value is reported as the checkpoint's: no override can change it (a resume takes the
-    checkpoint's config, eval rebuilds the policy from it). Env checks that depend on this machine
-    (registered ids, model files, CUDA) are left to the loader, which checks them where it uses them.
-    """
-    saved = state.get("config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(
-            f"checkpoint {path}: its stored config is a {type(saved).__name__}, not a mapping of config "
-            f"keys; {_USE_ANOTHER}"
-        )
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(LocomoConfig), upgrade_saved_config(saved))
-    except (OmegaConfBaseException, ValueError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {path}: its config does not fit this version of locomo ({reason})"
-        ) from exc
-    assert isinstance(cfg, DictConfig)
-    try:
-        validate_seed("seed", cfg.seed)
-        validate_algo(cfg.algo)
-        validate_model(cfg.model)
-        train = cfg.train.copy()
-        if train.device == "cuda":  # whether CUDA is here is the loader's question: eval runs on the CPU
-            train.device = "cpu"
-        validate_train(train)
-        validate_logger(cfg.logger)
-        validate_behavior(cfg.behavior)
-        validate_video(cfg.video)
-        spaces = state.get("spaces")
-        if isinstance(spaces, dict):
-            check_network_memory(cfg.model, int(spaces["obs_dim"]), int(spaces["action_dim"]))
-    except ConfigError as exc:
-        raise CheckpointError(
-            f"checkpoint {path}: its stored config is invalid: {exc}; a checkpoint's config cannot be "
-            "overridden (not even on resume): use another checkpoint, or start a new run"
-        ) from exc
-    except OmegaConfBaseException as exc:  # e.g. an interpolation written into the file by hand
-        raise CheckpointError(f"checkpoint {path}: its stored config cannot be read ({exc})") from exc
-    return cfg
-
-
-def _named_tensors(obj: Any, name: str) -> list[tuple[str, torch.Tensor]]:
-    """Every tensor in nested dicts and lists, with its dotted name (``actor.mean_net.0.weight``)."""
-    if isinstance(obj, torch.Tensor):
-        return [(name, obj)]
-    if isinstance(obj, dict):
-        return [t for key, value in obj.items() for t in _named_tensors(value, f"{name}.{key}")]
-    if isinstance(obj, list | tuple):
-        return [t for i, value in enumerate(obj) for t in _named_tensors(value, f"{name}[{i}]")]
-    return []
-
-
-def _check_tensors(state: dict[str, Any], path: Path) -> None:
-    for part in _LEARNED:
-        for name, tensor in _named_tensors(state.get(part), part):
-            if not (tensor.is_floating_point() or tensor.is_complex()):
-                continue
-            detail = describe_nonfinite(tensor)
-            if detail is not None:
-                raise CheckpointError(
-                    f"checkpoint {path}: {name} has non-finite values: {detail}; {_USE_ANOTHER}"
-                )
-            what = _NON_NEGATIVE.get(name.rsplit(".", 1)[-1])
-            if what is not None and tensor.numel() and float(tensor.min()) < 0:
-                raise CheckpointError(
-                    f"checkpoint {path}: {name} has negative values (min {float(tensor.min()):g}): {what} "
-                    f"cannot be negative; {_USE_ANOTHER}"
-                )
-
-
-def check_spaces(state: dict[str, Any], obs_dim: int, action_dim: int, discrete: bool, env_name: str) -> None:
-    """Raise CheckpointError if the checkpoint's policy does not fit the env's spaces."""
-    saved = state.get("spaces", {})
-    have = (saved.get("obs_dim"), saved.get("action_dim"), saved.get("discrete"))
-    if have != (obs_dim, action_dim, discrete):
-        kind = lambda d: "discrete" if d else "continuous"  # noqa: E731
-        trained_on = state.get("config", {}).get("env", {}).get("name", "?")
-        raise CheckpointError(
-            f"checkpoint was trained on env {trained_on!r} with observation size {have[0]} and "
-            f"{have[1]} {kind(have[2])} actions, but env {env_name!r} has observation size {obs_dim} "
-            f"and {action_dim} {kind(discrete)} actions"
-        )
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -688,47 +402,3 @@ class CheckpointManager:
         path = self.directory / name
         save_atomic(state, path)
         return path
-
-
-class RunDirLock:
-    """An exclusive lock on a run directory while a process trains in it (a context manager).
-
-    Two processes writing one run dir (a resume started while the run is still going) would
-    overwrite each other's checkpoints and metrics; the second one is refused instead. The lock
-    (``flock`` on ``<run>/.lock``) goes away with its process, even after ``kill -9``.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
-        self._file: Any = None
-
-    def __enter__(self) -> RunDirLock:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            f = self.path.open("a+", encoding="utf-8")
-        except OSError as exc:  # a directory where the lock file goes, a read-only file system
-            raise CheckpointError(
-                f"cannot lock run directory {self.path.parent}: {self.path}: {exc.strerror or exc}"
-            ) from exc
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise CheckpointError(
-                f"run directory {self.path.parent} is in use by {holder}; wait for it to stop "
-                "(or stop it: it saves a checkpoint on SIGTERM), then resume"
-            ) from exc
-        f.seek(0)
-        f.truncate()
-        f.write(f"locomo process {os.getpid()}")
-        f.flush()
-        self._file = f
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None

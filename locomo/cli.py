@@ -75,8 +75,8 @@ try:
         say,
         write_traceback,
     )
+    from locomo.hydra_job import check_run_dir, forget_run_dir_env
     from locomo.messages import job_messages
-    from locomo.rundir import check_run_dir, forget_run_dir_env
     from locomo.signals import handled_stop_signals
 except BaseException as _exc:
     # An interrupt may also come out of an import as the library's own failure (a C extension's

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from locomo import checkpoint
+from locomo import checkpoint, checkpoint_format
 from locomo.behavior import Behavior, format_counts, label_counts, label_episode
 from locomo.checkpoint import CheckpointError
 from locomo.config import ASSETS_DIR, BehaviorConfig, upgrade_saved_config
@@ -118,7 +118,7 @@ def output_root(policy: LoadedPolicy, command: str) -> Path:
 def load_policy(path: str | Path) -> LoadedPolicy:
     """Load a checkpoint and rebuild actor + normaliser from its config; CheckpointError if unusable.
 
-    What the file holds is checked by :func:`locomo.checkpoint.validate` (as a resume checks it)
+    What the file holds is checked by :func:`locomo.checkpoint_format.validate` (as a resume checks it)
     before anything is built from it.
     """
     file = resolve_checkpoint_path(path)
@@ -135,7 +135,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
             file, state = checkpoint.load_latest(file.parent, map_location="cpu")
             print(f"locomo: warning: {exc}; using {file}, the newest intact checkpoint", file=sys.stderr)
         else:  # readable but bad contents: refused, not passed over
-            checkpoint.validate(state, file)
+            checkpoint_format.validate(state, file)
     else:
         file, state = checkpoint.load_latest(file, map_location="cpu")
     missing = [key for key in ("actor", "obs_normalizer", "config", "spaces") if key not in state]

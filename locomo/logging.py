@@ -119,7 +119,7 @@ def wandb_tags(config: dict[str, Any], extra: Any = ()) -> list[str]:
 def policy_state(state: dict[str, Any]) -> dict[str, Any]:
     """A training checkpoint's policy alone, as ``locomo export`` writes it (no critic, optimiser,
     env state or kept batches): what a model artifact holds, under 2 MB for the walker."""
-    from locomo.checkpoint import FORMAT, VERSION
+    from locomo.checkpoint_format import FORMAT, VERSION
     from locomo.commands.export import POLICY_KEYS
 
     full = {"format": FORMAT, "version": VERSION, **state}
@@ -419,6 +419,30 @@ class MetricsLogger:
         if self.wandb_run is not None:
             run, self.wandb_run = self.wandb_run, None
             run.finish()
+
+
+class NoLogger:
+    """What ranks other than 0 of a multi-process job log: nothing (rank 0 logs the job's metrics)."""
+
+    run_id: str | None = None
+    wandb_run: Any = None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_media(self, key: str, media: Any, step: int) -> None:
+        pass
+
+    def log_checkpoint(
+        self, path: Path | None, state: dict[str, Any] | None, metrics: dict[str, float]
+    ) -> None:
+        pass
+
+    def finish_summary(self, cfg: Any, actor: Any, normalizer: Any, last_checkpoint: Path | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def read_metrics(path: Path, unreadable: list[int] | None = None) -> list[dict[str, Any]]:

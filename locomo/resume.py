@@ -104,16 +104,8 @@ def prepare_resume_argv(args: list[str]) -> list[str]:
             f"set only {allowed}); to train with other settings, start a new run",
         )
 
-    from locomo.checkpoint import (
-        describe_fallback,
-        load_file,
-        load_latest,
-        missing_reason,
-        periodic_files,
-        periodic_iteration,
-        require_resumable,
-        validate,
-    )
+    from locomo.checkpoint import describe_fallback, load_file, load_latest, missing_reason, periodic_files
+    from locomo.checkpoint_format import periodic_iteration, require_resumable, validate
 
     reason = missing_reason(Path(value).expanduser())
     if reason == "does not exist":
@@ -172,7 +164,8 @@ def resumed_config(cfg: DictConfig, task_overrides: list[str]) -> tuple[DictConf
     ``cfg.resume`` is the checkpoint file that :func:`prepare_resume_argv` resolved;
     ``task_overrides`` are the command line's overrides (Hydra's ``overrides.task``).
     """
-    from locomo.checkpoint import load_latest, require_resumable, stored_config
+    from locomo.checkpoint import load_latest
+    from locomo.checkpoint_format import require_resumable, stored_config
 
     prepared = _PREPARED.pop(Path(cfg.resume).expanduser().resolve(), None)
     if prepared is not None:

@@ -1,9 +1,12 @@
-"""The training loop, and only the loop: collect -> update -> log -> checkpoint.
+"""The training loop, and only the loop: collect -> returns -> update -> log -> checkpoint -> video.
 
-What keeps a run safe lives here too, at the loop's edges: checkpoints at iteration boundaries
-hold everything a bit-exact resume needs (env state and current observation included);
-NaN/inf stops the run with a diagnostic snapshot; SIGINT/SIGTERM finish the iteration, save,
-and exit.
+:meth:`Runner.run` reads top to bottom: each iteration collects a batch (:mod:`locomo.collector`),
+turns it into returns and an update (:mod:`locomo.algorithm`), films it now and then
+(:mod:`locomo.training_videos`), logs its metrics row (:mod:`locomo.metrics`,
+:mod:`locomo.logging`) and checkpoints at iteration boundaries everything a bit-exact resume needs
+(:mod:`locomo.training_state`). What keeps the run safe at the loop's edges is
+:mod:`locomo.safekeeping`'s: NaN/inf stops the run with a diagnostic snapshot, an unexpected
+failure keeps the trained iterations; SIGINT/SIGTERM finish the iteration, save, and exit.
 """
 
 from __future__ import annotations
@@ -25,9 +28,8 @@ from tqdm import tqdm
 
 from locomo import training_state
 from locomo.algorithm import PolicyGradient
-from locomo.behavior import behavior_fractions
 from locomo.buffer import RolloutBatch
-from locomo.checkpoint import CheckpointError, CheckpointManager
+from locomo.checkpoint import CheckpointError
 from locomo.collector import BehaviourPolicy, Collector
 from locomo.config import ConfigError, to_container
 from locomo.distributed import SINGLE, Group
@@ -35,11 +37,14 @@ from locomo.envs import EpisodeRecord, SpaceInfo, TorchVecEnv, make_vec_env
 from locomo.envs.pool import available_cores
 from locomo.errors import MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
 from locomo.guard import check_finite, check_parameters
-from locomo.logging import MetricsLogger
+from locomo.logging import MetricsLogger, NoLogger
+from locomo.metrics import add_terms, gather_rollout, iteration_metrics
 from locomo.policy import Actor, ValueNet, make_actor
 from locomo.running_stats import RewardScaler, RunningMeanStd
+from locomo.safekeeping import Safekeeping
 from locomo.signals import GracefulStop
 from locomo.symmetry import make_policy_mirror
+from locomo.training_charts import chart_behavior
 from locomo.training_videos import TrainingVideos
 
 
@@ -92,30 +97,6 @@ def make_learners(
 
 def _warn(message: str) -> None:
     print(f"locomo: warning: {message}", file=sys.stderr)
-
-
-class _NoLogger:
-    """What ranks other than 0 log: nothing (rank 0 logs the job's metrics)."""
-
-    run_id: str | None = None
-    wandb_run: Any = None
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def log_media(self, key: str, media: Any, step: int) -> None:
-        pass
-
-    def log_checkpoint(
-        self, path: Path | None, state: dict[str, Any] | None, metrics: dict[str, float]
-    ) -> None:
-        pass
-
-    def finish_summary(self, cfg: Any, actor: Any, normalizer: Any, last_checkpoint: Path | None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def cores_per_process(group: Group) -> int:
@@ -214,7 +195,8 @@ class Runner:
         )
         self.iteration = 0
         self.env_steps = 0
-        self.checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.train.keep_checkpoints)
+        # The checkpoints, and the last good one: where a resume came from, until this run writes one.
+        self.keeper = Safekeeping(run_dir, cfg.train.keep_checkpoints, group, resume_path)
         self.recent_episodes: deque[EpisodeRecord] = deque(maxlen=100)
         # The last algo.reuse_batches - 1 batches (oldest first), trained on again with the next one.
         self.kept: deque[RolloutBatch] = deque(maxlen=cfg.algo.reuse_batches - 1)
@@ -223,7 +205,6 @@ class Runner:
         self.obs_raw: torch.Tensor | None = None  # [N, O] current raw observations (None: not reset)
         self.wandb_run_id: str | None = None
         self.resumed = resume is not None
-        self.last_good: Path | None = resume_path
         self._warned_env_state = False
         self._batch: RolloutBatch | None = None  # the batch being trained on (for diagnostics)
         self._in_iteration = False  # inside _train_iteration: the state is not at a boundary
@@ -239,78 +220,19 @@ class Runner:
             self.actor, self.critic, self.normalizer, self.reward_scaler, optimizer, self.generator
         )
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        """Load a checkpoint's weights, optimiser, counters, RNGs, env state and observations."""
-        training_state.check_world_size(state, self.group.world_size, "the checkpoint")
-        state = training_state.rank_view(state, self.group.rank)
-        self.iteration, self.env_steps = training_state.restore(
-            state, self.learned, self.env.spaces, self.cfg.env.name
-        )
-        env_state, obs = state.get("env"), state.get("obs")
-        if env_state is not None and obs is not None:
-            try:
-                self.env.set_state(env_state)
-            except (KeyError, ValueError, TypeError) as exc:
-                raise CheckpointError(f"cannot restore the env state saved in the checkpoint: {exc}") from exc
-            self.obs_raw = obs.to(self.device)
-        else:
-            _warn("the checkpoint holds no env state: the envs start new episodes (not a bit-exact resume)")
-        self.recent_episodes.extend(EpisodeRecord(**e) for e in state.get("episodes", []))
-        kept = training_state.kept_batches(state, self.device)
-        if self.kept.maxlen and len(kept) < min(self.kept.maxlen, self.iteration):
-            _warn(
-                f"the checkpoint keeps {len(kept)} earlier batch(es) and algo.reuse_batches="
-                f"{self.cfg.algo.reuse_batches} reuses {self.kept.maxlen}: the next updates reuse fewer "
-                "(not a bit-exact resume)"
-            )
-        self.kept.extend(kept[-self.kept.maxlen :] if self.kept.maxlen else [])
-        self.pending = training_state.pending_batch(state, self.device) if self.overlap else None
-        self.wandb_run_id = state.get("wandb", {}).get("run_id")
-
     # -- the loop -------------------------------------------------------------------------------
-
-    def _env_state(self) -> dict[str, Any] | None:
-        try:
-            return self.env.get_state()
-        except NotImplementedError as exc:
-            if not self._warned_env_state:
-                _warn(f"{exc}: checkpoints hold no env state, so a resume starts new episodes")
-                self._warned_env_state = True
-            return None
-
-    def state(self, gather: bool = True) -> dict[str, Any] | None:
-        """Everything a replay or resume needs, as plain tensors and Python types.
-
-        In a multi-process job, every rank must call it (``gather``): rank 0 gets the job's
-        state, the others None. ``gather=False``: this rank's own state (diagnostics).
-        """
-        state = training_state.assemble(
-            self.learned,
-            self.cfg,
-            self.env.spaces,
-            self.iteration,
-            self.env_steps,
-            self._env_state(),
-            self.obs_raw,
-            list(self.recent_episodes),
-            list(self.kept),
-            self.pending,
-            self.wandb_run_id,
-        )
-        if not self.group.active or not gather:
-            return state
-        parts = self.group.gather(training_state.rank_part(state))
-        return None if parts is None else training_state.merge_ranks(state, parts)
 
     def run(self) -> dict[str, float]:
         """Train until ``train.iterations``; return the last logged metrics.
 
-        Raises NonFiniteError (after writing a diagnostic snapshot), TrainingInterrupted (after
-        saving a checkpoint), CheckpointError (a checkpoint could not be written) and MetricsError
-        (the metrics file could not be written).
+        Each iteration: collect -> returns and update (:meth:`_train_iteration`) -> video -> log
+        -> checkpoint. Raises NonFiniteError (after writing a diagnostic snapshot),
+        TrainingInterrupted (after saving a checkpoint), CheckpointError (a checkpoint could not be
+        written) and MetricsError (the metrics file could not be written); after any other error
+        between iterations the iterations trained so far are checkpointed first (:mod:`locomo.safekeeping`).
         """
         cfg, main = self.cfg, self.group.is_main
-        logger: MetricsLogger | _NoLogger = (
+        logger: MetricsLogger | NoLogger = (
             MetricsLogger(
                 self.run_dir,
                 cfg.logger.metrics_file,
@@ -320,7 +242,7 @@ class Runner:
                 resume_at=self.env_steps if self.resumed else None,
             )
             if main
-            else _NoLogger()
+            else NoLogger()
         )
         self.wandb_run_id = logger.run_id
         bar = tqdm(
@@ -363,22 +285,31 @@ class Runner:
                     every = cfg.train.checkpoint_every
                     due = (every and self.iteration % every == 0) or self.iteration == cfg.train.iterations
                     if due or stopping:
-                        saved = self._save_checkpoint()
-                        logger.log_checkpoint(self.last_good, saved, metrics)  # the W&B model artifact
-                        self._chart_behavior(logger)
+                        self._checkpoint(logger, metrics)
+                        chart_behavior(
+                            logger, self.run_dir, self.iteration, self.env_steps, self.env.spaces.discrete
+                        )
                     if stopping:  # a rank that got no signal itself stops for the SIGTERM torchrun sends
                         signum = stop.signum if stop.signum is not None else signal.SIGTERM
                         raise TrainingInterrupted(
-                            signum, self.iteration, self.last_good, self.run_dir, self.group.launcher
+                            signum, self.iteration, self.keeper.last_good, self.run_dir, self.group.launcher
                         )
                 # Done: the final eval and the last checkpoint go into the W&B run's summary.
-                logger.finish_summary(cfg, self.actor, self.normalizer, self.last_good)
+                logger.finish_summary(cfg, self.actor, self.normalizer, self.keeper.last_good)
         except TrainingAborted as exc:  # a second signal: say truthfully what is on disk
-            exc.kept, exc.run_dir = self.last_good, self.run_dir
+            exc.kept, exc.run_dir = self.keeper.last_good, self.run_dir
             raise
         except Exception as exc:
             if not isinstance(exc, NonFiniteError | CheckpointError | MetricsError | TrainingInterrupted):
-                self._rescue(exc, logger, metrics, logged)
+                # Keep what was trained: the last iteration's row if not yet logged, and its checkpoint.
+                at_boundary = not self._in_iteration and self.iteration != self._start_iteration
+
+                def keep() -> None:
+                    if logged < self.iteration and metrics:
+                        logger.log(metrics, self.env_steps)
+                    self._checkpoint(logger, metrics)
+
+                self.keeper.rescue(exc, self.iteration, at_boundary, keep)
             raise
         finally:
             # Each clean-up on its own: one failing (a full disk when the metrics file is closed)
@@ -389,126 +320,6 @@ class Runner:
                 except Exception as exc:
                     _warn(f"while stopping: {type(exc).__name__}: {exc}")
         return metrics
-
-    def _stop_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.shutdown(wait=True)
-
-    def _chart_behavior(self, logger: MetricsLogger | _NoLogger) -> None:
-        """W&B ``charts/behavior``: the run's behaviour mix so far as a stacked area (as ``locomo plot``)."""
-        if logger.wandb_run is None or self.env.spaces.discrete:
-            return
-        import wandb
-
-        from locomo.analysis import plot_behavior
-
-        path = self.run_dir / "behavior.png"
-        window = max(1, self.iteration // 50)  # about 50 points, however long the run
-        try:
-            plot_behavior([logger.path], window, path)
-        except ConfigError:  # no labelled episodes (an env without a root body): nothing to draw
-            return
-        logger.log_media("charts/behavior", wandb.Image(str(path)), self.env_steps)
-
-    def _rescue(
-        self, exc: Exception, logger: MetricsLogger | _NoLogger, metrics: dict[str, float], logged: int
-    ) -> None:
-        """After an unexpected failure between iterations, keep the trained iterations.
-
-        The state is consistent at an iteration boundary (not inside ``_train_iteration``): log
-        the iteration's row if it was not yet, and checkpoint it, so that nothing trained is
-        lost. Says what it did in a note on ``exc`` (shown on the error line).
-        """
-        saved = self.checkpoints.last_saved
-        if self._in_iteration or self.iteration == self._start_iteration:
-            return  # mid-iteration (the state is torn), or nothing trained by this process
-        if self.group.active:
-            return  # a save needs every rank, and the others are elsewhere: the last checkpoint stands
-        if saved is not None and saved.name == f"iter_{self.iteration:06d}.pt":
-            return  # already saved
-        try:
-            if logged < self.iteration and metrics:
-                logger.log(metrics, self.env_steps)
-            saved = self._save_checkpoint()
-            logger.log_checkpoint(self.last_good, saved, metrics)
-            exc.add_note(
-                f"iteration {self.iteration} was saved to {self.last_good}; "
-                f"continue with: locomo train resume={self.run_dir}"
-            )
-        except Exception as rescue_error:  # the disk itself may be the problem
-            exc.add_note(f"saving iteration {self.iteration} failed too ({rescue_error})")
-
-    def _save_checkpoint(self) -> dict[str, Any] | None:
-        """Save the periodic checkpoint; on failure say what is still on disk and how to go on.
-
-        Returns the state saved (on rank 0; None on the others), for the W&B model upload."""
-        state = self.state()  # every rank: the job's state is gathered on rank 0
-        if state is not None:
-            try:
-                self.last_good = self.checkpoints.save(state, self.iteration)
-            except CheckpointError as exc:
-                kept = (
-                    f"the previous checkpoint {self.last_good} is kept; free space or fix the directory, "
-                    f"then: {self.group.launcher} train resume={self.run_dir}"
-                    if self.last_good is not None
-                    else "no checkpoint had been written yet"
-                )
-                raise CheckpointError(f"{exc}; {kept}") from exc
-        if self.group.active:  # what rank 0 wrote (its failure stops the others here)
-            self.last_good = Path(self.group.broadcast(str(self.last_good)))
-        return state
-
-    def _overlapped_iteration(self) -> dict[str, float]:
-        """``train.overlap``: the update on the pending batch runs in the worker thread while the
-        next batch is collected by the policy before it (the copy in :class:`BehaviourPolicy`)."""
-        cfg = self.cfg
-        assert self.behaviour is not None and self.worker is not None and self.obs_raw is not None
-        t0 = time.perf_counter()
-        episodes: list[EpisodeRecord] = []
-        term_sums: dict[str, float] = {}
-        fresh = self.pending is None  # the first batch (or a resume without one): collected first
-        collected: list[RolloutBatch] = []  # what this iteration collects (its metrics' batches)
-        if self.pending is None:
-            self.pending, episodes, term_sums = self._collect_copy()
-            collected.append(self.pending)
-        batch = self._batch = self.pending
-        self.behaviour.sync(self.actor, self.critic)
-        self.actor.train()
-        self.algorithm.begin_update(self.iteration / cfg.train.iterations)  # before the thread starts
-        update = self.worker.submit(self._timed_update, batch, list(self.kept), fresh)
-        try:
-            t1 = time.perf_counter()
-            self.pending, more, terms = self._collect_copy()
-            collect_s = time.perf_counter() - t1
-        finally:
-            update_info, update_s = update.result()  # the update's own errors surface here
-        collected.append(self.pending)
-        episodes += more
-        term_sums = {k: term_sums.get(k, 0.0) + v for k, v in terms.items()}
-        if self.kept.maxlen:
-            self.kept.append(batch)
-        check_parameters(self._named_tensors())
-        self.iteration += 1
-        self.env_steps += cfg.train.steps_per_iteration * (2 if fresh else 1)
-        reward_mean = float(torch.stack([b.rewards.mean() for b in collected]).mean())
-        wall_s = time.perf_counter() - t0
-        steps = cfg.train.steps_per_iteration * len(collected)
-        info = update_info
-        return self._metrics(reward_mean, episodes, term_sums, info, collect_s, update_s, wall_s, steps)
-
-    def _collect_copy(self) -> tuple[RolloutBatch, list[EpisodeRecord], dict[str, float]]:
-        """A batch collected by the behaviour copy, copied out of the buffer (which the next
-        collection overwrites while the update may still read this one)."""
-        assert self.obs_raw is not None
-        batch, self.obs_raw, episodes, term_sums = self.collector.collect(self.obs_raw)
-        return RolloutBatch(*(x.clone() for x in batch)), episodes, term_sums
-
-    def _timed_update(
-        self, batch: RolloutBatch, kept: list[RolloutBatch], fresh: bool
-    ) -> tuple[dict[str, float], float]:
-        start = time.perf_counter()
-        info = self.algorithm.update(batch, kept, fresh)
-        return info, time.perf_counter() - start
 
     def _train_iteration(self) -> dict[str, float]:
         """One collect -> update cycle; advances the counters; returns the iteration's metrics."""
@@ -537,51 +348,67 @@ class Runner:
         self.env_steps += cfg.train.steps_per_iteration  # the job's batch: every rank's steps
         if self.group.active:
             # The metrics are of the job: every rank's episodes and reward terms, on rank 0.
-            parts = self.group.gather((episodes, term_sums, float(batch.rewards.sum())))
-            if parts is None:
+            job = gather_rollout(
+                self.group, episodes, term_sums, float(batch.rewards.sum()), cfg.train.steps_per_iteration
+            )
+            if job is None:
                 return {}
-            episodes = [e for p in parts for e in p[0]]
-            term_sums = {name: sum(p[1].get(name, 0.0) for p in parts) for name in term_sums}
-            reward_mean = sum(p[2] for p in parts) / cfg.train.steps_per_iteration
+            episodes, term_sums, reward_mean = job
         else:
             reward_mean = float(batch.rewards.mean())
-        return self._metrics(reward_mean, episodes, term_sums, update_info, t1 - t0, t2 - t1)
+        return self._metrics(reward_mean, episodes, term_sums, update_info, t1 - t0, t2 - t1, None, 1)
 
-    def _named_tensors(self) -> list[tuple[str, torch.Tensor]]:
-        """Every learned tensor: parameters of actor and critic, normaliser statistics."""
-        named = [(f"actor.{n}", p) for n, p in self.actor.named_parameters()]
-        if self.critic is not None:
-            named += [(f"critic.{n}", p) for n, p in self.critic.named_parameters()]
-        named += [(f"obs_normalizer.{n}", b) for n, b in self.normalizer.named_buffers()]
-        named += [(f"reward_scaler.{n}", b) for n, b in self.reward_scaler.named_buffers()]
-        return named
-
-    def _guarded(self, fn: Any) -> Any:
-        """Run ``fn``; on NaN/inf write a diagnostic snapshot and re-raise with the iteration."""
+    def _overlapped_iteration(self) -> dict[str, float]:
+        """``train.overlap``: the update on the pending batch runs in the worker thread while the
+        next batch is collected by the policy before it (the copy in :class:`BehaviourPolicy`)."""
+        cfg = self.cfg
+        assert self.behaviour is not None and self.worker is not None and self.obs_raw is not None
+        t0 = time.perf_counter()
+        episodes: list[EpisodeRecord] = []
+        term_sums: dict[str, float] = {}
+        fresh = self.pending is None  # the first batch (or a resume without one): collected first
+        collected: list[RolloutBatch] = []  # what this iteration collects (its metrics' batches)
+        if self.pending is None:
+            self.pending, episodes, term_sums = self._collect_copy()
+            collected.append(self.pending)
+        batch = self._batch = self.pending
+        self.behaviour.sync(self.actor, self.critic)
+        self.actor.train()
+        self.algorithm.begin_update(self.iteration / cfg.train.iterations)  # before the thread starts
+        update = self.worker.submit(self._timed_update, batch, list(self.kept), fresh)
         try:
-            return fn()
-        except NonFiniteError as exc:
-            exc.iteration = self.iteration + 1
-            exc.last_good = self.last_good
-            try:
-                exc.snapshot = self._save_diagnostic(exc)
-            except CheckpointError as write_error:
-                exc.note = f"; the diagnostic snapshot could not be written ({write_error})"
-            raise
+            t1 = time.perf_counter()
+            self.pending, more, terms = self._collect_copy()
+            collect_s = time.perf_counter() - t1
+        finally:
+            update_info, update_s = update.result()  # the update's own errors surface here
+        collected.append(self.pending)
+        episodes += more
+        term_sums = add_terms(term_sums, terms)
+        if self.kept.maxlen:
+            self.kept.append(batch)
+        check_parameters(self._named_tensors())
+        self.iteration += 1
+        self.env_steps += cfg.train.steps_per_iteration * (2 if fresh else 1)
+        reward_mean = float(torch.stack([b.rewards.mean() for b in collected]).mean())
+        wall_s = time.perf_counter() - t0
+        return self._metrics(
+            reward_mean, episodes, term_sums, update_info, collect_s, update_s, wall_s, len(collected)
+        )
 
-    def _save_diagnostic(self, exc: NonFiniteError) -> Path:
-        """``checkpoints/nonfinite_iter_XXXXXX.pt``: the state as it is now and the bad batch.
+    def _collect_copy(self) -> tuple[RolloutBatch, list[EpisodeRecord], dict[str, float]]:
+        """A batch collected by the behaviour copy, copied out of the buffer (which the next
+        collection overwrites while the update may still read this one)."""
+        assert self.obs_raw is not None
+        batch, self.obs_raw, episodes, term_sums = self.collector.collect(self.obs_raw)
+        return RolloutBatch(*(x.clone() for x in batch)), episodes, term_sums
 
-        In a multi-process job, the state of the rank that found it (``..._rankR.pt``): the others
-        are elsewhere in the loop, so nothing can be gathered.
-        """
-        state = self.state(gather=False)
-        assert state is not None
-        state["nonfinite"] = {"what": exc.what, "detail": exc.detail, "iteration": exc.iteration}
-        if self._batch is not None:
-            state["batch"] = {k: v.detach().cpu().clone() for k, v in self._batch._asdict().items()}
-        rank = f"_rank{self.group.rank}" if self.group.active else ""
-        return self.checkpoints.save_snapshot(state, f"nonfinite_iter_{exc.iteration:06d}{rank}.pt")
+    def _timed_update(
+        self, batch: RolloutBatch, kept: list[RolloutBatch], fresh: bool
+    ) -> tuple[dict[str, float], float]:
+        start = time.perf_counter()
+        info = self.algorithm.update(batch, kept, fresh)
+        return info, time.perf_counter() - start
 
     def _metrics(
         self,
@@ -591,39 +418,103 @@ class Runner:
         update_info: dict[str, float],
         collect_s: float,
         update_s: float,
-        wall_s: float | None = None,
-        steps: int | None = None,
+        wall_s: float | None,
+        batches: int,
     ) -> dict[str, float]:
-        """The iteration's metrics row; ``wall_s`` the iteration's time when collection and update
-        overlapped (else their sum), ``steps`` the env steps it collected (else one batch)."""
-        wall_s = collect_s + update_s if wall_s is None else wall_s
-        # Episodes cut by a simulator blow-up are counted, not averaged into the returns.
-        unstable = sum(e.unstable for e in episodes)
-        episodes = [e for e in episodes if not e.unstable]
-        self.recent_episodes.extend(episodes)
-        recent = list(self.recent_episodes)
-        nan = float("nan")
-        steps = self.cfg.train.steps_per_iteration if steps is None else steps
-        out: dict[str, float] = {
-            "iteration": float(self.iteration),
-            # Mean over the last 100 finished episodes (so it is defined on every iteration).
-            "rollout/return_mean": float(np.mean([e.ret for e in recent])) if recent else nan,
-            "rollout/return_std": float(np.std([e.ret for e in recent])) if recent else nan,
-            "rollout/episode_length": float(np.mean([e.length for e in recent])) if recent else nan,
-            "rollout/episodes": float(len(episodes)),
-            "rollout/terminated_fraction": float(np.mean([e.terminated for e in episodes]))
-            if episodes
-            else nan,
-            # As trained on: scaled when algo.normalize_rewards (the raw terms are reward_terms/*).
-            "rollout/reward_mean": reward_mean,
-            "rollout/unstable_resets": float(unstable),
-            "perf/steps_per_s": steps / max(wall_s, 1e-9),
-            "perf/collect_steps_per_s": steps / max(collect_s, 1e-9),
-            "perf/collect_s": collect_s,
-            "perf/update_s": update_s,
-        }
-        for name, total in term_sums.items():
-            out[f"rollout/reward_terms/{name}"] = total / steps
-        out |= behavior_fractions(episodes, self.env.spaces.control_dt, self.cfg.behavior)
-        out.update(update_info)
-        return out
+        """The iteration's metrics row (:func:`locomo.metrics.iteration_metrics`), of the ``batches``
+        batches it collected; ``wall_s``: its time when collection and update overlapped."""
+        steps = self.cfg.train.steps_per_iteration * batches
+        return iteration_metrics(
+            self.iteration, self.recent_episodes, reward_mean, episodes, term_sums, update_info,
+            collect_s, update_s, wall_s, steps, self.env.spaces.control_dt, self.cfg.behavior,
+        )  # fmt: skip
+
+    def _checkpoint(self, logger: MetricsLogger | NoLogger, metrics: dict[str, float]) -> None:
+        """Save the checkpoint of this iteration (every rank: the job's state is gathered on rank 0)
+        and upload it as the W&B model artifact."""
+        saved = self.keeper.save(self.state(), self.iteration)
+        logger.log_checkpoint(self.keeper.last_good, saved, metrics)
+
+    def _guarded(self, fn: Any) -> Any:
+        """Run ``fn``; on NaN/inf write a diagnostic snapshot and re-raise with the iteration."""
+        try:
+            return fn()
+        except NonFiniteError as exc:
+            self.keeper.stop_nonfinite(exc, self.iteration + 1, lambda: self.state(gather=False), self._batch)
+            raise
+
+    def _stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.shutdown(wait=True)
+
+    # -- the state a checkpoint holds -----------------------------------------------------------
+
+    def state(self, gather: bool = True) -> dict[str, Any] | None:
+        """Everything a replay or resume needs, as plain tensors and Python types.
+
+        In a multi-process job, every rank must call it (``gather``): rank 0 gets the job's
+        state, the others None. ``gather=False``: this rank's own state (diagnostics).
+        """
+        state = training_state.assemble(
+            self.learned,
+            self.cfg,
+            self.env.spaces,
+            self.iteration,
+            self.env_steps,
+            self._env_state(),
+            self.obs_raw,
+            list(self.recent_episodes),
+            list(self.kept),
+            self.pending,
+            self.wandb_run_id,
+        )
+        if not self.group.active or not gather:
+            return state
+        parts = self.group.gather(training_state.rank_part(state))
+        return None if parts is None else training_state.merge_ranks(state, parts)
+
+    def _env_state(self) -> dict[str, Any] | None:
+        try:
+            return self.env.get_state()
+        except NotImplementedError as exc:
+            if not self._warned_env_state:
+                _warn(f"{exc}: checkpoints hold no env state, so a resume starts new episodes")
+                self._warned_env_state = True
+            return None
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Load a checkpoint's weights, optimiser, counters, RNGs, env state and observations."""
+        training_state.check_world_size(state, self.group.world_size, "the checkpoint")
+        state = training_state.rank_view(state, self.group.rank)
+        self.iteration, self.env_steps = training_state.restore(
+            state, self.learned, self.env.spaces, self.cfg.env.name
+        )
+        env_state, obs = state.get("env"), state.get("obs")
+        if env_state is not None and obs is not None:
+            try:
+                self.env.set_state(env_state)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise CheckpointError(f"cannot restore the env state saved in the checkpoint: {exc}") from exc
+            self.obs_raw = obs.to(self.device)
+        else:
+            _warn("the checkpoint holds no env state: the envs start new episodes (not a bit-exact resume)")
+        self.recent_episodes.extend(EpisodeRecord(**e) for e in state.get("episodes", []))
+        kept = training_state.kept_batches(state, self.device)
+        if self.kept.maxlen and len(kept) < min(self.kept.maxlen, self.iteration):
+            _warn(
+                f"the checkpoint keeps {len(kept)} earlier batch(es) and algo.reuse_batches="
+                f"{self.cfg.algo.reuse_batches} reuses {self.kept.maxlen}: the next updates reuse fewer "
+                "(not a bit-exact resume)"
+            )
+        self.kept.extend(kept[-self.kept.maxlen :] if self.kept.maxlen else [])
+        self.pending = training_state.pending_batch(state, self.device) if self.overlap else None
+        self.wandb_run_id = state.get("wandb", {}).get("run_id")
+
+    def _named_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """Every learned tensor: parameters of actor and critic, normaliser statistics."""
+        named = [(f"actor.{n}", p) for n, p in self.actor.named_parameters()]
+        if self.critic is not None:
+            named += [(f"critic.{n}", p) for n, p in self.critic.named_parameters()]
+        named += [(f"obs_normalizer.{n}", b) for n, b in self.normalizer.named_buffers()]
+        named += [(f"reward_scaler.{n}", b) for n, b in self.reward_scaler.named_buffers()]
+        return named

@@ -16,7 +16,8 @@ import torch
 from omegaconf import DictConfig
 
 from locomo.buffer import RolloutBatch
-from locomo.checkpoint import CheckpointError, check_spaces, restore_rng, rng_state
+from locomo.checkpoint import CheckpointError, restore_rng, rng_state
+from locomo.checkpoint_format import check_spaces
 from locomo.config import to_container
 from locomo.envs import EpisodeRecord, SpaceInfo
 from locomo.policy import Actor, ValueNet

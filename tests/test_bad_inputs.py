@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from locomo.checkpoint import RunDirLock
+from locomo.rundir import RunDirLock
 from tests.conftest import REPO, Evil, run_locomo
 from tests.safety_helpers import call_locomo, finished_pendulum_run
 
@@ -231,7 +231,7 @@ CATALOGUE = [
     row("overwrite-not-bool", "train overwrite=maybe", 2, "overwrite='maybe' is invalid: must be true or false; e.g. overwrite=false"),
     row("plot-runs-is-file", "plot runs={files}/text.pt", 2, "is invalid: must be a folder holding runs"),
     row("render-gl-disabled", "render checkpoint={run}", 2, "rendering is off (MUJOCO_GL=disable)", subprocess=True, env={"MUJOCO_GL": "disable"}),
-    # -- issue 17: a checkpoint is validated like a config, by every loader (locomo.checkpoint.validate)
+    # -- issue 17: a checkpoint is validated like a config, by every loader (locomo.checkpoint_format.validate)
     row("resume-renamed-copy", "train resume={files}/renamed_run train.iterations=4", 2, "iter_000099.pt holds iteration 2 but is named for iteration 99 (a copy or a rename?)", category="checkpoint"),
     row("eval-renamed-copy", "eval checkpoint={files}/renamed_run", 2, "iter_000099.pt holds iteration 2 but is named for iteration 99", category="checkpoint"),
     row("eval-stored-activation", "eval checkpoint={files}/activation.pt", 2, "activation.pt: its stored config is invalid: model.activation='sigmoid' is invalid: allowed values are tanh, relu, elu", category="checkpoint"),

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from locomo.commands.bench import REQUIRED_KEYS, SPLIT_PARTS
+from locomo.benchmarks.default_job import SPLIT_PARTS
+from locomo.commands.bench import REQUIRED_KEYS
 from tests.conftest import compose
 
 OPTIONAL = ("gymnasium_async", "envpool", "sb3_ppo")  # null when not installed or skipped

@@ -1,6 +1,6 @@
 """Issue 17, part 2: a checkpoint is validated like a config, by every loader.
 
-The one check (:func:`locomo.checkpoint.validate`) on what a file holds, and the one scan of a
+The one check (:func:`locomo.checkpoint_format.validate`) on what a file holds, and the one scan of a
 checkpoint directory (:func:`locomo.checkpoint.periodic_files`, regular files only). The CLI
 cases are rows of the catalogue (tests/test_bad_inputs.py, docs/bad_inputs.md); here are the
 ones that need more than one command (a renamed copy resumed twice) and the pure parts.
@@ -17,16 +17,8 @@ from typing import Any
 import pytest
 import torch
 
-from locomo.checkpoint import (
-    KIND_DIAGNOSTIC,
-    CheckpointError,
-    load,
-    load_latest,
-    missing_reason,
-    periodic_files,
-    require_resumable,
-    validate,
-)
+from locomo.checkpoint import CheckpointError, load, load_latest, missing_reason, periodic_files
+from locomo.checkpoint_format import KIND_DIAGNOSTIC, require_resumable, validate
 from locomo.config import ASSETS_DIR
 from tests.conftest import metrics_rows, run_locomo
 from tests.safety_helpers import call_locomo, finished_pendulum_run

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-from locomo.checkpoint import load_latest, periodic_iteration
+from locomo.checkpoint import load_latest
+from locomo.checkpoint_format import periodic_iteration
 from tests.conftest import metrics_rows, start_locomo, wait_for
 from tests.safety_helpers import assert_same, call_locomo, learned_state
 

@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import ConfigError, pin_xml_file, resolve_total_steps, validate_config
-from locomo.rundir import (
+from locomo.hydra_job import (
     CREATED_BELOW_ENV,
     HYDRA_RECORD_ENV,
     fit_sweep_subdir,
@@ -99,7 +99,7 @@ class Job:
 
 def hydra_job() -> Job:
     """The :class:`Job` of the Hydra app this process runs in (``locomo train``)."""
-    from locomo.rundir import hydra_run_dir
+    from locomo.hydra_job import hydra_run_dir
 
     hydra_cfg = HydraConfig.get()
     return Job(
@@ -170,15 +170,9 @@ def train(
     if cfg.logger.wandb.group is None and job.sweep_dir is not None:
         # One W&B group per sweep, named after its folder, so a sweep's runs are compared together.
         cfg.logger.wandb.group = Path(job.sweep_dir).name
-    from locomo.checkpoint import RunDirLock  # heavy imports only after the config is known good
-    from locomo.preflight import check_resources
-    from locomo.rundir import (
-        claim_run_dir,
-        describe_removal,
-        remove_run_files,
-        write_hydra_record,
-        write_run_file,
-    )
+    from locomo.hydra_job import write_hydra_record, write_run_file
+    from locomo.preflight import check_resources  # heavy imports only after the config is known good
+    from locomo.rundir import RunDirLock, claim_run_dir, describe_removal, remove_run_files
 
     check_resources(cfg)
     out = job.run_dir

@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.config import ConfigError, validate_config
-from locomo.rundir import prepare_run_dir_args, removed_if_refused, write_job_record
+from locomo.hydra_job import prepare_run_dir_args, removed_if_refused, write_job_record
 
 CONFIG = "variance"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
@@ -28,7 +28,7 @@ def prepare_argv(args: list[str]) -> list[str]:
     """Refuse, before Hydra creates anything, a ``hydra.run.dir`` that holds a training run
     (whatever ``overwrite`` says: it is another command's run), or an earlier measurement unless
     ``overwrite=true``; and leave Hydra's ``.hydra/`` record to the job
-    (:func:`locomo.rundir.prepare_run_dir_args`), so that a start refused later leaves nothing."""
+    (:func:`locomo.hydra_job.prepare_run_dir_args`), so that a start refused later leaves nothing."""
     from locomo.outputs import is_run_dir
 
     value = _given(args, "hydra.run.dir")
@@ -72,9 +72,9 @@ def _run(cfg: DictConfig) -> None:
     from locomo import analysis
 
     analysis.validate_variance(cfg)  # before the env is built (check_resources) and any batch
+    from locomo.hydra_job import hydra_run_dir
     from locomo.outputs import atomic_output, safe_output
     from locomo.preflight import check_resources
-    from locomo.rundir import hydra_run_dir
 
     check_resources(cfg)
     out = hydra_run_dir()
