@@ -1,10 +1,11 @@
 """``locomo <command> --help``: the command's keys, one line of meaning each, generated from its schema.
 
 Hydra prints ``hydra.help.template`` for ``--help``. Each ``conf/<command>.yaml`` sets it to
-``${locomo_help:<command>}``, a resolver (registered by :func:`locomo.config.register_configs`)
-that builds the text from the command's schema dataclass in :mod:`locomo.config`: every key, and
-as its meaning the comment written beside the field (and any comment lines right above it). So
-the help lists exactly the keys the command accepts and cannot drift from the schema.
+``${locomo_help:<command>}``, a resolver (registered by :func:`register_help_resolver`, which
+:mod:`locomo.cli` calls beside :func:`locomo.config.register_configs`) that builds the text from
+the command's schema dataclass in :mod:`locomo.config`: every key, and as its meaning the comment
+written beside the field (and any comment lines right above it). So the help lists exactly the
+keys the command accepts and cannot drift from the schema.
 """
 
 from __future__ import annotations

@@ -30,15 +30,14 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from locomo.errors import GL_FIX, RenderError, first_line, interrupt_behind
-
-if TYPE_CHECKING:  # heavy (torch, gymnasium): imported where used, so the CLI starts fast
-    from locomo.evaluation import Rollout
+from locomo.outputs import atomic_output
+from locomo.rollout import Rollout
 
 _GL_PROBE = (
     "import mujoco; c = mujoco.GLContext(16, 16); c.make_current(); "
@@ -405,8 +404,6 @@ def write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, stats: Video
 
     Failures to write (no ffmpeg, a full disk, an unwritable folder) become :class:`RenderError`.
     """
-    from locomo.outputs import atomic_output
-
     try:
         # A temporary file renamed over ``path`` at the end: an interrupted or failed encode leaves
         # an earlier video of that name whole, never a torn one.

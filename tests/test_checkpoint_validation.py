@@ -27,7 +27,7 @@ from locomo.checkpoint import (
     require_resumable,
     validate,
 )
-from locomo.config import ASSETS_DIR
+from locomo.paths import ASSETS_DIR
 from tests.conftest import metrics_rows, run_locomo
 from tests.safety_helpers import call_locomo, finished_pendulum_run
 
@@ -249,7 +249,8 @@ def test_a_bundled_model_is_pinned_by_its_name_under_assets(tmp_path: Path, monk
     a file of that name in the working directory is never taken for it."""
     from omegaconf import OmegaConf
 
-    from locomo.config import EnvConfig, env_xml_path, model_sha256, pin_xml_file, pinned_model_problem
+    from locomo.config import EnvConfig
+    from locomo.paths import env_xml_path, model_sha256, pin_xml_file, pinned_model_problem
 
     monkeypatch.chdir(tmp_path)
     env = OmegaConf.structured(EnvConfig(xml_file="humanoid.xml"))
@@ -264,7 +265,7 @@ def test_a_bundled_model_is_pinned_by_its_name_under_assets(tmp_path: Path, monk
 
 
 def test_an_included_file_is_part_of_the_model_hash(tmp_path: Path):
-    from locomo.config import model_sha256
+    from locomo.paths import model_sha256
 
     (tmp_path / "body.xml").write_text("<mujoco><worldbody/></mujoco>")
     main = tmp_path / "main.xml"

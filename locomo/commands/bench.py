@@ -82,20 +82,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import (
-    CONF_DIR,
-    AlgoConfig,
-    ConfigError,
-    EnvConfig,
-    LocomoConfig,
-    register_configs,
-    to_container,
-    validate_bench,
-    validate_config,
-)
+from locomo.config import AlgoConfig, EnvConfig, LocomoConfig, register_configs, to_container
 from locomo.envs.batched import BatchedMujocoVecEnv, load_task
 from locomo.envs.gymnasium_backend import GymnasiumVecEnv
 from locomo.envs.pool import WorkerPool, available_cores
+from locomo.errors import ConfigError
+from locomo.paths import CONF_DIR
+from locomo.validation import validate_bench, validate_config
 
 CONFIG = "bench"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given

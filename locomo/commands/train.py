@@ -14,7 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError, pin_xml_file, resolve_total_steps, validate_config
+from locomo.config_rules import resolve_total_steps
+from locomo.errors import ConfigError
+from locomo.paths import pin_xml_file
 from locomo.rundir import (
     CREATED_BELOW_ENV,
     HYDRA_RECORD_ENV,
@@ -23,6 +25,7 @@ from locomo.rundir import (
     record_existing,
     removed_if_refused,
 )
+from locomo.validation import validate_config
 
 if TYPE_CHECKING:  # the CLI imports this module before it knows torch is needed
     from locomo.distributed import Group

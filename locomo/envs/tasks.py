@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 
-from locomo.config import ConfigError
+from locomo.errors import ConfigError
 
 Fields = dict[str, np.ndarray]  # MjData field name -> [N, *field shape] float64, gathered per env
 
@@ -394,3 +394,11 @@ class InvertedPendulum(Task):
 TASKS: dict[str, type[Task]] = {
     task.gym_id: task for task in (Humanoid, Walker2d, Hopper, HalfCheetah, Ant, InvertedPendulum)
 }
+
+
+def check_batched_id(env_id: str) -> None:
+    """ConfigError unless ``env.backend=batched`` runs ``env_id`` (a key of :data:`TASKS`)."""
+    if env_id not in TASKS:
+        raise ConfigError(
+            "env.id", env_id, f"env.backend=batched supports {', '.join(TASKS)}; use env.backend=gymnasium"
+        )
