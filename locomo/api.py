@@ -9,7 +9,7 @@ Each function is the CLI's own code seen from Python, not a second implementatio
 - :func:`train` composes ``conf/train.yaml`` with Hydra's compose API and runs
   :func:`locomo.commands.train.train`, the job behind ``locomo train``.
 
-Bad input raises the CLI's one-line errors (:class:`~locomo.config.ConfigError`,
+Bad input raises the CLI's one-line errors (:class:`~locomo.errors.ConfigError`,
 :class:`~locomo.errors.CheckpointError`). This module is imported only when one of its names is
 first used (``locomo.__getattr__``), and imports torch, MuJoCo and Hydra only inside its functions.
 """

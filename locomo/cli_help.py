@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from locomo import config
+from locomo.commands import COMMANDS
 
 # command -> its schema (what conf/<command>.yaml is checked against; see register_configs)
 SCHEMAS: dict[str, type] = {
@@ -101,8 +102,6 @@ def schema_keys(schema: type, prefix: str = "") -> list[tuple[str, str]]:
 
 def command_help(command: str) -> str:
     """The ``--help`` text of ``command`` as a Hydra help template (``$APP_CONFIG_GROUPS``, ``$$``)."""
-    from locomo.commands import COMMANDS
-
     keys = schema_keys(SCHEMAS[command])
     width = min(max(len(k) for k, _ in keys) + 2, 32)
     lines = [f"locomo {command}: {COMMANDS[command][1]}", ""]

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from locomo.errors import ConfigError
 from locomo.paths import ASSETS_DIR, RUN_RECORD_DIRS, RUN_RECORD_FILES
 
@@ -57,8 +59,6 @@ def _kind_of_existing(path: Path) -> str | None:
 def _run_metrics_file(run_dir: Path) -> str:
     """The metrics file name a run's ``config.yaml`` names (``metrics.jsonl`` when unreadable)."""
     try:
-        import yaml
-
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
         name = cfg["logger"]["metrics_file"]
         return name if isinstance(name, str) and name else "metrics.jsonl"

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import gymnasium
 from tqdm import tqdm
 
 from locomo.rendering import TileStream, contact_sheet, frame_stride
@@ -72,8 +73,6 @@ def step_limit(env_cfg: Any, max_steps: int | None) -> int | None:
     limit = env_cfg.max_episode_steps
     if limit is None:
         try:
-            import gymnasium
-
             limit = gymnasium.spec(env_cfg.id).max_episode_steps
         except Exception:  # an id gymnasium does not know here: a bar without a total still helps
             limit = None

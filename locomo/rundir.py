@@ -23,6 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.errors import CheckpointError, ConfigError
@@ -54,8 +59,6 @@ def _last_iteration(metrics: Path) -> int | None:
 def is_locomo_config(path: Path) -> bool:
     """True when ``path`` is a config.yaml a locomo run wrote (a mapping with env, algo and train)."""
     try:
-        import yaml
-
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except Exception:  # unreadable, not YAML, not UTF-8: not locomo's
         return False
@@ -353,9 +356,6 @@ def sweep_dirname_length(args: list[str]) -> int:
     Each override counts with its longest value (a sweep's), as Hydra joins them, and a value
     with '/' in it counts per part (each part is a folder of its own).
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
     parser = OverridesParser.create()
     lines, jobs = [], 1
     for arg in args:
@@ -477,8 +477,6 @@ def write_job_record(task_cfg: DictConfig) -> None:
     subdir = os.environ.get(HYDRA_RECORD_ENV)
     if not subdir:
         return
-    from hydra.core.hydra_config import HydraConfig
-
     hydra_cfg = HydraConfig.get()
     write_hydra_record(hydra_run_dir(), subdir, task_cfg, hydra_cfg, list(hydra_cfg.overrides.task))
 
@@ -503,9 +501,6 @@ def _remove_refused_job() -> None:
     created_below = os.environ.get(CREATED_BELOW_ENV)
     if created_below is None:
         return
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     try:
         hydra_cfg = HydraConfig.get()
     except ValueError:  # not in a Hydra job (the Python API): Hydra made nothing
@@ -558,6 +553,4 @@ def _remove_lone_sweep_record(sweep_dir: Path) -> None:
 
 def hydra_run_dir() -> Path:
     """The Hydra output directory of this job."""
-    from hydra.core.hydra_config import HydraConfig
-
     return Path(HydraConfig.get().runtime.output_dir)

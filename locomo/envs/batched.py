@@ -29,6 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import expand_model_path
@@ -88,8 +89,6 @@ def load_task(env_cfg: Any) -> Task:
 
 def default_max_episode_steps(gym_id: str) -> int | None:
     """The time limit Gymnasium registers for ``gym_id``."""
-    import gymnasium as gym
-
     return gym.spec(gym_id).max_episode_steps
 
 
