@@ -47,7 +47,6 @@ from locomo.paths import check_path
 MAX_RENDER_EPISODES = 100
 
 
-
 def _validate_checkpoint_command(cfg: DictConfig, command: str) -> None:
     if not cfg.checkpoint:
         raise ConfigError(

@@ -174,7 +174,6 @@ def measure_gradient_variance(cfg: DictConfig) -> dict[str, dict[str, float]]:
     return variance_table({name: torch.stack(g) for name, g in grads.items()})
 
 
-
 def write_json(data: Any, path: Path) -> None:
     """``data`` as indented JSON (the variance table, for ``gradient_variance.json``)."""
     path.write_text(json.dumps(data, indent=2) + "\n")

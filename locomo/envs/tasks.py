@@ -4,7 +4,8 @@ Each task is a transcription of its Gymnasium v5 env (``step``, ``_get_obs``, ``
 ``is_healthy``, ``reset_model``), with the same operations on the same dtypes, so the same model,
 initial state and actions give bit-identical observations, rewards and terminations
 (tests/test_batched_env.py checks it). :data:`TASKS` is the one registry of the tasks
-``env.backend=batched`` runs; :mod:`locomo.envs.batched` steps them.
+``env.backend=batched`` runs (:func:`check_batched_id` refuses any other id, for the config's check
+and the backend alike); :mod:`locomo.envs.batched` steps them.
 """
 
 from __future__ import annotations
