@@ -33,7 +33,6 @@ from torch import nn
 
 from locomo import losses
 from locomo.advantages import Advantages, UpdateData, explained_variance, update_samples, with_images
-from locomo.advantages import compute_advantages as compute_advantages  # (imported from here by callers)
 from locomo.buffer import RolloutBatch
 from locomo.config import AlgoConfig
 from locomo.distributed import SINGLE, DataParallel, Group, global_mean

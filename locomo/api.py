@@ -9,7 +9,7 @@ Each function is the CLI's own code seen from Python, not a second implementatio
 - :func:`train` composes ``conf/train.yaml`` with Hydra's compose API and runs
   :func:`locomo.commands.train.train`, the job behind ``locomo train``.
 
-Bad input raises the CLI's one-line errors (:class:`~locomo.config.ConfigError`,
+Bad input raises the CLI's one-line errors (:class:`~locomo.errors.ConfigError`,
 :class:`~locomo.errors.CheckpointError`). This module is imported only when one of its names is
 first used (``locomo.__getattr__``), and imports torch, MuJoCo and Hydra only inside its functions.
 """
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from locomo.config import ConfigError
+from locomo.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -149,7 +149,7 @@ def _device(name: str) -> torch.device:
     """``auto``: CUDA when available, else the CPU (as ``train.device``)."""
     import torch
 
-    from locomo.config import validate_device
+    from locomo.config_rules import validate_device
 
     validate_device("device", name)
     if name == "auto":
@@ -176,7 +176,7 @@ def load(name_or_path: str | os.PathLike[str], device: str = "cpu", seed: int | 
 
 def env_names() -> list[str]:
     """The task variants of ``locomo/conf/env/`` (the ``env=`` options): ``humanoid``, ... ."""
-    from locomo.config import CONF_DIR
+    from locomo.paths import CONF_DIR
 
     return sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))
 
@@ -192,7 +192,9 @@ def env_config(name: str, **overrides: Any) -> DictConfig:
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from locomo.config import CONF_DIR, EnvConfig, validate_env
+    from locomo.config import EnvConfig
+    from locomo.config_rules import validate_env
+    from locomo.paths import CONF_DIR
 
     names = env_names()
     if name not in names:
@@ -292,9 +294,12 @@ def _compose(config_name: str, args: list[str]) -> tuple[DictConfig, DictConfig]
     from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
-    from locomo.config import CONF_DIR, register_configs
+    from locomo.cli_help import register_help_resolver
+    from locomo.config import register_configs
+    from locomo.paths import CONF_DIR
 
     register_configs()
+    register_help_resolver()  # Hydra's config, returned too, names it (hydra.help.template)
     try:
         if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path is CONF_DIR
             cfg = compose(config_name=config_name, overrides=args, return_hydra_config=True)

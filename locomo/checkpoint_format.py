@@ -32,11 +32,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from locomo.config import (
-    ConfigError,
-    LocomoConfig,
-    pinned_model_problem,
-    upgrade_saved_config,
+from locomo.config import LocomoConfig, upgrade_saved_config
+from locomo.config_rules import (
     validate_algo,
     validate_behavior,
     validate_logger,
@@ -45,12 +42,15 @@ from locomo.config import (
     validate_train,
     validate_video,
 )
-from locomo.errors import CheckpointError
+from locomo.errors import CheckpointError, ConfigError
 from locomo.guard import describe_nonfinite
+from locomo.paths import pinned_model_problem
 from locomo.preflight import check_network_memory
 
 FORMAT = "locomo-checkpoint"
 VERSION = 1
+# What a shipped policy keeps of a training checkpoint: enough to act, evaluate and render.
+POLICY_KEYS = ("format", "version", "actor", "obs_normalizer", "config", "spaces", "counters")
 KIND_TRAINING = "training"
 KIND_DIAGNOSTIC = "nonfinite-diagnostic"
 _PERIODIC = re.compile(r"^iter_(\d+)\.pt$")
@@ -162,7 +162,7 @@ def _check_networks(state: dict[str, Any], cfg: DictConfig, spaces: dict[str, An
         nets: dict[str, torch.nn.Module] = {
             "actor": make_actor(info, list(m.hidden_sizes), m.activation, m.init_log_std, m.action_bounds)
         }
-        if cfg.algo.baseline == "value":  # as locomo.runner.make_learners: a critic for the value baseline
+        if cfg.algo.baseline == "value":  # as locomo.factory.make_learners: a critic for the value baseline
             hidden, normalize_values = list(m.hidden_sizes), cfg.algo.normalize_values
             nets["critic"] = ValueNet(info.obs_dim, hidden, m.activation, normalize_values)
     for part, net in nets.items():

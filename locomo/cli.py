@@ -46,24 +46,18 @@ try:
     from omegaconf import BooleanNode, DictConfig, FloatNode, IntegerNode, ListConfig, OmegaConf, StringNode
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+    from locomo.cli_help import register_help_resolver
     from locomo.commands import COMMANDS
     from locomo.commands import load as load_command
-    from locomo.config import (
-        CONF_DIR,
-        ConfigError,
-        check_path,
-        register_configs,
-        resolve_total_steps,
-        validate_bench,
-        validate_config,
-        validate_env_name,
-    )
+    from locomo.config import register_configs
+    from locomo.config_rules import resolve_total_steps, validate_env_name
     from locomo.errors import (
         EXIT_NONFINITE,
         EXIT_UNEXPECTED,
         EXIT_USER_ERROR,
         GL_FIX,
         CheckpointError,
+        ConfigError,
         DistributedError,
         MetricsError,
         NonFiniteError,
@@ -77,7 +71,9 @@ try:
     )
     from locomo.hydra_job import check_run_dir, forget_run_dir_env
     from locomo.messages import job_messages
+    from locomo.paths import CONF_DIR, check_path
     from locomo.signals import handled_stop_signals
+    from locomo.validation import validate_bench, validate_config
 except BaseException as _exc:
     # An interrupt may also come out of an import as the library's own failure (a C extension's
     # "ImportError: initialization failed" with the KeyboardInterrupt as its context).
@@ -833,6 +829,7 @@ def main() -> None:
     try:
         with stop_signals_as_exception(command):
             register_configs()
+            register_help_resolver()  # each conf/<command>.yaml's --help text
             check_mujoco_gl()
             check_mujoco_import(command)
             module = load_command(command)

@@ -1,10 +1,11 @@
 """``locomo <command> --help``: the command's keys, one line of meaning each, generated from its schema.
 
 Hydra prints ``hydra.help.template`` for ``--help``. Each ``conf/<command>.yaml`` sets it to
-``${locomo_help:<command>}``, a resolver (registered by :func:`locomo.config.register_configs`)
-that builds the text from the command's schema dataclass in :mod:`locomo.config`: every key, and
-as its meaning the comment written beside the field (and any comment lines right above it). So
-the help lists exactly the keys the command accepts and cannot drift from the schema.
+``${locomo_help:<command>}``, a resolver (registered by :func:`register_help_resolver`, which
+:mod:`locomo.cli` calls beside :func:`locomo.config.register_configs`) that builds the text from
+the command's schema dataclass in :mod:`locomo.config`: every key, and as its meaning the comment
+written beside the field (and any comment lines right above it). So the help lists exactly the
+keys the command accepts and cannot drift from the schema.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from locomo import config
+from locomo.commands import COMMANDS
 
 # command -> its schema (what conf/<command>.yaml is checked against; see register_configs)
 SCHEMAS: dict[str, type] = {
@@ -100,8 +102,6 @@ def schema_keys(schema: type, prefix: str = "") -> list[tuple[str, str]]:
 
 def command_help(command: str) -> str:
     """The ``--help`` text of ``command`` as a Hydra help template (``$APP_CONFIG_GROUPS``, ``$$``)."""
-    from locomo.commands import COMMANDS
-
     keys = schema_keys(SCHEMAS[command])
     width = min(max(len(k) for k, _ in keys) + 2, 32)
     lines = [f"locomo {command}: {COMMANDS[command][1]}", ""]

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from locomo.config import ConfigError
+from locomo.errors import ConfigError
 from locomo.evaluation import LoadedPolicy, portable_name, select_actions
 from locomo.policy import Actor, CategoricalActor, GaussianActor
 from locomo.running_stats import RunningMeanStd

@@ -42,8 +42,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from locomo.config import ConfigError, LocomoConfig
-from locomo.errors import DistributedError
+from locomo.config import LocomoConfig
+from locomo.errors import ConfigError, DistributedError
 
 # torchrun's variables; WORLD_SIZE > 1 means this process is one rank of a job.
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")

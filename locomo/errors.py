@@ -10,7 +10,7 @@ Exit statuses of every command:
   type, are checked first by :func:`locomo.cli.check_composition`: exit 2.)
   Also 1 for a rank of a multi-process job whose peers stopped (:class:`DistributedError`: one
   line, the failing rank says why in its own).
-- 2: bad input (:class:`~locomo.config.ConfigError`, :class:`CheckpointError`,
+- 2: bad input (:class:`ConfigError`, :class:`CheckpointError`,
   :class:`MetricsError`, :class:`RenderError`).
 - 3: training stopped because something became NaN or infinite (:class:`NonFiniteError`).
 - 128 + signal number: stopped by SIGINT (130), SIGHUP (129: the terminal closed) or SIGTERM
@@ -27,6 +27,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import Any
 
 # How to get offscreen rendering (said wherever rendering fails).
 GL_FIX = (
@@ -37,6 +38,24 @@ GL_FIX = (
 EXIT_UNEXPECTED = 1
 EXIT_USER_ERROR = 2
 EXIT_NONFINITE = 3
+
+# Values longer than this are shown shortened in messages (a 5,000-character path would be the line).
+SHOWN_MAX = 120
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error: names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is invalid: {allowed}")
+
+
+def shown(value: str) -> str:
+    """``value`` for a message: as it is, or, when very long, its start and end around its length."""
+    if len(value) <= SHOWN_MAX:
+        return value
+    return f"{value[:60]}...({len(value)} characters)...{value[-40:]}"
 
 
 def say(line: str) -> None:

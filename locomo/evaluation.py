@@ -31,12 +31,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from locomo import checkpoint, checkpoint_format
-from locomo.behavior import Behavior, format_counts, label_counts, label_episode
+from locomo.behavior import format_counts, label_counts, label_episode
 from locomo.checkpoint import CheckpointError
-from locomo.config import ASSETS_DIR, BehaviorConfig, upgrade_saved_config
+from locomo.config import BehaviorConfig, upgrade_saved_config
 from locomo.envs import TorchVecEnv, VecEnv, make_vec_env
 from locomo.envs.base import EpisodeRecord, SpaceInfo
+from locomo.errors import ConfigError
+from locomo.outputs import command_output_dir
+from locomo.paths import ASSETS_DIR
 from locomo.policy import Actor, make_actor
+from locomo.progress import progress_bar, step_limit
+from locomo.rollout import Rollout
 from locomo.running_stats import RunningMeanStd
 
 
@@ -108,8 +113,6 @@ def output_root(policy: LoadedPolicy, command: str) -> Path:
     """Where ``command`` writes what it makes of a policy by default: ``<run>/<command>/``, or, for
     a policy shipped in ``assets/`` (part of the installed package, never written into),
     ``outputs/<command>/<time>/`` under the working directory (:mod:`locomo.outputs`)."""
-    from locomo.outputs import command_output_dir
-
     if policy.path.parent.resolve() == ASSETS_DIR.resolve():
         return command_output_dir(command)
     return policy.run_dir / command
@@ -170,36 +173,6 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         run_dir=checkpoint_run_dir(file),
         counters=dict(state.get("counters", {})),
     )
-
-
-@dataclass
-class Rollout:
-    """One episode: T steps, its record and label, and (optionally) the MuJoCo states to render."""
-
-    seed: int
-    deterministic: bool
-    record: EpisodeRecord
-    behavior: Behavior | None
-    rewards: np.ndarray  # [T] reward of each step (sum of the scaled terms)
-    qpos: np.ndarray | None = None  # [T + 1, nq] after the reset (row 0) and after each step
-    qvel: np.ndarray | None = None  # [T + 1, nv]
-    control_dt: float = 0.02  # seconds per step
-
-    @property
-    def returns_so_far(self) -> np.ndarray:
-        """[T + 1] undiscounted return accumulated before each recorded state (0 at the reset)."""
-        return np.concatenate([[0.0], np.cumsum(self.rewards)])
-
-    def summary(self) -> dict[str, Any]:
-        """Plain-typed description for JSON."""
-        return {
-            "seed": self.seed,
-            "return": self.record.ret,
-            "length": self.record.length,
-            "terminated": self.record.terminated,
-            "terms": self.record.terms,
-            "behavior": None if self.behavior is None else self.behavior.as_dict(),
-        }
 
 
 def select_actions(
@@ -302,8 +275,6 @@ def run_episodes(
         return rollouts(
             env, policy.actor, policy.normalizer, seed, deterministic, thresholds, max_steps, record_states
         )
-    from locomo.progress import progress_bar, step_limit
-
     with progress_bar(step_limit(policy.cfg.env, max_steps), progress, "step") as bar:
         return rollouts(
             env,
@@ -329,8 +300,6 @@ MAX_EVAL_EPISODES = 10_000
 
 def check_episode_count(episodes: int, command: str) -> None:
     """``episodes`` of ``command`` at most :data:`MAX_EVAL_EPISODES` (ConfigError naming the way on)."""
-    from locomo.config import ConfigError
-
     if episodes > MAX_EVAL_EPISODES:
         raise ConfigError(
             "episodes",

@@ -21,10 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import NAME_MAX, ConfigError, check_path
-from locomo.errors import CheckpointError
+from locomo.errors import CheckpointError, ConfigError
+from locomo.outputs import write_text_atomic
+from locomo.paths import NAME_MAX, check_path
 from locomo.rundir import lock_holder, previous_run
 
 
@@ -34,8 +39,6 @@ def write_run_file(path: Path, text: str, what: str) -> None:
     A full disk (or a file size limit, or a read-only file system) while a run starts is bad
     input like a full disk at a checkpoint: one line that names the file, exit 2.
     """
-    from locomo.outputs import write_text_atomic
-
     try:
         write_text_atomic(path, text)
     except OSError as exc:
@@ -175,9 +178,6 @@ def sweep_dirname_length(args: list[str]) -> int:
     Each override counts with its longest value (a sweep's), as Hydra joins them, and a value
     with '/' in it counts per part (each part is a folder of its own).
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
     parser = OverridesParser.create()
     lines, jobs = [], 1
     for arg in args:
@@ -299,7 +299,6 @@ def write_job_record(task_cfg: DictConfig) -> None:
     subdir = os.environ.get(HYDRA_RECORD_ENV)
     if not subdir:
         return
-    from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
     write_hydra_record(hydra_run_dir(), subdir, task_cfg, hydra_cfg, list(hydra_cfg.overrides.task))
@@ -325,8 +324,6 @@ def _remove_refused_job() -> None:
     created_below = os.environ.get(CREATED_BELOW_ENV)
     if created_below is None:
         return
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     try:
         hydra_cfg = HydraConfig.get()
@@ -380,6 +377,4 @@ def _remove_lone_sweep_record(sweep_dir: Path) -> None:
 
 def hydra_run_dir() -> Path:
     """The Hydra output directory of this job."""
-    from hydra.core.hydra_config import HydraConfig
-
     return Path(HydraConfig.get().runtime.output_dir)

@@ -119,8 +119,7 @@ def wandb_tags(config: dict[str, Any], extra: Any = ()) -> list[str]:
 def policy_state(state: dict[str, Any]) -> dict[str, Any]:
     """A training checkpoint's policy alone, as ``locomo export`` writes it (no critic, optimiser,
     env state or kept batches): what a model artifact holds, under 2 MB for the walker."""
-    from locomo.checkpoint_format import FORMAT, VERSION
-    from locomo.commands.export import POLICY_KEYS
+    from locomo.checkpoint_format import FORMAT, POLICY_KEYS, VERSION  # torch: only when a policy is logged
 
     full = {"format": FORMAT, "version": VERSION, **state}
     return {key: full[key] for key in POLICY_KEYS if key in full}

@@ -32,7 +32,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from locomo.config import ASSETS_DIR, ConfigError
+import yaml
+
+from locomo.errors import ConfigError
+from locomo.paths import ASSETS_DIR, RUN_RECORD_DIRS, RUN_RECORD_FILES
 
 # kind -> (the suffixes its file may have, what it is, in words)
 KINDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -43,11 +46,6 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     "torchscript": ((".ts", ".pt"), "a TorchScript file"),
     "onnx": ((".onnx",), "an ONNX file"),
 }
-
-# What a training run keeps in its run dir that no other command may replace: the folders (every
-# file in them) and the single files (the metrics file is added from the run's config).
-RUN_RECORD_DIRS = ("checkpoints", ".hydra", "wandb")
-RUN_RECORD_FILES = ("config.yaml", "metrics.jsonl", "train.log", ".lock", "traceback.log")
 
 
 def _kind_of_existing(path: Path) -> str | None:
@@ -61,8 +59,6 @@ def _kind_of_existing(path: Path) -> str | None:
 def _run_metrics_file(run_dir: Path) -> str:
     """The metrics file name a run's ``config.yaml`` names (``metrics.jsonl`` when unreadable)."""
     try:
-        import yaml
-
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
         name = cfg["logger"]["metrics_file"]
         return name if isinstance(name, str) and name else "metrics.jsonl"

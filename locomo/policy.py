@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from locomo.config import ConfigError
 from locomo.distributed import SINGLE, Group
 from locomo.distributions import ActionDistribution, BoundedGaussian, Categorical, Gaussian
 from locomo.envs.base import SpaceInfo
+from locomo.errors import ConfigError
 from locomo.running_stats import RunningMeanStd
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}

@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from locomo.config import ConfigError
+from locomo.errors import ConfigError
 
 GIB = 2**30
 # Resident memory of one simulator beyond its MjData buffer (measured: ~0.45 MiB per MjData of

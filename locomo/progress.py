@@ -7,15 +7,17 @@ was; ``LOCOMO_PROGRESS=1`` shows them anywhere (e.g. in a CI log), ``LOCOMO_PROG
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import gymnasium
 from tqdm import tqdm
 
-if TYPE_CHECKING:
-    from locomo.evaluation import Rollout
+from locomo.rendering import TileStream, contact_sheet, frame_stride
+from locomo.rollout import Rollout
 
 PROGRESS_ENV = "LOCOMO_PROGRESS"
 
@@ -38,8 +40,6 @@ def progress_bar(total: int | None, desc: str, unit: str) -> tqdm:
 def render_calls(rollouts: Sequence[Rollout], fps: float | None) -> int:
     """How many images a video of ``rollouts`` (side by side) renders: one per distinct video
     frame of each tile (a finished tile's last frame is drawn once)."""
-    from locomo.rendering import TileStream, frame_stride
-
     if not rollouts:
         return 0
     stride, _ = frame_stride(rollouts[0].control_dt, fps)
@@ -73,8 +73,6 @@ def step_limit(env_cfg: Any, max_steps: int | None) -> int | None:
     limit = env_cfg.max_episode_steps
     if limit is None:
         try:
-            import gymnasium
-
             limit = gymnasium.spec(env_cfg.id).max_episode_steps
         except Exception:  # an id gymnasium does not know here: a bar without a total still helps
             limit = None
@@ -84,10 +82,6 @@ def step_limit(env_cfg: Any, max_steps: int | None) -> int | None:
 
 def sheet_renders(rollouts: Sequence[Rollout]) -> int:
     """Images :func:`locomo.rendering.contact_sheet` renders for ``rollouts`` with its default snapshots."""
-    import inspect
-
-    from locomo.rendering import contact_sheet
-
     return len(rollouts) * int(inspect.signature(contact_sheet).parameters["snapshots"].default)
 
 

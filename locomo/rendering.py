@@ -30,15 +30,16 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import imageio.v2 as imageio
+import mujoco
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from locomo.errors import GL_FIX, RenderError, first_line, interrupt_behind
-
-if TYPE_CHECKING:  # heavy (torch, gymnasium): imported where used, so the CLI starts fast
-    from locomo.evaluation import Rollout
+from locomo.outputs import atomic_output
+from locomo.rollout import Rollout
 
 _GL_PROBE = (
     "import mujoco; c = mujoco.GLContext(16, 16); c.make_current(); "
@@ -124,7 +125,7 @@ def check_offscreen() -> str:
 def _gl_context(backend: str, width: int, height: int) -> Any:
     """A current offscreen GL context of ``backend`` (imported explicitly, whatever mujoco chose)."""
     _check_pyopengl_platform(backend)
-    try:
+    try:  # each backend's module only when chosen: the others may not load on this machine
         if backend == "egl":
             from mujoco.egl import GLContext
         elif backend == "osmesa":
@@ -154,8 +155,6 @@ def even(n: int) -> int:
 
 def choose_camera(model: Any, name: str | None) -> Any:
     """A named camera; by default "side", else "track", else a free camera tracking the root body."""
-    import mujoco
-
     camera = mujoco.MjvCamera()
     names = [model.camera(i).name for i in range(model.ncam)]
     wanted = [name] if name else ["side", "track"]
@@ -180,8 +179,6 @@ class FrameRenderer:
     def __init__(
         self, model: Any, width: int, height: int, camera: str | None = None, quality: str = "fast"
     ) -> None:
-        import mujoco
-
         self.width, self.height = even(width), even(height)
         self.model = copy.copy(model)  # private copy: the visual settings below do not leak
         vis = self.model.vis
@@ -213,8 +210,6 @@ class FrameRenderer:
 
     def render(self, qpos: np.ndarray | None = None, qvel: np.ndarray | None = None) -> np.ndarray:
         """Image [H, W, 3] of the model in state (qpos, qvel); qpos None draws the model at qpos0."""
-        import mujoco
-
         start = time.perf_counter()
         self.data.qpos[:] = self.model.qpos0 if qpos is None else qpos
         self.data.qvel[:] = 0.0 if qvel is None else qvel
@@ -405,8 +400,6 @@ def write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, stats: Video
 
     Failures to write (no ffmpeg, a full disk, an unwritable folder) become :class:`RenderError`.
     """
-    from locomo.outputs import atomic_output
-
     try:
         # A temporary file renamed over ``path`` at the end: an interrupted or failed encode leaves
         # an earlier video of that name whole, never a torn one.
@@ -421,8 +414,6 @@ def write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, stats: Video
 
 def _encode(tmp: Path, path: Path, frames: Iterator[np.ndarray], fps: float, stats: VideoStats) -> None:
     """:func:`write_mp4`'s encoder run into ``tmp``; errors name ``path``, the file meant."""
-    import imageio.v2 as imageio
-
     try:
         writer = imageio.get_writer(
             str(tmp),

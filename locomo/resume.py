@@ -25,8 +25,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError, resolve_total_steps
-from locomo.errors import CheckpointError
+from locomo.config_rules import resolve_total_steps
+from locomo.errors import CheckpointError, ConfigError
 
 # What a resumed run may change: how long it goes on (in iterations or env steps), how it saves
 # and logs, and where it computes. Everything else (env, algorithm, model, seed, batch sizes)

@@ -21,27 +21,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from locomo.errors import CheckpointError
+import yaml
 
-# What a locomo run writes into its run dir, and all that ``overwrite=true`` may remove: files of
-# these names at the top (the metrics file, and its ``.damaged`` rows, are added from the config),
-# and in these folders the files that match these patterns (a user's own ``videos/holiday.mp4``
-# or ``eval/results.json`` is kept). Hydra's train.log is kept: Hydra has already opened it for
-# this run when the job starts.
-RUN_TOP_FILES = ("config.yaml", "traceback.log", "behavior.png")
-RUN_FOLDERS: dict[str, tuple[str, ...]] = {
-    "checkpoints": ("iter_*.pt", "last.pt", "nonfinite_*.pt", ".*.tmp"),
-    ".hydra": ("config.yaml", "hydra.yaml", "overrides.yaml"),
-    "videos": ("iter_*.mp4", ".*.tmp.mp4"),
-    "wandb": ("offline-run-*", "run-*", "latest-run", "debug*.log"),
-    "eval": ("*_seed*.json",),
-    "render": ("*_seed*_*.mp4", "*_seed*_sheet.png"),
-    "replay": ("*_replay_seed*.mp4",),
-    "export": ("policy_*",),
-}
-# Every name a run uses at the top of its run dir: the above, Hydra's log of the job (hydra.job.name
-# is train) and the run's lock. The metrics file must be none of them (locomo.config.validate_logger).
-RUN_DIR_NAMES = (*RUN_TOP_FILES, *RUN_FOLDERS, "train.log", ".lock")
+from locomo.errors import CheckpointError
+from locomo.paths import RUN_FOLDERS, RUN_TOP_FILES
+
 # How deep below a new run's dir another run is looked for (runs/<name>, multirun/<time>/<job>).
 NESTED_RUN_DEPTH = 3
 NESTED_SCAN_LIMIT = 5000  # folders looked at, at most: a home directory is not walked whole
@@ -67,8 +51,6 @@ def _last_iteration(metrics: Path) -> int | None:
 def is_locomo_config(path: Path) -> bool:
     """True when ``path`` is a config.yaml a locomo run wrote (a mapping with env, algo and train)."""
     try:
-        import yaml
-
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except Exception:  # unreadable, not YAML, not UTF-8: not locomo's
         return False
@@ -148,8 +130,8 @@ def nested_run(run_dir: Path) -> Path | None:
 def claim_run_dir(run_dir: Path, metrics_file: str, overwrite: bool) -> list[Path]:
     """Make ``run_dir`` this new run's: refuse if it holds or contains another run, or files of the
     names a run writes that locomo did not write; with ``overwrite`` and a previous run, return
-    what must go (:data:`RUN_TOP_FILES`, :data:`RUN_FOLDERS`) for the caller to announce, then
-    remove (:func:`remove_run_files`). Nothing is removed here.
+    what must go (:data:`~locomo.paths.RUN_TOP_FILES`, :data:`~locomo.paths.RUN_FOLDERS`) for the
+    caller to announce, then remove (:func:`remove_run_files`). Nothing is removed here.
 
     Call it while holding the run dir's lock, so that the run it finds is not one still going.
     """

@@ -12,7 +12,6 @@ failure keeps the trained iterations; SIGINT/SIGTERM finish the iteration, save,
 from __future__ import annotations
 
 import os
-import random
 import signal
 import sys
 import time
@@ -21,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
@@ -31,16 +29,21 @@ from locomo.algorithm import PolicyGradient
 from locomo.buffer import RolloutBatch
 from locomo.checkpoint import CheckpointError
 from locomo.collector import BehaviourPolicy, Collector
-from locomo.config import ConfigError, to_container
+from locomo.config import to_container
 from locomo.distributed import SINGLE, Group
-from locomo.envs import EpisodeRecord, SpaceInfo, TorchVecEnv, make_vec_env
-from locomo.envs.pool import available_cores
-from locomo.errors import MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
+from locomo.envs import EpisodeRecord, TorchVecEnv, make_vec_env
+from locomo.errors import ConfigError, MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
+from locomo.factory import (
+    cores_per_process,
+    env_config_for,
+    make_learners,
+    resolve_device,
+    resolve_update_precision,
+    seed_everything,
+)
 from locomo.guard import check_finite, check_parameters
 from locomo.logging import MetricsLogger, NoLogger
 from locomo.metrics import add_terms, gather_rollout, iteration_metrics
-from locomo.policy import Actor, ValueNet, make_actor
-from locomo.running_stats import RewardScaler, RunningMeanStd
 from locomo.safekeeping import Safekeeping
 from locomo.signals import GracefulStop
 from locomo.symmetry import make_policy_mirror
@@ -48,70 +51,8 @@ from locomo.training_charts import chart_behavior
 from locomo.training_videos import TrainingVideos
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 matrix products natively (not emulated, so faster
-    than float32): a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's, private
-    return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
-def resolve_update_precision(name: str, device: torch.device) -> torch.dtype:
-    """``train.update_precision`` -> the dtype of the update's matrix products."""
-    if name == "auto":
-        return torch.bfloat16 if native_bfloat16(device) else torch.float32
-    return torch.bfloat16 if name == "bfloat16" else torch.float32
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def make_learners(
-    cfg: DictConfig, spaces: SpaceInfo, device: torch.device, num_envs: int | None = None
-) -> tuple[Actor, ValueNet | None, RunningMeanStd, RewardScaler]:
-    """Actor, critic (only with ``algo.baseline=value``), observation normaliser and reward scaler
-    (for ``num_envs`` envs, default ``train.num_envs``) as the config describes them, on ``device``."""
-    m = cfg.model
-    actor = make_actor(spaces, list(m.hidden_sizes), m.activation, m.init_log_std, m.action_bounds)
-    critic = (
-        ValueNet(spaces.obs_dim, list(m.hidden_sizes), m.activation, cfg.algo.normalize_values).to(device)
-        if cfg.algo.baseline == "value"
-        else None
-    )
-    normalizer = RunningMeanStd(spaces.obs_dim, enabled=m.normalize_observations).to(device)
-    envs = cfg.train.num_envs if num_envs is None else num_envs
-    scaler = RewardScaler(envs, cfg.algo.gamma, enabled=cfg.algo.normalize_rewards).to(device)
-    return actor.to(device), critic, normalizer, scaler
-
-
 def _warn(message: str) -> None:
     print(f"locomo: warning: {message}", file=sys.stderr)
-
-
-def cores_per_process(group: Group) -> int:
-    """This process's share of the cores it may run on: all of them in one process, 1/L of them
-    for each of a job's L processes on one node (so that the ranks do not fight over them)."""
-    return max(1, available_cores() // group.local_world_size)
-
-
-def env_config_for(cfg: DictConfig, group: Group) -> Any:
-    """``cfg.env`` for this rank: ``env.threads=0`` (one per core) becomes its share of the cores."""
-    if not group.active or cfg.env.threads != 0:
-        return cfg.env
-    env_cfg = cfg.env.copy()
-    env_cfg.threads = cores_per_process(group)
-    return env_cfg
 
 
 class Runner:

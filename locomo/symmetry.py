@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from locomo.config import ConfigError, EnvConfig
+from locomo.config import EnvConfig
 from locomo.envs.base import SpaceInfo
 from locomo.envs.mirror import Mirror, humanoid_mirror
+from locomo.errors import ConfigError
 from locomo.running_stats import RunningMeanStd
 
 

@@ -1,7 +1,7 @@
 """Charts made during ``locomo train`` for its W&B run (beside :mod:`locomo.training_videos`).
 
 ``charts/behavior``: the run's behaviour mix so far as a stacked area, drawn from the metrics file
-as ``locomo plot`` draws it (:func:`locomo.analysis.plot_behavior`), at every checkpoint.
+as ``locomo plot`` draws it (:func:`locomo.plots.plot_behavior`), at every checkpoint.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from locomo.config import ConfigError
+from locomo.errors import ConfigError
 
 
 def chart_behavior(logger: Any, run_dir: Path, iteration: int, env_steps: int, discrete: bool) -> None:
@@ -17,9 +17,10 @@ def chart_behavior(logger: Any, run_dir: Path, iteration: int, env_steps: int, d
     has one; ``iteration``: the iterations so far; ``discrete``: the env's actions (no body to label)."""
     if logger.wandb_run is None or discrete:
         return
+    # Here, not at the top: wandb and matplotlib load only for a run that logs to W&B.
     import wandb
 
-    from locomo.analysis import plot_behavior
+    from locomo.plots import plot_behavior
 
     path = run_dir / "behavior.png"
     window = max(1, iteration // 50)  # about 50 points, however long the run

@@ -198,7 +198,9 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from locomo.config import CONF_DIR, register_configs, validate_config
+    from locomo.config import register_configs
+    from locomo.paths import CONF_DIR
+    from locomo.validation import validate_config
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):

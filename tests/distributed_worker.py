@@ -80,7 +80,7 @@ def run_case(
     after, statistics, lr and last diagnostics."""
     from locomo.algorithm import PolicyGradient
     from locomo.envs import make_vec_env
-    from locomo.runner import make_learners, seed_everything
+    from locomo.factory import make_learners, seed_everything
     from tests.conftest import compose
 
     cfg = compose(*overrides, "train.num_envs=8", "train.steps_per_iteration=128", "train.device=cpu")

@@ -16,9 +16,10 @@ from gymnasium.utils.env_checker import check_env
 from omegaconf import OmegaConf
 
 import locomo
-from locomo.config import CONF_DIR, BehaviorConfig, ConfigError
-from locomo.errors import CheckpointError
+from locomo.config import BehaviorConfig
+from locomo.errors import CheckpointError, ConfigError
 from locomo.evaluation import run_episodes
+from locomo.paths import CONF_DIR
 from tests.conftest import REPO, cli_env
 
 # A tiny training run: one iteration of 256 steps on the inverted pendulum (about a second).

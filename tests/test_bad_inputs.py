@@ -467,8 +467,8 @@ def write_typo_part5_cases(run: Path, files: Path, good: dict) -> None:
 
 def write_output_cases(run: Path, files: Path, good: dict) -> None:
     """Issue 17: the shipped assets through a link, a policy file, a user's own directories."""
-    from locomo.commands.export import POLICY_KEYS
-    from locomo.config import ASSETS_DIR
+    from locomo.checkpoint_format import POLICY_KEYS
+    from locomo.paths import ASSETS_DIR
 
     (files / "assets").symlink_to(ASSETS_DIR)  # as the checkout's top-level assets link
     torch.save({k: good[k] for k in POLICY_KEYS if k in good}, files / "policy_only.pt")

@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import CONF_DIR, ConfigError, EnvConfig, validate_env
+from locomo.config import EnvConfig
+from locomo.config_rules import validate_env
 from locomo.envs import EnvStep, GymnasiumVecEnv, make_vec_env
 from locomo.envs.batched import BatchedMujocoVecEnv
 from locomo.envs.tasks import TASKS
+from locomo.errors import ConfigError
+from locomo.paths import CONF_DIR
 
 
 def env_config(name: str, **overrides: object) -> DictConfig:

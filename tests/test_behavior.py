@@ -29,9 +29,10 @@ from locomo.behavior import (
     lean_angles,
     up_axis,
 )
-from locomo.config import ASSETS_DIR, CONF_DIR, BehaviorConfig
+from locomo.config import BehaviorConfig
 from locomo.envs.base import EpisodeRecord
 from locomo.envs.gymnasium_backend import GymnasiumVecEnv
+from locomo.paths import ASSETS_DIR, CONF_DIR
 
 THRESHOLDS = BehaviorConfig()
 TORSO_HEIGHT = 1.4  # the torso's height at qpos0 in humanoid.xml

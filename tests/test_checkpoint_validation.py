@@ -19,7 +19,7 @@ import torch
 
 from locomo.checkpoint import CheckpointError, load, load_latest, missing_reason, periodic_files
 from locomo.checkpoint_format import KIND_DIAGNOSTIC, require_resumable, validate
-from locomo.config import ASSETS_DIR
+from locomo.paths import ASSETS_DIR
 from tests.conftest import metrics_rows, run_locomo
 from tests.safety_helpers import call_locomo, finished_pendulum_run
 
@@ -241,7 +241,8 @@ def test_a_bundled_model_is_pinned_by_its_name_under_assets(tmp_path: Path, monk
     a file of that name in the working directory is never taken for it."""
     from omegaconf import OmegaConf
 
-    from locomo.config import EnvConfig, env_xml_path, model_sha256, pin_xml_file, pinned_model_problem
+    from locomo.config import EnvConfig
+    from locomo.paths import env_xml_path, model_sha256, pin_xml_file, pinned_model_problem
 
     monkeypatch.chdir(tmp_path)
     env = OmegaConf.structured(EnvConfig(xml_file="humanoid.xml"))
@@ -256,7 +257,7 @@ def test_a_bundled_model_is_pinned_by_its_name_under_assets(tmp_path: Path, monk
 
 
 def test_an_included_file_is_part_of_the_model_hash(tmp_path: Path):
-    from locomo.config import model_sha256
+    from locomo.paths import model_sha256
 
     (tmp_path / "body.xml").write_text("<mujoco><worldbody/></mujoco>")
     main = tmp_path / "main.xml"

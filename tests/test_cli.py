@@ -48,7 +48,7 @@ def test_overrides_are_checked_before_hydra_and_flags_are_not_overrides():
     """Issue "Nothing lost to a typo", part 5: Hydra's flags and their values pass; each value of
     a sweep is checked; an unparsable override says how to quote it."""
     from locomo.cli import check_overrides
-    from locomo.config import ConfigError
+    from locomo.errors import ConfigError
 
     check_overrides(["--cfg", "job", "-cd", "conf=1", "-m", "seed=0,1", "env.name=my_walker-2.0"])
     check_overrides(['checkpoint="a=b/last.pt"', "resume='a=b'"])  # as the shell passes them quoted

@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 import locomo
 from locomo.cli_help import SCHEMAS, command_help, schema_keys
 from locomo.commands import COMMANDS
-from locomo.config import ConfigError, resolve_total_steps
+from locomo.config_rules import resolve_total_steps
+from locomo.errors import ConfigError
 from locomo.messages import LOGGER, LineTee, job_messages
 from locomo.progress import PROGRESS_ENV
 from tests.conftest import REPO, compose, metrics_rows

@@ -280,8 +280,8 @@ def test_a_sweep_under_torchrun_is_refused_by_every_rank(tmp_path):
 def test_more_processes_than_gpus_is_refused_before_anything_runs(tmp_path):
     """NCCL needs one GPU per process: a node with fewer is refused with one line (checked before
     any collective, so this runs without a job or a GPU)."""
-    from locomo.config import ConfigError
     from locomo.distributed import Group
+    from locomo.errors import ConfigError
     from locomo.runner import Runner
     from tests.conftest import PENDULUM_RUN, compose
 

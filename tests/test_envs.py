@@ -94,7 +94,7 @@ def arena_overflow_xml(path, spheres: int = 40, memory: str = "64K"):
 
 @pytest.mark.parametrize(("name", "backend"), [("inverted_pendulum", "gymnasium"), ("humanoid", "batched")])
 def test_a_model_whose_arena_overflows_is_one_line_with_mujocos_hint(tmp_path, name, backend):
-    from locomo.config import ConfigError
+    from locomo.errors import ConfigError
 
     xml = arena_overflow_xml(tmp_path / "pile.xml")
     cfg = env_cfg(name, f"env.xml_file={xml}", f"env.backend={backend}")

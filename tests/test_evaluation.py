@@ -8,9 +8,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from locomo.config import CONF_DIR, BehaviorConfig, EnvConfig
+from locomo.config import BehaviorConfig, EnvConfig
 from locomo.envs import make_vec_env
 from locomo.evaluation import rollouts
+from locomo.paths import CONF_DIR
 from locomo.policy import make_actor
 from locomo.running_stats import RunningMeanStd
 

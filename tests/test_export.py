@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from locomo import deploy
-from locomo.config import ASSETS_DIR
 from locomo.envs.base import SpaceInfo
 from locomo.evaluation import LoadedPolicy, load_policy, select_actions
+from locomo.paths import ASSETS_DIR
 from locomo.policy import make_actor
 from locomo.running_stats import RunningMeanStd
 from tests.safety_helpers import call_locomo, machine_paths

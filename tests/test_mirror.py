@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 import torch
 
-from locomo.config import ASSETS_DIR
 from locomo.envs.mirror import Mirror, asymmetries, humanoid_mirror, observation_layout, reflect_model
 from locomo.envs.tasks import Humanoid
+from locomo.paths import ASSETS_DIR
 
 XML = ASSETS_DIR / "humanoid.xml"
 FRAME_SKIP = 5  # Humanoid-v5's control step: 5 substeps of 3 ms

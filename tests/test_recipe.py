@@ -217,8 +217,8 @@ def test_update_applies_the_schedules_and_logs_the_lr():
 
 
 def test_clipped_actions_need_finite_bounds():
-    from locomo.config import ConfigError
     from locomo.envs.base import SpaceInfo
+    from locomo.errors import ConfigError
 
     inf = np.array([np.inf, 1.0], dtype=np.float32)
     spaces = SpaceInfo(obs_dim=3, discrete=False, action_dim=2, action_low=-inf, action_high=inf)

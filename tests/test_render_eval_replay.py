@@ -211,7 +211,7 @@ def test_eval_in_chunks_gives_the_episodes_of_one_batch(monkeypatch):
     """Episodes run at most EPISODES_AT_ONCE at a time (memory stays flat for any count up to the
     bound); episode i depends only on seed + i, so the chunks give what one batch of envs gives."""
     from locomo import evaluation
-    from locomo.config import ConfigError
+    from locomo.errors import ConfigError
     from locomo.evaluation import MAX_EVAL_EPISODES, check_episode_count, evaluate_episodes, run_episodes
 
     policy = load_policy("walker")

@@ -10,8 +10,8 @@ import torch
 
 from locomo import losses, returns
 from locomo.algorithm import PolicyGradient
-from locomo.config import ConfigError
 from locomo.distributed import SINGLE
+from locomo.errors import ConfigError
 from locomo.policy import GaussianActor, ValueNet
 from tests import distributed_worker as worker
 from tests.conftest import compose

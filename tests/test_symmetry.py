@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from locomo.config import ConfigError
 from locomo.envs import make_vec_env
 from locomo.envs.mirror import humanoid_mirror
-from locomo.runner import make_learners
+from locomo.errors import ConfigError
+from locomo.factory import make_learners
 from locomo.running_stats import RunningMeanStd
 from locomo.symmetry import PolicyMirror, make_policy_mirror
 from tests.conftest import compose

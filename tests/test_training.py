@@ -115,7 +115,7 @@ def test_reward_terms_are_logged_and_sum_to_reward(tmp_path):
 
 
 def test_device_auto_picks_cpu_without_cuda():
-    from locomo.runner import resolve_device
+    from locomo.factory import resolve_device
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected

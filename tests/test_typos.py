@@ -18,7 +18,9 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from locomo import cli
-from locomo.config import ConfigError, register_configs
+from locomo.cli_help import register_help_resolver
+from locomo.config import register_configs
+from locomo.errors import ConfigError
 from locomo.hydra_job import remove_refused_start
 from tests.safety_helpers import call_locomo
 
@@ -37,6 +39,7 @@ TINY = [
 @pytest.fixture(autouse=True)
 def schemas() -> None:
     register_configs()  # what main() does before the check
+    register_help_resolver()
 
 
 # -- what must keep working
@@ -147,7 +150,7 @@ def test_a_hydra_app_running_in_this_process_is_left_as_it_was(tmp_path: Path):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from locomo.config import CONF_DIR
+    from locomo.paths import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         outer = GlobalHydra.instance().hydra

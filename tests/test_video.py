@@ -12,9 +12,10 @@ import torch
 from omegaconf import OmegaConf
 
 from locomo import rendering as video
-from locomo.config import CONF_DIR, BehaviorConfig
+from locomo.config import BehaviorConfig
 from locomo.envs import make_vec_env
-from locomo.evaluation import Rollout, rollouts
+from locomo.evaluation import rollouts
+from locomo.paths import CONF_DIR
 from locomo.policy import make_actor
 from locomo.rendering import (
     FrameRenderer,
@@ -26,6 +27,7 @@ from locomo.rendering import (
     label_color,
     write_rollout_video,
 )
+from locomo.rollout import Rollout
 from locomo.running_stats import RunningMeanStd
 
 W, H = 320, 240  # tile size of the readback tests: the overlay stays clear of the body

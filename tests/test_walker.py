@@ -21,8 +21,10 @@ import torch
 
 from locomo.behavior import WALKED_FORWARD
 from locomo.commands.export import episode_row
-from locomo.config import ASSETS_DIR, CONF_DIR, BehaviorConfig, register_configs
-from locomo.evaluation import Rollout, evaluate_episodes, load_policy, resolve_checkpoint_path, run_episodes
+from locomo.config import BehaviorConfig, register_configs
+from locomo.evaluation import evaluate_episodes, load_policy, resolve_checkpoint_path, run_episodes
+from locomo.paths import ASSETS_DIR, CONF_DIR
+from locomo.rollout import Rollout
 from tests.safety_helpers import machine_paths
 
 WALKER = ASSETS_DIR / "walker.pt"

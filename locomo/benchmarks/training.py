@@ -33,8 +33,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.benchmarks.samplers import ENV_ID
-from locomo.config import CONF_DIR, register_configs, to_container, validate_config
+from locomo.config import register_configs, to_container
 from locomo.envs.pool import available_cores
+from locomo.paths import CONF_DIR
+from locomo.validation import validate_config
 
 
 def compose_train(overrides: list[str]) -> DictConfig:

@@ -32,8 +32,9 @@ from locomo.benchmarks.default_job import (
 )
 from locomo.benchmarks.samplers import ENV_ID, measure_samplers, raw_default_setup, resolve_threads
 from locomo.benchmarks.training import measure_locomo_train, measure_locomo_train_ranks, measure_sb3
-from locomo.config import ConfigError, validate_bench
 from locomo.envs.pool import available_cores
+from locomo.errors import ConfigError
+from locomo.validation import validate_bench
 
 CONFIG = "bench"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given

@@ -8,8 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError, validate_eval_config
+from locomo.errors import ConfigError
 from locomo.outputs import safe_output, write_text_atomic
+from locomo.validation import validate_eval_config
 
 CONFIG = "eval"
 

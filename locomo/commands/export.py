@@ -12,17 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from locomo.config import ASSETS_DIR, EXPORT_SUFFIXES, ConfigError, validate_export_config
+from locomo.config import EXPORT_SUFFIXES
+from locomo.errors import ConfigError
 from locomo.outputs import atomic_output, safe_output, write_text_atomic
+from locomo.paths import ASSETS_DIR
+from locomo.validation import validate_export_config
 
 if TYPE_CHECKING:  # torch and MuJoCo load only when a command runs (--help stays fast)
-    from locomo.evaluation import Rollout
+    from locomo.rollout import Rollout
 
 CONFIG = "export"
-
-
-# What a shipped policy keeps of a training checkpoint: enough to act, evaluate and render.
-POLICY_KEYS = ("format", "version", "actor", "obs_normalizer", "config", "spaces", "counters")
 
 
 def training_command(run_dir: Path) -> str | None:
@@ -173,7 +172,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
     from omegaconf import OmegaConf
 
-    from locomo import checkpoint
+    from locomo import checkpoint, checkpoint_format
     from locomo.checkpoint import CheckpointError
     from locomo.evaluation import (
         check_episode_count,
@@ -193,7 +192,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     source = load_policy(cfg.checkpoint)
     state = checkpoint.load(source.path, map_location="cpu")
     out = output_path(cfg, given, source)
-    policy_state = {key: state[key] for key in POLICY_KEYS if key in state}
+    policy_state = {key: state[key] for key in checkpoint_format.POLICY_KEYS if key in state}
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.save_atomic(policy_state, out)

@@ -11,8 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError, PlotConfig, refuse_unknown_keys, validate_plot
+from locomo.config import PlotConfig
+from locomo.config_rules import refuse_unknown_keys
+from locomo.errors import ConfigError
 from locomo.outputs import atomic_output, safe_output
+from locomo.validation import validate_plot
 
 CONFIG = "plot"
 
@@ -33,7 +36,7 @@ def figure_file(out: Path) -> Iterator[Path]:
 
 def run(cfg: DictConfig) -> None:
     """Plot a metric of several runs against env steps (mean over seeds, min-max band)."""
-    from locomo import analysis
+    from locomo import plots  # here, not at the top: matplotlib loads only once the command runs
 
     if OmegaConf.is_missing(cfg, "runs"):
         raise ConfigError(
@@ -46,11 +49,11 @@ def run(cfg: DictConfig) -> None:
     validate_plot(cfg)
     default = runs / ("behavior.png" if cfg.kind == "behavior" else "curves.png")
     out = safe_output(default if cfg.out is None else cfg.out, "figure", "out", cfg.overwrite)
-    skipped = analysis.Skipped()  # rows and runs left out: said, never silently dropped
-    files = analysis.metrics_files(runs)
+    skipped = plots.Skipped()  # rows and runs left out: said, never silently dropped
+    files = plots.metrics_files(runs)
     if cfg.kind == "behavior":
         with figure_file(out) as tmp:
-            last = analysis.plot_behavior(files, cfg.window, tmp, skipped)
+            last = plots.plot_behavior(files, cfg.window, tmp, skipped)
         say_skipped(skipped, len(files))
         mix = ", ".join(f"{label} {share:.0%}" for label, share in last.items() if share > 0)
         print(f"last window: {mix or 'no finished episodes'}")
@@ -58,7 +61,7 @@ def run(cfg: DictConfig) -> None:
         return
     with figure_file(out) as tmp:
         keys = list(cfg.group_by) if cfg.group_by else None
-        counts = analysis.plot_curves(runs, cfg.metric, keys, tmp, skipped)
+        counts = plots.plot_curves(runs, cfg.metric, keys, tmp, skipped)
     say_skipped(skipped, len(files))
     for label, n in counts.items():
         print(f"{label}: {n} run(s)")

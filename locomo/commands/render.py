@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from locomo.config import validate_render_config
 from locomo.outputs import OutputInterrupted, atomic_output, safe_output, safe_output_dir
+from locomo.validation import validate_render_config
 
 CONFIG = "render"
 
@@ -52,7 +52,7 @@ def run(cfg: Any) -> list[Path]:
 def check_something_to_write(cfg: Any) -> None:
     """Refuse, before any rollout, a config that would write no file (it ran the episodes, wrote
     nothing and exited 0)."""
-    from locomo.config import ConfigError
+    from locomo.errors import ConfigError
 
     if cfg.iterations:  # a comparison writes one grid video and one sheet, no per-episode videos
         if not (cfg.grid or cfg.sheet):
@@ -74,7 +74,7 @@ def check_something_to_write(cfg: Any) -> None:
 def render_one(cfg: Any, written: list[Path]) -> list[Path]:
     """One checkpoint's rollouts; appends each file to ``written`` once it is complete."""
     from locomo.behavior import format_counts, label_counts
-    from locomo.evaluation import Rollout, load_policy, run_episodes
+    from locomo.evaluation import load_policy, run_episodes
     from locomo.progress import render_progress
     from locomo.rendering import (
         FrameRenderer,
@@ -84,6 +84,7 @@ def render_one(cfg: Any, written: list[Path]) -> list[Path]:
         model_of,
         write_rollout_video,
     )
+    from locomo.rollout import Rollout
 
     policy = load_policy(cfg.checkpoint)
     out_dir = output_dir(cfg, policy)
@@ -144,8 +145,9 @@ def render_one(cfg: Any, written: list[Path]) -> list[Path]:
 
 def comparison_checkpoints(checkpoint: str, iterations: Sequence[int]) -> list[Path]:
     """``iter_XXXXXX.pt`` of ``checkpoint``'s run for each iteration; ConfigError names what exists."""
-    from locomo.config import ASSETS_DIR, ConfigError
+    from locomo.errors import ConfigError
     from locomo.evaluation import checkpoint_run_dir, resolve_checkpoint_path
+    from locomo.paths import ASSETS_DIR
 
     resolved = resolve_checkpoint_path(checkpoint)
     folder = checkpoint_run_dir(resolved) / "checkpoints"

@@ -17,12 +17,12 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from locomo.config import ConfigError, validate_replay_config
-from locomo.errors import StoppedBySignal, first_line
+from locomo.errors import ConfigError, StoppedBySignal, first_line
 from locomo.outputs import OutputInterrupted, safe_output
+from locomo.validation import validate_replay_config
 
 if TYPE_CHECKING:  # torch and gymnasium: imported when the command runs, so a bad command line fails fast
-    from locomo.evaluation import Rollout
+    from locomo.rollout import Rollout
 
 CONFIG = "replay"
 

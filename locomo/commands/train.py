@@ -14,7 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError, pin_xml_file, resolve_total_steps, validate_config
+from locomo.config_rules import resolve_total_steps
+from locomo.errors import ConfigError
 from locomo.hydra_job import (
     CREATED_BELOW_ENV,
     HYDRA_RECORD_ENV,
@@ -23,6 +24,8 @@ from locomo.hydra_job import (
     record_existing,
     removed_if_refused,
 )
+from locomo.paths import pin_xml_file
+from locomo.validation import validate_config
 
 if TYPE_CHECKING:  # the CLI imports this module before it knows torch is needed
     from locomo.distributed import Group

@@ -7,8 +7,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError, validate_config
-from locomo.hydra_job import prepare_run_dir_args, removed_if_refused, write_job_record
+from locomo import messages
+from locomo.errors import ConfigError
+from locomo.hydra_job import hydra_run_dir, prepare_run_dir_args, removed_if_refused, write_job_record
+from locomo.outputs import atomic_output, is_run_dir, safe_output
+from locomo.preflight import check_resources
+from locomo.validation import validate_config
 
 CONFIG = "variance"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
@@ -29,8 +33,6 @@ def prepare_argv(args: list[str]) -> list[str]:
     (whatever ``overwrite`` says: it is another command's run), or an earlier measurement unless
     ``overwrite=true``; and leave Hydra's ``.hydra/`` record to the job
     (:func:`locomo.hydra_job.prepare_run_dir_args`), so that a start refused later leaves nothing."""
-    from locomo.outputs import is_run_dir
-
     value = _given(args, "hydra.run.dir")
     if value is None or "${" in value:  # the default: a new timestamped directory
         return prepare_run_dir_args(args, OUTPUT_ROOTS)
@@ -69,30 +71,25 @@ def run(cfg: DictConfig) -> None:
 def _run(cfg: DictConfig) -> None:
     """:func:`run` without the clean-up of a refused start."""
     validate_config(cfg)
-    from locomo import analysis
+    # Here, not at the top: torch and matplotlib load only once the command runs.
+    from locomo import plots, variance
 
-    analysis.validate_variance(cfg)  # before the env is built (check_resources) and any batch
-    from locomo.hydra_job import hydra_run_dir
-    from locomo.outputs import atomic_output, safe_output
-    from locomo.preflight import check_resources
-
+    variance.validate_variance(cfg)  # before the env is built (check_resources) and any batch
     check_resources(cfg)
     out = hydra_run_dir()
     json_path = safe_output(out / OUTPUTS[0], "json", "hydra.run.dir", cfg.overwrite)
     png_path = safe_output(out / OUTPUTS[1], "figure", "hydra.run.dir", cfg.overwrite)
     record = OmegaConf.to_yaml(cfg)  # the config as composed, for Hydra's record of the job
-    table = analysis.measure_gradient_variance(cfg)  # the checkpoint (checkpoint=) is checked in here
+    table = variance.measure_gradient_variance(cfg)  # the checkpoint (checkpoint=) is checked in here
     # Measured: the run dir is this job's now (its record, and its lines so far into variance.log).
     write_job_record(OmegaConf.create(record))
-    from locomo import messages
-
     messages.release()
     with atomic_output(json_path) as tmp:
-        analysis.write_json(table, tmp)
+        variance.write_json(table, tmp)
     batch = cfg.train.steps_per_iteration
     title = f"{cfg.env.name}: policy-gradient variance over {cfg.batches} batches of {batch} steps"
     with atomic_output(png_path) as tmp:
-        analysis.plot_variance(table, title, tmp)
+        plots.plot_variance(table, title, tmp)
     print(f"{'estimator':<24}{'variance':>14}{'|mean grad|':>14}{'rel. variance':>15}")
     for name, row in table.items():
         print(f"{name:<24}{row['variance']:>14.4g}{row['mean_norm']:>14.4g}{row['relative_variance']:>15.4g}")

@@ -29,12 +29,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import expand_model_path
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import ConfigError, env_xml_path
 from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo, record_so_far
 from locomo.envs.gymnasium_backend import (
     UNSTABLE_SLICE,
@@ -45,7 +45,9 @@ from locomo.envs.gymnasium_backend import (
     invalid_mjcf,
 )
 from locomo.envs.pool import WorkerPool, available_cores
-from locomo.envs.tasks import TASKS, Fields, Task
+from locomo.envs.tasks import TASKS, Fields, Task, check_batched_id
+from locomo.errors import ConfigError
+from locomo.paths import env_xml_path
 
 _INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
 
@@ -69,12 +71,7 @@ def _tuples(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def load_task(env_cfg: Any) -> Task:
     """The :class:`Task` and its model for an ``env`` config (id, xml_file, kwargs)."""
-    if env_cfg.id not in TASKS:
-        raise ConfigError(
-            "env.id",
-            env_cfg.id,
-            f"env.backend=batched supports {', '.join(TASKS)}; use env.backend=gymnasium for other ids",
-        )
+    check_batched_id(env_cfg.id)
     kwargs = _tuples(_plain(env_cfg.kwargs))
     if env_cfg.xml_file is not None:
         xml = env_xml_path(env_cfg)
@@ -92,8 +89,6 @@ def load_task(env_cfg: Any) -> Task:
 
 def default_max_episode_steps(gym_id: str) -> int | None:
     """The time limit Gymnasium registers for ``gym_id``."""
-    import gymnasium as gym
-
     return gym.spec(gym_id).max_episode_steps
 
 

@@ -12,8 +12,9 @@ import mujoco
 import numpy as np
 from gymnasium.wrappers import TimeLimit
 
-from locomo.config import ConfigError, env_xml_path
 from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo, record_so_far
+from locomo.errors import ConfigError
+from locomo.paths import env_xml_path
 
 
 def make_gymnasium_env(env_cfg: Any, render_mode: str | None = None, **extra: Any) -> gym.Env:

@@ -349,7 +349,7 @@ def humanoid_mirror(model: mujoco.MjModel, kwargs: Mapping[str, Any] | None = No
     combination of ``exclude_current_positions_from_observation`` and the ``include_*`` flags is
     supported. With the defaults the observation [348] is qpos[2:] [22], qvel [23],
     cinert[1:] [13*10], cvel[1:] [13*6], qfrc_actuator[6:] [17], cfrc_ext[1:] [13*6].
-    Raises ValueError (:class:`locomo.config.ConfigError` for an unknown keyword) when the model
+    Raises ValueError (:class:`locomo.errors.ConfigError` for an unknown keyword) when the model
     or the observation has no mirror map; see :func:`reflect_model`.
     """
     task = Humanoid(model, dict(kwargs or {}))

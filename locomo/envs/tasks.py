@@ -4,7 +4,8 @@ Each task is a transcription of its Gymnasium v5 env (``step``, ``_get_obs``, ``
 ``is_healthy``, ``reset_model``), with the same operations on the same dtypes, so the same model,
 initial state and actions give bit-identical observations, rewards and terminations
 (tests/test_batched_env.py checks it). :data:`TASKS` is the one registry of the tasks
-``env.backend=batched`` runs; :mod:`locomo.envs.batched` steps them.
+``env.backend=batched`` runs (:func:`check_batched_id` refuses any other id, for the config's check
+and the backend alike); :mod:`locomo.envs.batched` steps them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 
-from locomo.config import ConfigError
+from locomo.errors import ConfigError
 
 Fields = dict[str, np.ndarray]  # MjData field name -> [N, *field shape] float64, gathered per env
 
@@ -394,3 +395,11 @@ class InvertedPendulum(Task):
 TASKS: dict[str, type[Task]] = {
     task.gym_id: task for task in (Humanoid, Walker2d, Hopper, HalfCheetah, Ant, InvertedPendulum)
 }
+
+
+def check_batched_id(env_id: str) -> None:
+    """ConfigError unless ``env.backend=batched`` runs ``env_id`` (a key of :data:`TASKS`)."""
+    if env_id not in TASKS:
+        raise ConfigError(
+            "env.id", env_id, f"env.backend=batched supports {', '.join(TASKS)}; use env.backend=gymnasium"
+        )

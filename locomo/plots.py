@@ -1,198 +1,35 @@
-"""The lecture's claims, measured: gradient variance per estimator, and return curves per estimator.
+"""Figures: return curves of several runs, the behaviour mix of runs, the estimators' variance.
 
-``locomo variance``: collect K independent batches with one fixed policy, compute each
-estimator's policy gradient on every batch, and compare the estimators' spread:
-
-    mean   m  = (1/K) sum_k g_k
-    var       = 1/(K-1) sum_k |g_k - m|^2        (trace of the covariance)
-    rel. var  = var / |m_ref|^2                  (m_ref: the mean over all estimators, all batches)
-
-All estimators here are unbiased estimates of the same gradient (up to the O(1/N) shift of a
-baseline estimated on its own batch), so the one with the smaller variance needs fewer samples.
-
-``locomo plot``: return curves of several runs (a Hydra multirun folder), grouped by the
-overrides that differ between them, mean over seeds with a min-max band.
+``locomo plot``: a metric of several runs (a Hydra multirun folder) against env steps, grouped by
+the overrides that differ between them, mean over seeds with a min-max band
+(:func:`plot_curves`); or the behaviour-label mix of their finished episodes as a stacked area
+(:func:`plot_behavior`, also drawn for W&B during training). ``locomo variance``'s bar chart is
+:func:`plot_variance`. Rows that cannot be plotted are counted in :class:`Skipped` and said.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import matplotlib
+import numpy as np
 import yaml
-from omegaconf import DictConfig, OmegaConf
 
-from locomo import losses
-from locomo.algorithm import compute_advantages
-from locomo.buffer import RolloutBatch
-from locomo.config import ConfigError
+from locomo.behavior import LABELS
+from locomo.errors import ConfigError
 from locomo.logging import read_metrics
-from locomo.policy import Actor
 
-ESTIMATOR_RETURNS = ("total", "reward_to_go")
-ESTIMATOR_BASELINES = ("none", "mean", "optimal")
-
-
-def parse_estimator(name: str) -> tuple[str, str]:
-    """``"reward_to_go/mean"`` -> ("reward_to_go", "mean"); ConfigError for anything else."""
-    parts = name.split("/")
-    allowed = ", ".join(f"{r}/{b}" for r in ESTIMATOR_RETURNS for b in ESTIMATOR_BASELINES)
-    if len(parts) != 2 or parts[0] not in ESTIMATOR_RETURNS or parts[1] not in ESTIMATOR_BASELINES:
-        raise ConfigError("estimators", name, f"each must be one of {allowed}")
-    return parts[0], parts[1]
-
-
-def validate_variance(cfg: DictConfig) -> None:
-    """``locomo variance``'s own keys, before any env is built: a non-empty list of distinct
-    estimators, at least two batches."""
-    estimators = list(cfg.estimators)
-    if not estimators:
-        allowed = ", ".join(f"{r}/{b}" for r in ESTIMATOR_RETURNS for b in ESTIMATOR_BASELINES)
-        raise ConfigError("estimators", estimators, f"must be a non-empty list of: {allowed}")
-    for name in estimators:
-        parse_estimator(name)
-    repeated = sorted({name for name in estimators if estimators.count(name) > 1})
-    if repeated:  # one gradient per estimator and batch: a repeat would count each batch twice
-        raise ConfigError("estimators", estimators, f"lists {', '.join(repeated)} more than once")
-    if cfg.batches < 2:
-        raise ConfigError("batches", cfg.batches, "must be >= 2 (a variance needs two samples)")
-
-
-def checkpoint_state(cfg: DictConfig) -> dict[str, Any]:
-    """The checkpoint ``locomo variance`` measures at: a file, a run directory, or the name of a
-    policy shipped in ``assets/`` (``walker``), as render, eval, replay and export resolve it."""
-    from locomo.checkpoint import load
-    from locomo.evaluation import shipped_checkpoint
-
-    return load(shipped_checkpoint(cfg.checkpoint) or cfg.checkpoint)
-
-
-def with_checkpoint_model(cfg: DictConfig, state: dict[str, Any]) -> DictConfig:
-    """``cfg`` with the checkpoint's own ``model.*`` (its policy's layers), as every command that
-    loads a checkpoint builds it; a note names the settings that differ from the composed ones."""
-    from locomo.config import upgrade_saved_config
-
-    stored = upgrade_saved_config(state.get("config") or {}).get("model")
-    if not isinstance(stored, dict):
-        return cfg
-    mine = OmegaConf.to_container(cfg.model)
-    assert isinstance(mine, dict)
-    changed = {key: value for key, value in stored.items() if key in mine and mine[key] != value}
-    if not changed:
-        return cfg
-    shown = " ".join(f"model.{key}={value}" for key, value in changed.items())
-    print(
-        f"locomo: checkpoint={cfg.checkpoint}: measuring with its own model settings ({shown})",
-        file=sys.stderr,
-    )
-    out = cfg.copy()
-    out.model = OmegaConf.merge(cfg.model, changed)
-    return out
-
-
-def estimator_gradient(
-    actor: Actor, batch: RolloutBatch, algo_cfg: Any, returns: str, baseline: str
-) -> torch.Tensor:
-    """The surrogate's gradient [P] for one estimator on one batch (advantages not normalised)."""
-    cfg = OmegaConf.merge(algo_cfg, {"returns": returns, "baseline": baseline, "normalize_advantages": False})
-    adv = compute_advantages(batch, cfg, actor)
-    obs, actions = batch.obs.flatten(0, 1), batch.actions.flatten(0, 1)
-    log_prob = actor.log_prob(obs, actions)
-    loss, _ = losses.policy_surrogate_loss(log_prob, adv.advantages, torch.ones_like(log_prob))
-    grads = torch.autograd.grad(loss, [p for p in actor.parameters()], allow_unused=True)
-    return torch.cat(
-        [
-            (g if g is not None else torch.zeros_like(p)).flatten()
-            for g, p in zip(grads, actor.parameters(), strict=True)
-        ]
-    )
-
-
-def variance_table(gradients: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """Per estimator: variance (trace of covariance), mean-gradient norm, variance relative to |m_ref|^2.
-
-    Args:
-        gradients: name -> [K, P] gradient of each of K batches.
-    """
-    reference = torch.cat(list(gradients.values())).mean(0)
-    ref_sq = float(reference.pow(2).sum())
-    table = {}
-    for name, g in gradients.items():
-        mean = g.mean(0)
-        var = float((g - mean).pow(2).sum(1).sum() / max(g.shape[0] - 1, 1))
-        table[name] = {
-            "variance": var,
-            "mean_norm": float(mean.norm()),
-            "relative_variance": var / ref_sq if ref_sq > 0 else float("nan"),
-        }
-    return table
-
-
-def measure_gradient_variance(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Collect ``cfg.batches`` batches with a fixed policy; return :func:`variance_table`."""
-    from locomo.checkpoint import CheckpointError
-    from locomo.checkpoint_format import check_spaces
-    from locomo.collector import Collector
-    from locomo.envs import TorchVecEnv, make_vec_env
-    from locomo.runner import make_learners, resolve_device, seed_everything
-
-    validate_variance(cfg)
-    estimators = [parse_estimator(name) for name in cfg.estimators]
-    state = None if cfg.checkpoint is None else checkpoint_state(cfg)
-    if state is not None:
-        cfg = with_checkpoint_model(cfg, state)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.train.device)
-    env = TorchVecEnv(make_vec_env(cfg.env, cfg.train.num_envs), device)
-    try:
-        actor, critic, normalizer, scaler = make_learners(cfg, env.spaces, device)
-        steps_per_env = cfg.train.steps_per_iteration // cfg.train.num_envs
-        collector = Collector(env, actor, critic, normalizer, scaler, steps_per_env, device)
-        if state is not None:
-            spaces = env.spaces
-            check_spaces(state, spaces.obs_dim, spaces.action_dim, spaces.discrete, cfg.env.name)
-            try:
-                actor.load_state_dict(state["actor"])
-                normalizer.load_state_dict(state["obs_normalizer"])
-            except (KeyError, RuntimeError) as exc:  # weights that do not fit the model stored with them
-                reason = str(exc).strip().splitlines()
-                raise CheckpointError(
-                    f"checkpoint={cfg.checkpoint}: its policy does not fit its own model settings "
-                    f"({reason[1].strip() if len(reason) > 1 else reason[0] if reason else exc!r}); "
-                    "the file is damaged or was edited; use another checkpoint"
-                ) from exc
-        grads: dict[str, list[torch.Tensor]] = defaultdict(list)
-        obs_raw = env.reset(cfg.seed)
-        from locomo.progress import progress_bar
-
-        with progress_bar(cfg.batches, "variance: batches", "batch") as bar:
-            for _ in range(cfg.batches):
-                batch, obs_raw, _episodes, _terms = collector.collect(obs_raw)
-                batch = RolloutBatch(*(t.clone() for t in batch))  # leave inference mode's tensors behind
-                for returns, baseline in estimators:
-                    grads[f"{returns}/{baseline}"].append(
-                        estimator_gradient(actor, batch, cfg.algo, returns, baseline)
-                    )
-                bar.update(1)
-    finally:
-        env.close()
-    return variance_table({name: torch.stack(g) for name, g in grads.items()})
+matplotlib.use("Agg")  # figures go to files: no display needed, none used
+import matplotlib.pyplot as plt
 
 
 def plot_variance(table: dict[str, dict[str, float]], title: str, path: Path) -> None:
     """Bar chart of relative gradient variance per estimator, labelled with the ratio to the first."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(table)
     values = [table[n]["relative_variance"] for n in names]
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
@@ -207,8 +44,6 @@ def plot_variance(table: dict[str, dict[str, float]], title: str, path: Path) ->
 
 def save_figure(fig: Any, path: Path) -> None:
     """Write a matplotlib figure and close it; a path that cannot be written is a ConfigError on ``out``."""
-    import matplotlib.pyplot as plt
-
     try:
         fig.savefig(path)
     except OSError as exc:
@@ -308,12 +143,6 @@ def plot_curves(
     out and counted in ``skipped``; a run with no finite value of ``metric`` is left out. Returns
     the number of runs (seeds) per label; ConfigError when nothing is left to plot.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     skipped = Skipped() if skipped is None else skipped
     files = metrics_files(runs_dir)
     groups: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
@@ -363,8 +192,6 @@ def behavior_mix(rows: list[dict[str, Any]], window: int) -> tuple[list[float], 
     episodes that finished in it. Returns the env steps at each window's end and, per label
     (in :data:`locomo.behavior.LABELS` order), its fraction in each window (NaN: none finished).
     """
-    from locomo.behavior import LABELS
-
     steps: list[float] = []
     mix: dict[str, list[float]] = {label: [] for label in LABELS}
     for start in range(0, len(rows), window):
@@ -410,12 +237,6 @@ def plot_behavior(
     Rows and values that cannot be plotted are left out and counted in ``skipped`` (as for
     :func:`plot_curves`). Returns the mix of the last window.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     skipped = Skipped() if skipped is None else skipped
     runs = []
     for f in files:
@@ -469,7 +290,3 @@ def plot_behavior(
     fig.tight_layout()
     save_figure(fig, path)
     return {label: values[-1] for label, values in mix.items()}
-
-
-def write_json(data: Any, path: Path) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
