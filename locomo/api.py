@@ -236,11 +236,6 @@ def make_env(name: str, num_envs: int = 1, autoreset: bool = True, **overrides: 
 # Training
 
 
-def _quote(value: str) -> str:
-    """A Hydra override value quoted (a path may hold '=' or ',')."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def train(overrides: Sequence[str] = (), run_dir: str | os.PathLike[str] | None = None) -> Path:
     """Run ``locomo train <overrides>`` in this process (a script or a notebook); return its run directory.
 
@@ -253,7 +248,7 @@ def train(overrides: Sequence[str] = (), run_dir: str | os.PathLike[str] | None 
     """
     from locomo.commands import train as train_command
     from locomo.hydra_job import check_run_dir
-    from locomo.resume import prepare_resume_argv
+    from locomo.launch import Launch
 
     if isinstance(overrides, str):
         raise ConfigError("overrides", overrides, "must be a list of key=value strings, not one string")
@@ -261,25 +256,24 @@ def train(overrides: Sequence[str] = (), run_dir: str | os.PathLike[str] | None 
     for arg in args:
         if arg.startswith("-"):
             raise ConfigError("overrides", arg, "locomo.train runs one job of key=value overrides (no flags)")
-    if run_dir is not None:
-        args = [a for a in args if not a.startswith("hydra.run.dir=")]
-        args.append(f"hydra.run.dir={_quote(str(Path(os.fspath(run_dir)).expanduser()))}")
-    args = prepare_resume_argv(args)  # resume=: the checkpoint's run dir and config, checked
-    check_run_dir(args, train_command.OUTPUT_ROOTS)
-    cfg, hydra_cfg = _compose("train", args)
+    given = None if run_dir is None else str(Path(os.fspath(run_dir)).expanduser())
+    # resume=: the checkpoint's run dir and config, checked and read once
+    launch = train_command.with_resume(Launch(tuple(args), run_dir=given))
+    check_run_dir(launch, train_command.OUTPUT_ROOTS)
+    cfg, hydra_cfg = _compose("train", launch.hydra_args())
     out = Path(str(hydra_cfg.run.dir)).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)  # what Hydra does before the job
-    task = [a for a in args if not a.startswith("hydra.")]
     job = train_command.Job(
         run_dir=out,
-        overrides=task,
+        overrides=launch.task_overrides(),
         hydra_cfg=hydra_cfg,
         record_subdir=hydra_cfg.output_subdir,
         sweep_dir=None,
+        resume=launch.resume,
     )
     from locomo import distributed
 
-    train_command.train(cfg, distributed.current(), job=job)
+    train_command.train(cfg, distributed.current(), job)
     return out
 
 

@@ -3,11 +3,13 @@ has claimed it, and removed again when the job refuses to start.
 
 - :func:`check_run_dir`: the run dir can be created and written (one clear line, not Hydra's
   stack trace later).
-- :func:`prepare_job_record`, :func:`write_job_record`, :func:`write_hydra_record`: locomo asks
+- :func:`record_subdir`, :func:`write_job_record`, :func:`write_hydra_record`: locomo asks
   Hydra not to write its ``.hydra/`` record before the job starts, and the job writes it itself
   once the run dir is its own, so that a refused start cannot rewrite the record of the run in
   progress.
-- :func:`fit_sweep_subdir`: a sweep's job dirs are numbered when their names would be too long.
+- :func:`sweep_subdir`: a sweep's job dirs are numbered when their names would be too long.
+- :func:`created_below`, :func:`run_dir_launch`: what a start may remove again, in its
+  :class:`~locomo.launch.Launch`.
 - :func:`removed_if_refused`: a start refused leaves nothing behind (:func:`remove_refused_start`).
 """
 
@@ -18,6 +20,7 @@ import errno
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.errors import CheckpointError, ConfigError
+from locomo.launch import Launch
 from locomo.outputs import write_text_atomic
 from locomo.paths import NAME_MAX, check_path
 from locomo.rundir import lock_holder, previous_run
@@ -97,21 +101,22 @@ def _writable(path: Path) -> OSError | None:
     return None
 
 
-def check_run_dir(args: list[str], roots: tuple[str, str] | None = ("outputs", "multirun")) -> None:
+def check_run_dir(launch: Launch, roots: tuple[str, str] | None = ("outputs", "multirun")) -> None:
     """Check now that the run directory can be created and written, so that failing is one clear line.
 
-    (Hydra would fail later with a stack trace.) ``roots``: where the command puts its run dirs
-    (single run, sweep) when ``hydra.run.dir`` / ``hydra.sweep.dir`` are not given, i.e. the first
+    (Hydra would fail later with a stack trace.) ``launch``: the command's start, whose
+    ``hydra.run.dir`` / ``hydra.sweep.dir`` (given, or set by locomo) are checked. ``roots``: where
+    the command puts its run dirs (single run, sweep) when those are not given, i.e. the first
     component of the defaults in its conf/*.yaml; None for commands that write into the working
     directory. An explicit ``hydra.run.dir`` is created; for
     one with interpolations (the default ``outputs/<env>/<date>``) the part before the first
     interpolation must be creatable and writable.
     """
     given = {}
-    for arg in args:
-        for key in ("hydra.run.dir", "hydra.sweep.dir"):
-            if arg.startswith(key + "="):
-                given[key] = arg.split("=", 1)[1].strip("'\"")
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        value = launch.value(key)
+        if value is not None:
+            given[key] = value
     for key, value in given.items():  # '' would be the working directory itself
         if not value.strip():
             raise ConfigError(
@@ -120,7 +125,7 @@ def check_run_dir(args: list[str], roots: tuple[str, str] | None = ("outputs", "
                 "it is empty, which would be the working directory; give a directory, or leave it out",
             )
         check_path(key, value)
-    multirun = "-m" in args or "--multirun" in args
+    multirun = launch.multirun
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if key not in given and roots is None:
         return
@@ -129,18 +134,18 @@ def check_run_dir(args: list[str], roots: tuple[str, str] | None = ("outputs", "
     target = Path(static or ".").expanduser()
     # A resume's run dir is locomo.resume's choice (hydra.run.dir from the command line is refused
     # then): what to do is said for the resume.
-    resumed = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("resume=")]
+    resumed = launch.resume.path if launch.resume is not None else None
     if key in given and "${" not in value:
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            if resumed:
-                raise CheckpointError(_unwritable_resume(Path(resumed[-1]), target, exc)) from exc
+            if resumed is not None:
+                raise CheckpointError(_unwritable_resume(resumed, target, exc)) from exc
             raise ConfigError(key, value, f"cannot create the run directory ({exc.strerror})") from exc
     problem = _writable(target)
     if problem is not None:
-        if resumed:
-            raise CheckpointError(_unwritable_resume(Path(resumed[-1]), target, problem))
+        if resumed is not None:
+            raise CheckpointError(_unwritable_resume(resumed, target, problem))
         where = "" if key in given else f" under {Path.cwd()}"
         raise ConfigError(
             key,
@@ -172,15 +177,15 @@ SWEEP_DIRNAME_EXCLUDED = ("seed",)
 _DIRNAME_MARGIN = 16
 
 
-def sweep_dirname_length(args: list[str]) -> int:
-    """About the longest file name a sweep's job dir gets from its overrides (0 when unknown).
+def sweep_dirname_length(overrides: list[str]) -> int:
+    """About the longest file name a sweep's job dir gets from its ``overrides`` (0 when unknown).
 
     Each override counts with its longest value (a sweep's), as Hydra joins them, and a value
     with '/' in it counts per part (each part is a folder of its own).
     """
     parser = OverridesParser.create()
     lines, jobs = [], 1
-    for arg in args:
+    for arg in overrides:
         if arg.startswith("-") or "=" not in arg:
             continue
         try:
@@ -196,107 +201,76 @@ def sweep_dirname_length(args: list[str]) -> int:
     return max(len(os.fsencode(part)) for part in joined.split("/"))
 
 
-def fit_sweep_subdir(args: list[str]) -> list[str]:
-    """``locomo train -m`` arguments whose job dirs fit the file system: numbered only
-    (``hydra.sweep.subdir=${hydra.job.num}``, with a note) when the overrides would make a name
-    longer than it allows (Hydra would fail with "File name too long" after the first jobs'
-    set-up, as a traceback). A ``hydra.sweep.subdir`` given is kept as it is."""
-    if not ("-m" in args or "--multirun" in args) or any(a.startswith("hydra.sweep.subdir=") for a in args):
-        return args
-    length = sweep_dirname_length(args)
+def sweep_subdir(launch: Launch) -> str | None:
+    """For ``locomo train -m``: ``${hydra.job.num}`` (numbered job dirs, said in a note) when the
+    overrides would name the sweep's job dirs longer than the file system allows (Hydra would fail
+    with "File name too long" after the first jobs' set-up, as a traceback); else None (Hydra's
+    names, or the ``hydra.sweep.subdir`` given, which is kept as it is)."""
+    if not launch.multirun or launch.given("hydra.sweep.subdir") is not None:
+        return None
+    length = sweep_dirname_length([text for text, _ in launch.overrides])
     if length <= NAME_MAX - _DIRNAME_MARGIN:
-        return args
+        return None
     print(
         f"locomo: note: this sweep's job directories would be named after its overrides ({length} "
         f"characters; file systems allow {NAME_MAX} per name): they are numbered instead (0, 1, ...); "
         "each job's overrides are in its .hydra/overrides.yaml",
         file=sys.stderr,
     )
-    at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
-    return [*args[:at], "hydra.sweep.subdir=${hydra.job.num}", *args[at:]]
+    return "${hydra.job.num}"
 
 
-# Set by :func:`prepare_job_record`: where the job writes Hydra's ``.hydra/`` record itself (unset:
-# Hydra does, or nobody, as on a resume that keeps the run's original record). Environment
-# variables, not module globals, so that the jobs of a sweep that a launcher runs in other
-# processes (joblib, submitit) see them too.
-HYDRA_RECORD_ENV = "LOCOMO_HYDRA_RECORD"
-# Set by :func:`record_existing`: the deepest folder on the way to the run dir (a sweep's: the sweep
-# dir) that existed before Hydra created the rest; a refused start removes what Hydra made below
-# it (:func:`removed_if_refused`). Unset: keep all.
-CREATED_BELOW_ENV = "LOCOMO_CREATED_BELOW"
-
-
-def _is_multirun(args: list[str]) -> bool:
-    """True when the command line asks Hydra for a sweep."""
-    return "-m" in args or "--multirun" in args
-
-
-def forget_run_dir_env() -> None:
-    """Drop what an earlier command of this process left in :data:`HYDRA_RECORD_ENV` and
-    :data:`CREATED_BELOW_ENV` (the CLI's ``main()`` may run several times in one process)."""
-    os.environ.pop(HYDRA_RECORD_ENV, None)
-    os.environ.pop(CREATED_BELOW_ENV, None)
-
-
-def record_existing(args: list[str], roots: tuple[str, str] = ("outputs", "multirun")) -> None:
-    """Remember (in :data:`CREATED_BELOW_ENV`) the deepest folder of the run dir's path, or of a
-    sweep's folder, that exists now, before Hydra creates the rest and the job's log.
+def created_below(launch: Launch, roots: tuple[str, str] = ("outputs", "multirun")) -> Path:
+    """The deepest folder of the run dir's path, or of a sweep's folder, that exists now, before
+    Hydra creates the rest and the job's log: a refused start removes what Hydra made below it
+    (:func:`removed_if_refused`).
 
     ``roots``: the first folder of the command's default run dir and sweep dir (its
     ``OUTPUT_ROOTS``), used when ``hydra.run.dir`` / ``hydra.sweep.dir`` is not given.
     """
-    multirun = _is_multirun(args)
-    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
-    values = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith(key)]
+    multirun = launch.multirun
+    value = launch.value("hydra.sweep.dir" if multirun else "hydra.run.dir")
     default = (roots[1] if multirun else roots[0]) + "/"
-    existing = Path((values[-1] if values else default).split("${", 1)[0] or ".").expanduser().absolute()
+    static = (value if value is not None else default).split("${", 1)[0]
+    existing = Path(static or ".").expanduser().absolute()
     while not existing.is_dir() and existing != existing.parent:
         existing = existing.parent
-    os.environ[CREATED_BELOW_ENV] = str(existing)
+    return existing
 
 
-def hydra_record_args(args: list[str]) -> tuple[list[str], str | None]:
-    """Arguments with Hydra's ``.hydra/`` record switched off, and where the job writes it.
+def record_subdir(launch: Launch) -> str | None:
+    """Where the job writes Hydra's ``.hydra/`` record itself (None: nowhere), with Hydra's own
+    switched off (:attr:`Launch.hydra_writes_record` False).
 
     Hydra writes the record before the job starts, so a start that the job then refuses (a bad
     value, the run dir is in use or holds another run) would leave a record behind, or rewrite
     the record of the run in progress. The job writes it itself once the run dir is its own
-    (:func:`write_job_record`). A resume keeps the run's record (``hydra.output_subdir=null``
-    already); an explicit ``hydra.output_subdir=<dir>`` is honoured.
+    (:func:`write_job_record`). An explicit ``hydra.output_subdir=<dir>`` is honoured, and
+    ``hydra.output_subdir=null`` writes none.
     """
-    values = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.output_subdir=")]
-    if values and values[-1].lower() in ("null", "none", "~"):
-        return args, None
-    subdir = values[-1] if values else ".hydra"
-    kept = [a for a in args if not a.startswith("hydra.output_subdir=")]
-    # Next to the other overrides: argparse refuses overrides on both sides of a flag (--cfg job).
-    at = next((i for i, a in enumerate(kept) if "=" in a and not a.startswith("-")), len(kept))
-    return [*kept[:at], "hydra.output_subdir=null", *kept[at:]], subdir
+    value = launch.given("hydra.output_subdir")
+    if value is None:
+        return ".hydra"
+    return None if value.lower() in ("null", "none", "~") else value
 
 
-def prepare_job_record(args: list[str]) -> list[str]:
-    """:func:`hydra_record_args`, with where the job writes the record in :data:`HYDRA_RECORD_ENV`."""
-    args, subdir = hydra_record_args(args)
-    if subdir is None:
-        os.environ.pop(HYDRA_RECORD_ENV, None)
-    else:
-        os.environ[HYDRA_RECORD_ENV] = subdir
-    return args
-
-
-def prepare_run_dir_args(args: list[str], roots: tuple[str, str]) -> list[str]:
-    """The ``prepare_argv`` of a command with a run dir of its own (``variance``, ``bench``): a
-    start it refuses leaves nothing behind (:func:`record_existing`, :func:`prepare_job_record`,
+def run_dir_launch(args: list[str], roots: tuple[str, str]) -> Launch:
+    """The :class:`Launch` of a command with a run dir of its own (``variance``, ``bench``): a start
+    it refuses leaves nothing behind (:func:`created_below`, :func:`record_subdir`,
     :func:`removed_if_refused`)."""
-    record_existing(args, roots)
-    return prepare_job_record(args)
+    launch = Launch(tuple(args))
+    return replace(
+        launch,
+        created_below=created_below(launch, roots),
+        hydra_writes_record=False,
+        record_subdir=record_subdir(launch),
+    )
 
 
-def write_job_record(task_cfg: DictConfig) -> None:
-    """The job's ``.hydra/`` record, where :func:`prepare_job_record` said (nothing if nowhere):
-    called by a job once its checks passed, i.e. once its start is no longer refused."""
-    subdir = os.environ.get(HYDRA_RECORD_ENV)
+def write_job_record(task_cfg: DictConfig, subdir: str | None) -> None:
+    """The job's ``.hydra/`` record in ``subdir`` of its run dir (:attr:`Launch.record_subdir`;
+    nothing if None): called by a job once its checks passed, i.e. once its start is no longer
+    refused."""
     if not subdir:
         return
 
@@ -305,25 +279,23 @@ def write_job_record(task_cfg: DictConfig) -> None:
 
 
 @contextlib.contextmanager
-def removed_if_refused() -> Iterator[None]:
+def removed_if_refused(below: Path | None) -> Iterator[None]:
     """Around a Hydra job: when it fails (a refused or interrupted start), remove what Hydra made
-    for it and nobody wrote in since (:func:`remove_refused_start`); the exception goes on.
+    for it below ``below`` (:attr:`Launch.created_below`; None: keep all, e.g. a torchrun rank
+    other than 0) and nobody wrote in since (:func:`remove_refused_start`); the exception goes on.
 
     A job that has started writes its record or files first, so its run dir is kept.
     """
     try:
         yield
     except BaseException:
-        _remove_refused_job()
+        if below is not None:
+            _remove_refused_job(below)
         raise
 
 
-def _remove_refused_job() -> None:
-    """:func:`remove_refused_start` for this process's Hydra job, when :func:`record_existing`
-    said where to stop (unset: keep all, e.g. a torchrun rank other than 0)."""
-    created_below = os.environ.get(CREATED_BELOW_ENV)
-    if created_below is None:
-        return
+def _remove_refused_job(below: Path) -> None:
+    """:func:`remove_refused_start` for this process's Hydra job, up to ``below``."""
 
     try:
         hydra_cfg = HydraConfig.get()
@@ -333,7 +305,7 @@ def _remove_refused_job() -> None:
     if hydra_cfg.mode == RunMode.MULTIRUN:  # from where locomo started: hydra.job.chdir may have moved
         sweep = Path(str(hydra_cfg.runtime.cwd)) / str(hydra_cfg.sweep.dir)
     log = f"{hydra_cfg.job.name}.log"
-    remove_refused_start(hydra_run_dir(), Path(created_below), log, sweep_dir=sweep)
+    remove_refused_start(hydra_run_dir(), below, log, sweep_dir=sweep)
 
 
 def remove_refused_start(

@@ -2,16 +2,17 @@
 
 Two steps, because Hydra fixes the run directory before the job starts:
 
-1. :func:`prepare_resume_argv` (in ``locomo.cli.main``, before Hydra): finds the newest
-   complete checkpoint, refuses overrides a resumed run cannot honour, and points Hydra's run
-   dir at the checkpoint's run dir (``hydra.run.dir=<run dir>``, ``hydra.output_subdir=null``
-   so the run's original ``.hydra/`` record stays as it was). A checkpoint file that is not in
-   a run's ``checkpoints/`` directory continues in a new run dir.
+1. :func:`resolve_resume` (``locomo train``'s :func:`~locomo.commands.train.prepare`, before
+   Hydra): finds the newest complete checkpoint, reads it, and refuses overrides a resumed run
+   cannot honour. The :class:`~locomo.launch.Resume` it returns (path, contents, run dir) goes
+   into the job's :class:`~locomo.launch.Launch`, which points Hydra's run dir at the
+   checkpoint's run dir (with Hydra's ``.hydra/`` record off, so that the run's original record
+   stays as it was). A checkpoint file that is not in a run's ``checkpoints/`` directory
+   continues in a new run dir.
 2. :func:`resumed_config` (inside the Hydra job): the config is the checkpoint's, with only
    the overrides in :data:`RESUME_OVERRIDABLE` applied.
 
-The checkpoint is read once: step 1 keeps what it loaded for step 2 (same process), which reads
-the file again only when it was not the one step 1 chose (e.g. a job started some other way).
+The checkpoint is read once: step 2 gets step 1's :class:`~locomo.launch.Resume` with the job.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.config_rules import resolve_total_steps
 from locomo.errors import CheckpointError, ConfigError
+from locomo.launch import Launch, Resume
 
 # What a resumed run may change: how long it goes on (in iterations or env steps), how it saves
 # and logs, and where it computes. Everything else (env, algorithm, model, seed, batch sizes)
@@ -51,55 +52,42 @@ RESUME_OVERRIDABLE = (
 )
 _HYDRA_KEYS_SET_BY_RESUME = ("hydra.run.dir", "hydra.output_subdir")
 
-# The checkpoint prepare_resume_argv chose, and its contents, for resumed_config in the same process.
-_PREPARED: dict[Path, dict[str, Any]] = {}
-
-
-def _is_override(arg: str) -> bool:
-    """Command-line arguments that are Hydra overrides (not flags such as ``--cfg job``)."""
-    return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
-
-
-def _quote(value: str) -> str:
-    """A Hydra override value in single quotes (for paths with spaces or special characters)."""
-    return "'" + value.replace("'", "\\'") + "'"
-
 
 def run_dir_of(checkpoint: Path) -> Path | None:
     """The run dir a checkpoint belongs to (``<run>/checkpoints/<file>``), else None."""
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
 
 
-def prepare_resume_argv(args: list[str]) -> list[str]:
-    """``locomo train`` arguments with ``resume=`` resolved; unchanged when there is none.
+def resolve_resume(launch: Launch) -> Resume | None:
+    """The checkpoint that ``launch``'s ``resume=`` continues, read, and where the run goes on;
+    None when there is no ``resume=`` (or an override that does not parse: Hydra reports it).
 
     Raises ConfigError for an override a resume cannot honour and CheckpointError when there
     is no usable checkpoint, before Hydra creates or touches any directory.
     """
-    parser = OverridesParser.create()
-    parsed = []
-    for arg in args:
-        if _is_override(arg):
-            try:
-                parsed.append((arg, parser.parse_override(arg)))
-            except HydraException:
-                return args  # a syntax error: Hydra reports it
-    resume_args = [(arg, o) for arg, o in parsed if o.key_or_group == "resume"]
+    parsed = launch.overrides
+    if any(o is None for _, o in parsed):
+        return None
+    resume_args = [(arg, o) for arg, o in parsed if o is not None and o.key_or_group == "resume"]
     if not resume_args or resume_args[-1][1].value() is None:
-        return args
+        return None
     value = str(resume_args[-1][1].value())
-    if "-m" in args or "--multirun" in args:
+    if launch.multirun:
         raise ConfigError("resume", value, "cannot be combined with -m/--multirun: resume one run at a time")
     allowed = ", ".join(RESUME_OVERRIDABLE)
-    for arg, o in parsed:
-        key = o.key_or_group
+    given = [
+        (o.key_or_group, arg.split("=", 1)[1] if "=" in arg else arg) for arg, o in parsed if o is not None
+    ]
+    if launch.run_dir is not None:  # locomo.train(run_dir=...)
+        given.append(("hydra.run.dir", launch.run_dir))
+    for key, text in given:
         if key == "resume" or key in RESUME_OVERRIDABLE:
             continue
         if key.startswith("hydra.") and key not in _HYDRA_KEYS_SET_BY_RESUME:
             continue
         raise ConfigError(
             key,
-            arg.split("=", 1)[1] if "=" in arg else arg,
+            text,
             f"cannot be changed when resuming: the config comes from the checkpoint (a resume may "
             f"set only {allowed}); to train with other settings, start a new run",
         )
@@ -145,31 +133,28 @@ def prepare_resume_argv(args: list[str]) -> list[str]:
     fallback = describe_fallback(path, skipped)
     if fallback is not None:
         print(f"locomo: warning: {fallback}", file=sys.stderr)
-    _PREPARED.clear()
-    _PREPARED[path.resolve()] = state
-    kept = [arg for arg in args if all(arg is not r for r, _ in resume_args)]
-    out = [*kept, f"resume={_quote(str(path.resolve()))}"]
     if run_dir is not None:
-        out += [f"hydra.run.dir={_quote(str(run_dir))}", "hydra.output_subdir=null"]
-    else:
-        env_name = state.get("config", {}).get("env", {}).get("name", "resumed")
-        stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        out.append(f"hydra.run.dir={_quote(str(Path('outputs') / str(env_name) / stamp))}")
-    return out
+        return Resume(path=path.resolve(), state=state, run_dir=run_dir, in_place=True)
+    env_name = state.get("config", {}).get("env", {}).get("name", "resumed")
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    new_dir = Path("outputs") / str(env_name) / stamp
+    return Resume(path=path.resolve(), state=state, run_dir=new_dir, in_place=False)
 
 
-def resumed_config(cfg: DictConfig, task_overrides: list[str]) -> tuple[DictConfig, Path, dict[str, Any]]:
+def resumed_config(
+    cfg: DictConfig, task_overrides: list[str], resume: Resume | None
+) -> tuple[DictConfig, Path, dict[str, Any]]:
     """The checkpoint's config plus the allowed overrides; also the checkpoint path and contents.
 
-    ``cfg.resume`` is the checkpoint file that :func:`prepare_resume_argv` resolved;
+    ``cfg.resume`` is the checkpoint file that :func:`resolve_resume` chose, and ``resume`` what
+    it read (None, or another file: a job started some other way, which reads ``cfg.resume``);
     ``task_overrides`` are the command line's overrides (Hydra's ``overrides.task``).
     """
     from locomo.checkpoint import load_latest
     from locomo.checkpoint_format import require_resumable, stored_config
 
-    prepared = _PREPARED.pop(Path(cfg.resume).expanduser().resolve(), None)
-    if prepared is not None:
-        path, state = Path(cfg.resume), prepared
+    if resume is not None and resume.path == Path(cfg.resume).expanduser().resolve():
+        path, state = Path(cfg.resume), resume.state
     else:
         path, state = load_latest(cfg.resume)
     require_resumable(state, path)

@@ -47,7 +47,7 @@ def test_cfg_job_prints_config(locomo_cli):
 def test_overrides_are_checked_before_hydra_and_flags_are_not_overrides():
     """Issue "Nothing lost to a typo", part 5: Hydra's flags and their values pass; each value of
     a sweep is checked; an unparsable override says how to quote it."""
-    from locomo.cli import check_overrides
+    from locomo.composition import check_overrides
     from locomo.errors import ConfigError
 
     check_overrides(["--cfg", "job", "-cd", "conf=1", "-m", "seed=0,1", "env.name=my_walker-2.0"])
@@ -61,3 +61,28 @@ def test_overrides_are_checked_before_hydra_and_flags_are_not_overrides():
     (advice,) = shlex.split(str(info.value).split("quoted for Hydra: ", 1)[1].split(" (the outer", 1)[0])
     assert advice == "out='x=\"y'"
     check_overrides([advice])
+
+
+def test_hydras_command_line_is_built_from_the_launch_alone():
+    """Issue 19: what locomo sets of Hydra's config (a resume's checkpoint and run dir, rank 0's run
+    dir, the record the job writes itself) replaces the command line's keys, after its overrides
+    (argparse wants them together), with values Hydra reads back whole."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from locomo.launch import Launch, Resume, quoted
+
+    parser = OverridesParser.create()
+    for value in ["a b/c=d,e", "it's", "back\\slash", "ends\\", "x\\'y"]:
+        assert parser.parse_override(f"k={quoted(value)}").value() == value
+    given = ("seed=1", "hydra.output_subdir=mine", "resume=run", "--cfg", "job")
+    resume = Resume(Path("/r/checkpoints/iter_000002.pt"), {}, Path("/r"), in_place=True)
+    launch = Launch(given, resume=resume, hydra_writes_record=False)
+    assert launch.hydra_args() == [
+        "seed=1", "resume='/r/checkpoints/iter_000002.pt'", "hydra.run.dir='/r'", "hydra.output_subdir=null",
+        "--cfg", "job",
+    ]  # fmt: skip
+    assert launch.task_overrides() == ["seed=1", "resume='/r/checkpoints/iter_000002.pt'"]
+    assert launch.given("hydra.output_subdir") == "mine" and launch.value("hydra.output_subdir") is None
+    follower = Launch(("-m", "seed=1", "hydra.run.dir=x"), run_dir="/rank0 dir", follower=True)
+    assert follower.hydra_args() == ["-m", "seed=1", "hydra.run.dir='/rank0 dir'", "hydra/job_logging=none"]
+    assert Launch(("--help",)).hydra_args() == ["--help"]

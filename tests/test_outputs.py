@@ -157,12 +157,12 @@ def test_overwrite_refuses_a_users_directory_and_adds_nothing_to_it(tmp_path: Pa
 
 
 def test_variance_refuses_an_earlier_measurement_without_overwrite(tmp_path: Path):
-    from locomo.commands.variance import prepare_argv
+    from locomo.commands.variance import prepare
 
     (tmp_path / "gradient_variance.json").write_text("{}\n")
     with pytest.raises(ConfigError, match="holds an earlier measurement"):
-        prepare_argv([f"hydra.run.dir={tmp_path}"])
-    assert prepare_argv([f"hydra.run.dir={tmp_path}", "overwrite=true"])
+        prepare([f"hydra.run.dir={tmp_path}"])
+    assert prepare([f"hydra.run.dir={tmp_path}", "overwrite=true"]).record_subdir == ".hydra"
 
 
 # -- one run stays one run

@@ -210,9 +210,11 @@ def test_resume_from_a_checkpoint_outside_a_run_dir_starts_a_new_run_dir(
 
 
 def test_resume_reads_the_checkpoint_once_for_both_steps(tmp_path: Path, monkeypatch):
-    """prepare_resume_argv (before Hydra) hands what it loaded to resumed_config (in the job)."""
+    """resolve_resume (before Hydra) hands what it loaded to resumed_config (in the job), in the
+    start's Launch."""
     from locomo import checkpoint
-    from locomo.resume import prepare_resume_argv, resumed_config
+    from locomo.launch import Launch
+    from locomo.resume import resolve_resume, resumed_config
     from tests.conftest import TINY, compose, run_locomo
 
     trained = run_locomo(
@@ -223,17 +225,18 @@ def test_resume_reads_the_checkpoint_once_for_both_steps(tmp_path: Path, monkeyp
     reads: list[Path] = []
     real = checkpoint.load_file
     monkeypatch.setattr(checkpoint, "load_file", lambda p, *a, **k: reads.append(Path(p)) or real(p, *a, **k))
-    args = prepare_resume_argv([f"resume={tmp_path / 'run'}", "train.iterations=5"])
-    chosen = next(a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("resume="))
+    resume = resolve_resume(Launch((f"resume={tmp_path / 'run'}", "train.iterations=5")))
+    assert resume is not None and resume.in_place and resume.run_dir == (tmp_path / "run").resolve()
+    chosen = str(resume.path)
     before = len(reads)
     assert before >= 1 and Path(chosen).name == "iter_000002.pt"
     cfg = compose("env=inverted_pendulum", f"resume={chosen}", "train.iterations=5")
-    resumed, path, state = resumed_config(cfg, ["train.iterations=5"])
+    resumed, path, state = resumed_config(cfg, ["train.iterations=5"], resume)
     assert len(reads) == before  # no second read
     assert resumed.train.iterations == 5 and int(state["counters"]["iteration"]) == 2
     assert path == Path(chosen)
     # A job started without step 1 (or for another file) still reads it itself.
-    again = resumed_config(cfg, ["train.iterations=5"])
+    again = resumed_config(cfg, ["train.iterations=5"], None)
     assert len(reads) == before + 1 and again[2]["counters"] == state["counters"]
 
 

@@ -1,5 +1,5 @@
 """Issue 17, "Nothing lost to a typo": the command line is composed once before Hydra's app runs
-(:func:`locomo.cli.check_composition`), so that an unknown key or group option, or a value of the
+(:func:`locomo.composition.check_composition`), so that an unknown key or group option, or a value of the
 wrong type, is one line and exit 2; a start refused later leaves nothing behind
 (:func:`locomo.hydra_job.removed_if_refused`).
 
@@ -17,8 +17,9 @@ import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from locomo import cli
+from locomo import composition
 from locomo.cli_help import register_help_resolver
+from locomo.commands import load as load_command
 from locomo.config import register_configs
 from locomo.errors import ConfigError
 from locomo.hydra_job import remove_refused_start
@@ -86,7 +87,7 @@ def test_an_added_env_kwarg_quoting_and_hydra_overrides_run(tmp_path: Path, monk
     ],
 )
 def test_what_hydra_handles_itself_passes_the_check(command: str, args: list[str]):
-    cli.check_composition(command, cli.load_command(command).CONFIG, args)
+    composition.check_composition(command, load_command(command).CONFIG, args)
 
 
 @pytest.mark.parametrize(
@@ -102,12 +103,12 @@ def test_what_hydra_handles_itself_passes_the_check(command: str, args: list[str
     ],
 )
 def test_what_only_hydra_can_check_is_left_to_it(args: list[str]):
-    cli.check_composition("train", "train", args)
+    composition.check_composition("train", "train", args)
 
 
 def test_an_error_inside_a_sweep_names_the_job_and_that_none_started():
     with pytest.raises(ConfigError) as info:
-        cli.check_composition("train", "train", ["-m", "seed=0,1", "algo.lr=3e-4,-1"])
+        composition.check_composition("train", "train", ["-m", "seed=0,1", "algo.lr=3e-4,-1"])
     assert str(info.value) == (
         "algo.lr=-1.0 is invalid: must be > 0 (sweep job #1 of 4: seed=0 algo.lr=-1; no job was started)"
     )
@@ -115,7 +116,7 @@ def test_an_error_inside_a_sweep_names_the_job_and_that_none_started():
 
 def test_a_sweep_of_one_job_says_no_more_than_a_run():
     with pytest.raises(ConfigError) as info:
-        cli.check_composition("train", "train", ["-m", "algo.lr=-1"])
+        composition.check_composition("train", "train", ["-m", "algo.lr=-1"])
     assert str(info.value) == "algo.lr=-1.0 is invalid: must be > 0"
 
 
@@ -123,7 +124,7 @@ def test_sweep_jobs_are_numbered_and_made_as_hydras_basic_sweeper_makes_them():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     task = ["seed=0,1,2", "algo.lr=1e-3,3e-4", "env=cartpole", "+env.kwargs.frame_skip=2,3"]
-    sweep = cli._sweep_jobs(["hydra.run.dir=x", *task])
+    sweep = composition._sweep_jobs(["hydra.run.dir=x", *task])
     assert sweep is not None
     hydra_args, jobs, total = sweep
     hydras = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(task), None)[0]
@@ -133,12 +134,12 @@ def test_sweep_jobs_are_numbered_and_made_as_hydras_basic_sweeper_makes_them():
 
 
 def test_a_large_sweep_checks_a_bounded_set_of_jobs_holding_every_value():
-    _, jobs, total = cli._sweep_jobs(["seed=range(0,200)", "train.num_envs=2,4,8"]) or ([], [], 0)
+    _, jobs, total = composition._sweep_jobs(["seed=range(0,200)", "train.num_envs=2,4,8"]) or ([], [], 0)
     assert total == 600
-    assert len(jobs) == cli.MAX_CHECKED_JOBS
+    assert len(jobs) == composition.MAX_CHECKED_JOBS
     seen = {(a, b) for _, (a, b) in jobs}
     assert {b for _, b in seen} == {"train.num_envs=2", "train.num_envs=4", "train.num_envs=8"}
-    _, jobs, total = cli._sweep_jobs(["seed=range(0,20)", "train.num_envs=2,4,8"]) or ([], [], 0)
+    _, jobs, total = composition._sweep_jobs(["seed=range(0,20)", "train.num_envs=2,4,8"]) or ([], [], 0)
     assert len(jobs) == total == 60  # small enough: every job
     assert {tuple(job) for _, job in jobs} == {
         (f"seed={s}", f"train.num_envs={n}") for s, n in itertools.product(range(20), (2, 4, 8))
@@ -154,9 +155,9 @@ def test_a_hydra_app_running_in_this_process_is_left_as_it_was(tmp_path: Path):
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         outer = GlobalHydra.instance().hydra
-        cli.check_composition("train", "train", ["seed=1"])
+        composition.check_composition("train", "train", ["seed=1"])
         with pytest.raises(ConfigError):
-            cli.check_composition("train", "train", ["bogus=1"])
+            composition.check_composition("train", "train", ["bogus=1"])
         assert GlobalHydra.instance().hydra is outer
 
 

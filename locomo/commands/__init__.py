@@ -2,8 +2,9 @@
 
 Each command module defines ``CONFIG`` (the name of its ``conf/<CONFIG>.yaml``, which Hydra
 composes), ``run(cfg)`` (validate, then do the work), and optionally ``OUTPUT_ROOTS`` (where its
-run dirs go, for commands that have one) and ``prepare_argv(args)`` (a rewrite of the command
-line before Hydra parses it), and ``CLAIMS_RUN_DIR`` (its ``locomo:`` lines reach the job's log file
+run dirs go, for commands that have one), ``prepare(args)`` (the command's
+:class:`locomo.launch.Launch`, decided from the command line before Hydra runs; its ``run`` is
+then ``run(cfg, launch)``), and ``CLAIMS_RUN_DIR`` (its ``locomo:`` lines reach the job's log file
 only after it calls :func:`locomo.messages.release`). Heavy imports (torch, MuJoCo) happen inside
 ``run``, so a bad command line fails fast.
 """

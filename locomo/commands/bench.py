@@ -34,6 +34,7 @@ from locomo.benchmarks.samplers import ENV_ID, measure_samplers, raw_default_set
 from locomo.benchmarks.training import measure_locomo_train, measure_locomo_train_ranks, measure_sb3
 from locomo.envs.pool import available_cores
 from locomo.errors import ConfigError
+from locomo.launch import Launch
 from locomo.validation import validate_bench
 
 CONFIG = "bench"
@@ -269,12 +270,12 @@ def bench_settings(cfg: DictConfig) -> DictConfig:
     return settings
 
 
-def prepare_argv(args: list[str]) -> list[str]:
+def prepare(args: list[str]) -> Launch:
     """Hydra's ``.hydra/`` record left to the job, so that a refused start leaves nothing behind
-    (:func:`locomo.hydra_job.prepare_run_dir_args`)."""
-    from locomo.hydra_job import prepare_run_dir_args
+    (:func:`locomo.hydra_job.run_dir_launch`)."""
+    from locomo.hydra_job import run_dir_launch
 
-    return prepare_run_dir_args(args, OUTPUT_ROOTS)
+    return run_dir_launch(args, OUTPUT_ROOTS)
 
 
 def check_writable(path: Path, key: str, value: str) -> None:
@@ -303,18 +304,18 @@ def check_writable(path: Path, key: str, value: str) -> None:
                 break
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, launch: Launch) -> dict[str, Any]:
     """Run the benchmark in this job's run dir, print the table, write the JSON; return the result.
 
     A start refused (a bad value or ``bench.out``) leaves nothing behind, not even the run dir.
     """
     from locomo.hydra_job import removed_if_refused
 
-    with removed_if_refused():
-        return _run(cfg)
+    with removed_if_refused(launch.created_below):
+        return _run(cfg, launch)
 
 
-def _run(cfg: DictConfig) -> dict[str, Any]:
+def _run(cfg: DictConfig, launch: Launch) -> dict[str, Any]:
     """:func:`run` without the clean-up of a refused start."""
     from locomo import messages
     from locomo.hydra_job import hydra_run_dir, write_job_record
@@ -327,7 +328,8 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     target = run_dir / "bench.json" if settings.out is None else settings.out
     out = safe_output(target, "json", "bench.out", cfg.overwrite)
     check_writable(out, "bench.out", str(target))
-    write_job_record(cfg)  # the run dir is this job's now: its record, and its lines into bench.log
+    # The run dir is this job's now: its record, and its lines into bench.log.
+    write_job_record(cfg, launch.record_subdir)
     messages.release()
     result = run_bench(settings, cfg.seed, run_dir)
     print(format_table(result))

@@ -4,9 +4,8 @@ claims the run dir, and hands the loop to :class:`locomo.runner.Runner`."""
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,14 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from locomo.config_rules import resolve_total_steps
 from locomo.errors import ConfigError
-from locomo.hydra_job import (
-    CREATED_BELOW_ENV,
-    HYDRA_RECORD_ENV,
-    fit_sweep_subdir,
-    prepare_job_record,
-    record_existing,
-    removed_if_refused,
-)
+from locomo.hydra_job import created_below, record_subdir, removed_if_refused, sweep_subdir
+from locomo.launch import Launch, Resume
 from locomo.paths import pin_xml_file
 from locomo.validation import validate_config
 
@@ -37,54 +30,66 @@ CLAIMS_RUN_DIR = True
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
 
 
-def _empty_resume(args: list[str]) -> None:
+def _empty_resume(launch: Launch) -> None:
     """``resume=''`` would name the working directory: refuse it (one line) instead."""
-    for arg in args:
-        if arg.startswith("resume=") and not arg.split("=", 1)[1].strip().strip("'\"").strip():
+    for _, override in launch.overrides:
+        if override is None or override.key_or_group != "resume" or override.value() is None:
+            continue
+        if not str(override.value()).strip().strip("'\"").strip():
             raise ConfigError(
                 "resume", "", "it is empty, not a run; give the run directory or checkpoint to continue"
             )
 
 
-def prepare_argv(args: list[str]) -> list[str]:
-    """The command line as Hydra should see it: a resume's overrides checked and completed
-    (:func:`locomo.resume.prepare_resume_argv`), and Hydra's ``.hydra/`` record left to the job.
+def with_resume(launch: Launch) -> Launch:
+    """``launch`` with its ``resume=``'s checkpoint chosen, read and checked
+    (:func:`locomo.resume.resolve_resume`); unchanged when there is none."""
+    from locomo.resume import resolve_resume
+
+    _empty_resume(launch)
+    resume = resolve_resume(launch)
+    return launch if resume is None else replace(launch, resume=resume)
+
+
+def prepare(args: list[str]) -> Launch:
+    """This start's :class:`~locomo.launch.Launch`, before Hydra runs: a resume's checkpoint
+    (:func:`with_resume`), Hydra's ``.hydra/`` record left to the job, what a refused start may
+    remove, numbered job dirs for a sweep whose names would be too long.
 
     Under torchrun, the ranks join the job here, and ranks other than 0 wait for the run dir
     rank 0 claims (:func:`follow_rank0`).
     """
-    from locomo.resume import prepare_resume_argv
-
-    _empty_resume(args)
-    args = prepare_resume_argv(args)
+    launch = with_resume(Launch(tuple(args)))
     from locomo import distributed
 
     if distributed.world_size_from_env() > 1:
-        if "-m" in args or "--multirun" in args:
+        if launch.multirun:
             raise ConfigError(
                 "-m/--multirun", "torchrun", "a torchrun job trains one run; start a sweep without torchrun"
             )
         group = distributed.init()
         if not group.is_main:
-            os.environ.pop(HYDRA_RECORD_ENV, None)
-            os.environ.pop(CREATED_BELOW_ENV, None)  # rank 0's run dir: never this rank's to remove
-            return follow_rank0(args, group)
-    record_existing(args, OUTPUT_ROOTS)  # a refused start (or sweep job) removes what Hydra made
-    args = fit_sweep_subdir(args)
-    return prepare_job_record(args)  # the job writes Hydra's .hydra/ record once the run dir is its own
+            return follow_rank0(launch, group)
+    below = created_below(launch, OUTPUT_ROOTS)  # a refused start (or sweep job) removes what Hydra made
+    return replace(
+        launch,
+        created_below=below,
+        sweep_subdir=sweep_subdir(launch),
+        hydra_writes_record=False,  # the job writes it once the run dir is its own
+        record_subdir=None if launch.resume is not None and launch.resume.in_place else record_subdir(launch),
+    )
 
 
-def follow_rank0(args: list[str], group: Group) -> list[str]:
+def follow_rank0(launch: Launch, group: Group) -> Launch:
     """A rank other than 0: the run dir is the one rank 0 claimed (Hydra's timestamped default
-    would differ between processes); it writes nothing there, not even Hydra's log."""
+    would differ between processes); it writes nothing there, not even Hydra's log, and never
+    removes it."""
     from locomo.errors import DistributedError
 
     status, value = group.broadcast(None)
     if status != "ok":
         raise DistributedError(f"rank {group.rank}: rank 0 did not start the run ({value})")
-    kept = [a for a in args if not a.startswith(("hydra.run.dir=", "hydra.output_subdir="))]
-    quoted = "'" + value.replace("'", "\\'") + "'"
-    return [*kept, f"hydra.run.dir={quoted}", "hydra.output_subdir=null", "hydra/job_logging=none"]
+    return replace(launch, run_dir=value, hydra_writes_record=False, follower=True)
 
 
 @dataclass
@@ -98,10 +103,11 @@ class Job:
     hydra_cfg: Any  # Hydra's config, for the ``.hydra/`` record
     record_subdir: str | None  # where in the run dir the ``.hydra/`` record goes (None: nowhere)
     sweep_dir: str | None  # a sweep's folder (its runs share a W&B group named after it), else None
+    resume: Resume | None = None  # the checkpoint a resume continues, as read before the job
 
 
-def hydra_job() -> Job:
-    """The :class:`Job` of the Hydra app this process runs in (``locomo train``)."""
+def hydra_job(launch: Launch) -> Job:
+    """The :class:`Job` of the Hydra app this process runs in (``locomo train``), started as ``launch``."""
     from locomo.hydra_job import hydra_run_dir
 
     hydra_cfg = HydraConfig.get()
@@ -109,32 +115,34 @@ def hydra_job() -> Job:
         run_dir=hydra_run_dir(),
         overrides=list(hydra_cfg.overrides.task),
         hydra_cfg=hydra_cfg,
-        record_subdir=os.environ.get(HYDRA_RECORD_ENV),
+        record_subdir=launch.record_subdir,
         sweep_dir=str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None,
+        resume=launch.resume,
     )
 
 
-def run(cfg: DictConfig) -> float:
+def run(cfg: DictConfig, launch: Launch) -> float:
     """Train a policy; returns the final mean episodic return (for Hydra sweepers).
 
     With ``resume=`` the config is the checkpoint's (see :mod:`locomo.resume`) and the run
     continues in the checkpoint's run dir. A new run refuses a run dir that holds another run
     (:func:`locomo.rundir.claim_run_dir`).
     """
-    with removed_if_refused():  # a refused (or interrupted) start leaves nothing behind
-        return _run(cfg)
+    with removed_if_refused(launch.created_below):  # a refused (or interrupted) start leaves nothing behind
+        return _run(cfg, launch)
 
 
-def _run(cfg: DictConfig) -> float:
+def _run(cfg: DictConfig, launch: Launch) -> float:
     """:func:`run` without the clean-up of a refused start."""
     from locomo import distributed
 
     group = distributed.current()
+    job = hydra_job(launch)
     if not group.active:
-        return train(cfg, group)
+        return train(cfg, group, job)
     announced: list[bool] = []
     try:
-        ret = train(cfg, group, announced)
+        ret = train(cfg, group, job, announced)
     except BaseException as exc:
         if group.is_main and not announced:  # the others wait to hear where the run is
             # If they are gone already, rank 0's own error is the one to show.
@@ -145,22 +153,18 @@ def _run(cfg: DictConfig) -> float:
     return ret
 
 
-def train(
-    cfg: DictConfig, group: Group, announced: list[bool] | None = None, job: Job | None = None
-) -> float:
+def train(cfg: DictConfig, group: Group, job: Job, announced: list[bool] | None = None) -> float:
     """:func:`run` in this process; in a multi-process job, rank 0 claims the run dir and tells
     the other ranks (appending to ``announced`` once it has), which only train.
 
-    ``job``: where it runs; None: the Hydra app's (:func:`hydra_job`).
+    ``job``: where it runs (the Hydra app's, :func:`hydra_job`, or the caller's).
     """
-    if job is None:
-        job = hydra_job()
     job_cfg = cfg
     resume_state, resume_path = None, None
     if cfg.resume is not None:
         from locomo.resume import resumed_config
 
-        cfg, resume_path, resume_state = resumed_config(cfg, job.overrides)
+        cfg, resume_path, resume_state = resumed_config(cfg, job.overrides, job.resume)
     else:
         cfg.env.xml_sha256 = None  # a new run's model is pinned below, from the file found now
     resolve_total_steps(cfg, job.overrides)  # train.total_steps -> train.iterations, before any check

@@ -9,7 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from locomo import messages
 from locomo.errors import ConfigError
-from locomo.hydra_job import hydra_run_dir, prepare_run_dir_args, removed_if_refused, write_job_record
+from locomo.hydra_job import hydra_run_dir, removed_if_refused, run_dir_launch, write_job_record
+from locomo.launch import Launch
 from locomo.outputs import atomic_output, is_run_dir, safe_output
 from locomo.preflight import check_resources
 from locomo.validation import validate_config
@@ -22,20 +23,15 @@ CLAIMS_RUN_DIR = True
 OUTPUTS = ("gradient_variance.json", "gradient_variance.png")
 
 
-def _given(args: list[str], key: str) -> str | None:
-    """The last ``key=value`` of the command line (quotes stripped), or None."""
-    values = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith(key + "=")]
-    return values[-1] if values else None
-
-
-def prepare_argv(args: list[str]) -> list[str]:
+def prepare(args: list[str]) -> Launch:
     """Refuse, before Hydra creates anything, a ``hydra.run.dir`` that holds a training run
     (whatever ``overwrite`` says: it is another command's run), or an earlier measurement unless
     ``overwrite=true``; and leave Hydra's ``.hydra/`` record to the job
-    (:func:`locomo.hydra_job.prepare_run_dir_args`), so that a start refused later leaves nothing."""
-    value = _given(args, "hydra.run.dir")
+    (:func:`locomo.hydra_job.run_dir_launch`), so that a start refused later leaves nothing."""
+    launch = run_dir_launch(args, OUTPUT_ROOTS)
+    value = launch.given("hydra.run.dir")
     if value is None or "${" in value:  # the default: a new timestamped directory
-        return prepare_run_dir_args(args, OUTPUT_ROOTS)
+        return launch
     if not value.strip():
         raise ConfigError("hydra.run.dir", value, "it is empty; give a directory (or leave it out)")
     run_dir = Path(value).expanduser()
@@ -46,7 +42,7 @@ def prepare_argv(args: list[str]) -> list[str]:
             "it holds a training run, which locomo variance never writes into (not even with "
             "overwrite=true); give a directory of its own",
         )
-    overwrite = (_given(args, "overwrite") or "false").lower() in ("true", "1", "yes")
+    overwrite = (launch.given("overwrite") or "false").lower() in ("true", "1", "yes")
     earlier = [name for name in OUTPUTS if (run_dir / name).exists()]
     if earlier and not overwrite:
         raise ConfigError(
@@ -55,20 +51,20 @@ def prepare_argv(args: list[str]) -> list[str]:
             f"it holds an earlier measurement ({', '.join(earlier)}); give another directory, or add "
             "overwrite=true to replace it",
         )
-    return prepare_run_dir_args(args, OUTPUT_ROOTS)
+    return launch
 
 
-def run(cfg: DictConfig) -> None:
+def run(cfg: DictConfig, launch: Launch) -> None:
     """Measure each estimator's gradient variance over independent batches from one policy.
 
     A start refused (a bad value or checkpoint) or interrupted before the measurement is done
     leaves nothing behind: not even the run dir Hydra made for it.
     """
-    with removed_if_refused():
-        _run(cfg)
+    with removed_if_refused(launch.created_below):
+        _run(cfg, launch)
 
 
-def _run(cfg: DictConfig) -> None:
+def _run(cfg: DictConfig, launch: Launch) -> None:
     """:func:`run` without the clean-up of a refused start."""
     validate_config(cfg)
     # Here, not at the top: torch and matplotlib load only once the command runs.
@@ -82,7 +78,7 @@ def _run(cfg: DictConfig) -> None:
     record = OmegaConf.to_yaml(cfg)  # the config as composed, for Hydra's record of the job
     table = variance.measure_gradient_variance(cfg)  # the checkpoint (checkpoint=) is checked in here
     # Measured: the run dir is this job's now (its record, and its lines so far into variance.log).
-    write_job_record(OmegaConf.create(record))
+    write_job_record(OmegaConf.create(record), launch.record_subdir)
     messages.release()
     with atomic_output(json_path) as tmp:
         variance.write_json(table, tmp)
