@@ -62,7 +62,7 @@ try:
         write_traceback,
     )
     from locomo.hydra_job import check_run_dir
-    from locomo.launch import Launch
+    from locomo.launch import PRINT_ONLY_FLAGS, Launch
     from locomo.messages import job_messages
     from locomo.paths import CONF_DIR
     from locomo.signals import handled_stop_signals
@@ -321,8 +321,16 @@ def main() -> None:
             check_composition(command, module.CONFIG, args)
             # What the job needs beyond its config (a resume's checkpoint, the run dir a refused
             # start removes, ...), decided once, before Hydra creates anything.
+            print_only = Launch(tuple(args)).print_only  # --cfg job, --info, ...: Hydra prints, runs nothing
+            if print_only and ("-m" in args or "--multirun" in args):
+                flag = next(a for a in args if a.split("=", 1)[0] in PRINT_ONLY_FLAGS)
+                raise ConfigError(
+                    flag, "with -m", "Hydra prints the config of one run, not of a sweep; drop -m, or print "
+                    "one of its runs (e.g. seed=1 --cfg job)"
+                )
             launch = module.prepare(args) if hasattr(module, "prepare") else Launch(tuple(args))
-            check_run_dir(launch, getattr(module, "OUTPUT_ROOTS", None))
+            if not print_only:  # a start that only prints creates no run dir
+                check_run_dir(launch, getattr(module, "OUTPUT_ROOTS", None))
             in_job = True
             run_hydra_app(command, module, launch)
     except USER_ERRORS as exc:  # raised before Hydra starts (resume, run dir, MUJOCO_GL)

@@ -54,6 +54,12 @@ FLAGS_WITH_VALUE = (
     "-sc",
     "--experimental-rerun",
 )
+# Hydra's flags that print something (the config, Hydra's info, help, a completion script) and
+# exit without running the job: nothing is created for such a start.
+PRINT_ONLY_FLAGS = (
+    *("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"),
+    *("--hydra-help", "--help", "-h"),
+)
 
 
 def split_command_line_positions(args: list[str] | tuple[str, ...]) -> list[int]:
@@ -131,6 +137,12 @@ class Launch:
             except HydraException:
                 out[i] = None
         return out
+
+    @property
+    def print_only(self) -> bool:
+        """True when Hydra only prints (``--cfg job``, ``--info``, ...) and runs no job."""
+        flags = set(split_command_line_positions(self.args))
+        return any(self.args[i].split("=", 1)[0] in PRINT_ONLY_FLAGS for i in flags)
 
     @property
     def multirun(self) -> bool:

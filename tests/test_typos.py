@@ -215,3 +215,21 @@ def test_a_variance_run_writes_hydras_record_and_its_log_itself(
     assert yaml.safe_load((out / ".hydra" / "config.yaml").read_text())["batches"] == 2
     assert "hydra" in yaml.safe_load((out / ".hydra" / "hydra.yaml").read_text())
     assert "locomo: wrote" in (out / "variance.log").read_text()
+
+
+def test_printing_the_config_creates_nothing_and_a_sweep_cannot_print(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``--cfg job`` only prints (Hydra runs no job): not even a given run dir is created. With -m,
+    Hydra would fail with its own ValueError: one line and exit 2 instead."""
+    monkeypatch.chdir(tmp_path)
+    status, out, err = call_locomo("train", "--cfg", "job", "hydra.run.dir=x", "seed=3")
+    assert status == 0, err
+    assert "seed: 3" in out
+    status, _, err = call_locomo("train", "-m", "seed=0,1", "--cfg", "job")
+    assert status == 2
+    assert err.strip().splitlines() == [
+        "locomo: error: --cfg='with -m' is invalid: Hydra prints the config of one run, not of a sweep; "
+        "drop -m, or print one of its runs (e.g. seed=1 --cfg job)"
+    ]
+    assert list(tmp_path.iterdir()) == []
