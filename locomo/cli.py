@@ -41,7 +41,7 @@ try:
     from locomo.cli_help import register_help_resolver
     from locomo.commands import COMMANDS
     from locomo.commands import load as load_command
-    from locomo.composition import check_composition, check_overrides
+    from locomo.composition import check_composition
     from locomo.config import register_configs
     from locomo.errors import (
         EXIT_NONFINITE,
@@ -64,6 +64,7 @@ try:
     from locomo.hydra_job import check_run_dir
     from locomo.launch import Launch
     from locomo.messages import job_messages
+    from locomo.overrides import check_overrides
     from locomo.paths import CONF_DIR
     from locomo.signals import handled_stop_signals
 except BaseException as _exc:

@@ -6,8 +6,6 @@ The runner owns the loop; this owns one batch's worth of acting, and is all that
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 
@@ -31,21 +29,6 @@ class EndedEpisodes:
         """Episodes of envs ``env_ids`` ended at step ``t``; final_obs [N, O] raw."""
         self.flat_index.extend(t * self.num_envs + i for i in env_ids)
         self.obs.append(normalizer(final_obs[env_ids]))
-
-
-class BehaviourPolicy:
-    """Copies of actor and critic that act while the originals are trained (``train.overlap``)."""
-
-    def __init__(self, actor: Actor, critic: ValueNet | None) -> None:
-        self.actor = copy.deepcopy(actor)
-        self.critic = copy.deepcopy(critic)
-
-    @torch.no_grad()
-    def sync(self, actor: Actor, critic: ValueNet | None) -> None:
-        """Become the current policy (and critic), before an update starts changing them."""
-        self.actor.load_state_dict(actor.state_dict())
-        if self.critic is not None and critic is not None:
-            self.critic.load_state_dict(critic.state_dict())
 
 
 class Collector:

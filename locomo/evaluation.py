@@ -13,7 +13,7 @@ a time: a matrix product's rounding may depend on the batch size, and an episode
 on how many others run beside it.
 
 A :class:`Rollout` keeps the MuJoCo state (qpos, qvel) after every step, so rendering is a
-separate pass that replays those states (:mod:`locomo.rendering`), not part of the simulation loop.
+separate pass that replays those states (:mod:`locomo.offscreen`), not part of the simulation loop.
 """
 
 from __future__ import annotations

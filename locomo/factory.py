@@ -1,5 +1,6 @@
 """Validated config -> objects: the device, the update's precision, the seeded RNGs, the networks
-and running statistics a run learns, and each process's share of the machine.
+and running statistics a run learns, the update that trains them, and each process's share of the
+machine.
 
 Training (:class:`locomo.runner.Runner`) and ``locomo variance`` build the same things from a
 config through these functions, so that both measure the same policy.
@@ -14,11 +15,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from locomo.algorithm import PolicyGradient
 from locomo.distributed import Group
-from locomo.envs import SpaceInfo
+from locomo.envs import SpaceInfo, TorchVecEnv
 from locomo.envs.pool import available_cores
+from locomo.errors import ConfigError
 from locomo.policy import Actor, ValueNet, make_actor
 from locomo.running_stats import RewardScaler, RunningMeanStd
+from locomo.symmetry import make_policy_mirror
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,6 +30,21 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def training_device(name: str, group: Group) -> torch.device:
+    """``train.device`` for a run of ``group``'s job: on CUDA, one GPU per process of the job on
+    this node (NCCL needs it), else :class:`ConfigError`."""
+    device = resolve_device(name)
+    if device.type == "cuda" and group.active and torch.cuda.device_count() < group.local_world_size:
+        raise ConfigError(
+            "train.device",
+            name,
+            f"this node runs {group.local_world_size} processes of the job and has "
+            f"{torch.cuda.device_count()} GPU(s): NCCL needs one GPU per process (lower "
+            "--nproc_per_node, or train.device=cpu)",
+        )
+    return device
 
 
 def native_bfloat16(device: torch.device) -> bool:
@@ -82,3 +101,25 @@ def env_config_for(cfg: DictConfig, group: Group) -> Any:
     env_cfg = cfg.env.copy()
     env_cfg.threads = cores_per_process(group)
     return env_cfg
+
+
+def make_algorithm(
+    cfg: DictConfig,
+    env: TorchVecEnv,
+    learners: tuple[Actor, ValueNet | None, RunningMeanStd],
+    generator: torch.Generator,
+    group: Group,
+    update_threads: int,
+    device: torch.device,
+) -> PolicyGradient:
+    """The update of ``cfg.algo`` for ``learners`` (actor, critic, observation normaliser), with
+    ``generator`` shuffling its minibatches: with ``algo.symmetry``'s mirror map, in
+    ``train.update_precision``, and with the critic's half of each step in a thread of its own
+    where the update would otherwise run on one core of several (``update_threads`` = 1)."""
+    actor, critic, normalizer = learners
+    # (validated: augment implies per-step weights; auto applies only with them)
+    symmetry = "none" if cfg.algo.importance != "per_step" else cfg.algo.symmetry
+    mirror = make_policy_mirror(symmetry, env.env, cfg.env, env.spaces, normalizer)
+    critic_thread = device.type == "cpu" and update_threads == 1 and cores_per_process(group) > 1
+    precision = resolve_update_precision(cfg.train.get("update_precision", "float32"), device)
+    return PolicyGradient(actor, critic, cfg.algo, generator, group, mirror, critic_thread, precision)

@@ -22,7 +22,7 @@ import yaml
 
 from locomo.behavior import LABELS
 from locomo.errors import ConfigError
-from locomo.logging import read_metrics
+from locomo.metrics_file import read_metrics
 
 matplotlib.use("Agg")  # figures go to files: no display needed, none used
 import matplotlib.pyplot as plt

@@ -1,7 +1,8 @@
 """One episode as evaluation records it and rendering replays it: :class:`Rollout`.
 
-Shared by :mod:`locomo.evaluation` (which fills it), :mod:`locomo.rendering` (which films its
-stored states) and :mod:`locomo.progress` (which counts the frames to come).
+Shared by :mod:`locomo.evaluation` (which fills it), :mod:`locomo.offscreen` and
+:mod:`locomo.rendering` (which film its stored states) and :mod:`locomo.progress` (which counts
+the frames to come).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 turns it into returns and an update (:mod:`locomo.algorithm`), films it now and then
 (:mod:`locomo.training_videos`), logs its metrics row (:mod:`locomo.metrics`,
 :mod:`locomo.logging`) and checkpoints at iteration boundaries everything a bit-exact resume needs
-(:mod:`locomo.training_state`). What keeps the run safe at the loop's edges is
+(:mod:`locomo.training_state`); with ``train.overlap`` the update runs while the next batch is
+collected (:mod:`locomo.overlap`). What keeps the run safe at the loop's edges is
 :mod:`locomo.safekeeping`'s: NaN/inf stops the run with a diagnostic snapshot, an unexpected
 failure keeps the trained iterations; SIGINT/SIGTERM finish the iteration, save, and exit.
 """
@@ -16,7 +17,6 @@ import signal
 import sys
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +25,27 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from locomo import training_state
-from locomo.algorithm import PolicyGradient
 from locomo.buffer import RolloutBatch
 from locomo.checkpoint import CheckpointError
-from locomo.collector import BehaviourPolicy, Collector
+from locomo.collector import Collector
 from locomo.config import to_container
 from locomo.distributed import SINGLE, Group
 from locomo.envs import EpisodeRecord, TorchVecEnv, make_vec_env
-from locomo.errors import ConfigError, MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
+from locomo.errors import MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
 from locomo.factory import (
     cores_per_process,
     env_config_for,
+    make_algorithm,
     make_learners,
-    resolve_device,
-    resolve_update_precision,
     seed_everything,
+    training_device,
 )
 from locomo.guard import check_finite, check_parameters
 from locomo.logging import MetricsLogger, NoLogger
 from locomo.metrics import add_terms, gather_rollout, iteration_metrics
+from locomo.overlap import Overlap
 from locomo.safekeeping import Safekeeping
 from locomo.signals import GracefulStop
-from locomo.symmetry import make_policy_mirror
 from locomo.training_charts import chart_behavior
 from locomo.training_videos import TrainingVideos
 
@@ -84,15 +83,7 @@ class Runner:
         if cfg.train.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
-        self.device = resolve_device(cfg.train.device)
-        if self.device.type == "cuda" and group.active and torch.cuda.device_count() < group.local_world_size:
-            raise ConfigError(
-                "train.device",
-                cfg.train.device,
-                f"this node runs {group.local_world_size} processes of the job and has "
-                f"{torch.cuda.device_count()} GPU(s): NCCL needs one GPU per process (lower "
-                "--nproc_per_node, or train.device=cpu)",
-            )
+        self.device = training_device(cfg.train.device, group)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
         self.first_env, num_envs = group.shard(cfg.train.num_envs)
@@ -103,31 +94,22 @@ class Runner:
         if group.active:
             group.broadcast_tensors_(self._named_tensors())  # rank 0's weights, whatever happened before
             seed_everything(group.rank_seed(cfg.seed))  # but each rank samples its own actions
-        spaces = self.env.spaces
-        # (validated: augment implies per-step weights; auto applies only with them)
-        symmetry = "none" if cfg.algo.importance != "per_step" else cfg.algo.symmetry
-        mirror = make_policy_mirror(symmetry, self.env.env, cfg.env, spaces, self.normalizer)
-        # The critic's half of each update step in a thread of its own, where the update would
-        # otherwise run on one core of several (its intra-op threads: train.update_threads).
-        critic_thread = self.device.type == "cpu" and self.update_threads == 1
-        critic_thread = critic_thread and cores_per_process(group) > 1
-        precision = resolve_update_precision(cfg.train.get("update_precision", "float32"), self.device)
-        self.algorithm = PolicyGradient(
-            self.actor, self.critic, cfg.algo, self.generator, group, mirror, critic_thread, precision
+        learners = (self.actor, self.critic, self.normalizer)
+        self.algorithm = make_algorithm(
+            cfg, self.env, learners, self.generator, group, self.update_threads, self.device
         )
         # train.overlap: the collector acts with its own copy of the policy (and critic), the one
         # before the update that runs meanwhile in the worker thread. Not in a torchrun job: the
         # two threads' collectives would interleave differently on each rank.
-        self.overlap = bool(cfg.train.overlap) and not group.active
+        overlap = bool(cfg.train.overlap) and not group.active
         if cfg.train.overlap and group.active and group.is_main:
             _warn("train.overlap is off in a torchrun job (each update waits for its batch)")
-        self.behaviour = BehaviourPolicy(self.actor, self.critic) if self.overlap else None
-        self.worker = ThreadPoolExecutor(1, "locomo-update") if self.overlap else None
-        self.pending: RolloutBatch | None = None  # train.overlap: collected, not yet trained on
+        self.overlap = Overlap(self.actor, self.critic) if overlap else None
+        acting = self.overlap.behaviour if self.overlap is not None else self
         self.collector = Collector(
             self.env,
-            self.behaviour.actor if self.behaviour else self.actor,
-            self.behaviour.critic if self.behaviour else self.critic,
+            acting.actor,
+            acting.critic,
             self.normalizer,
             self.reward_scaler,
             cfg.train.steps_per_iteration // cfg.train.num_envs,
@@ -255,7 +237,8 @@ class Runner:
         finally:
             # Each clean-up on its own: one failing (a full disk when the metrics file is closed)
             # must not hide the error that stopped training, nor skip the others.
-            for close in (bar.close, self.videos.close, logger.close, self._stop_worker, self.env.close):
+            stop_worker = [self.overlap.close] if self.overlap is not None else []
+            for close in (bar.close, self.videos.close, logger.close, *stop_worker, self.env.close):
                 try:
                     close()
                 except Exception as exc:
@@ -264,8 +247,8 @@ class Runner:
 
     def _train_iteration(self) -> dict[str, float]:
         """One collect -> update cycle; advances the counters; returns the iteration's metrics."""
-        if self.overlap:
-            return self._overlapped_iteration()
+        if self.overlap is not None:
+            return self._overlapped_iteration(self.overlap)
         cfg = self.cfg
         t0 = time.perf_counter()
         self.actor.eval()
@@ -299,31 +282,32 @@ class Runner:
             reward_mean = float(batch.rewards.mean())
         return self._metrics(reward_mean, episodes, term_sums, update_info, t1 - t0, t2 - t1, None, 1)
 
-    def _overlapped_iteration(self) -> dict[str, float]:
+    def _overlapped_iteration(self, overlap: Overlap) -> dict[str, float]:
         """``train.overlap``: the update on the pending batch runs in the worker thread while the
-        next batch is collected by the policy before it (the copy in :class:`BehaviourPolicy`)."""
+        next batch is collected by the copy of the policy before it (:mod:`locomo.overlap`)."""
         cfg = self.cfg
-        assert self.behaviour is not None and self.worker is not None and self.obs_raw is not None
+        assert self.obs_raw is not None
         t0 = time.perf_counter()
         episodes: list[EpisodeRecord] = []
         term_sums: dict[str, float] = {}
-        fresh = self.pending is None  # the first batch (or a resume without one): collected first
+        fresh = overlap.pending is None  # the first batch (or a resume without one): collected first
         collected: list[RolloutBatch] = []  # what this iteration collects (its metrics' batches)
-        if self.pending is None:
-            self.pending, episodes, term_sums = self._collect_copy()
-            collected.append(self.pending)
-        batch = self._batch = self.pending
-        self.behaviour.sync(self.actor, self.critic)
+        if overlap.pending is None:
+            collected_first = overlap.collect_copy(self.collector, self.obs_raw)
+            overlap.pending, self.obs_raw, episodes, term_sums = collected_first
+            collected.append(overlap.pending)
+        batch = self._batch = overlap.pending
+        overlap.behaviour.sync(self.actor, self.critic)
         self.actor.train()
         self.algorithm.begin_update(self.iteration / cfg.train.iterations)  # before the thread starts
-        update = self.worker.submit(self._timed_update, batch, list(self.kept), fresh)
+        update = overlap.start_update(self.algorithm, batch, list(self.kept), fresh)
         try:
             t1 = time.perf_counter()
-            self.pending, more, terms = self._collect_copy()
+            overlap.pending, self.obs_raw, more, terms = overlap.collect_copy(self.collector, self.obs_raw)
             collect_s = time.perf_counter() - t1
         finally:
             update_info, update_s = update.result()  # the update's own errors surface here
-        collected.append(self.pending)
+        collected.append(overlap.pending)
         episodes += more
         term_sums = add_terms(term_sums, terms)
         if self.kept.maxlen:
@@ -336,20 +320,6 @@ class Runner:
         return self._metrics(
             reward_mean, episodes, term_sums, update_info, collect_s, update_s, wall_s, len(collected)
         )
-
-    def _collect_copy(self) -> tuple[RolloutBatch, list[EpisodeRecord], dict[str, float]]:
-        """A batch collected by the behaviour copy, copied out of the buffer (which the next
-        collection overwrites while the update may still read this one)."""
-        assert self.obs_raw is not None
-        batch, self.obs_raw, episodes, term_sums = self.collector.collect(self.obs_raw)
-        return RolloutBatch(*(x.clone() for x in batch)), episodes, term_sums
-
-    def _timed_update(
-        self, batch: RolloutBatch, kept: list[RolloutBatch], fresh: bool
-    ) -> tuple[dict[str, float], float]:
-        start = time.perf_counter()
-        info = self.algorithm.update(batch, kept, fresh)
-        return info, time.perf_counter() - start
 
     def _metrics(
         self,
@@ -384,10 +354,6 @@ class Runner:
             self.keeper.stop_nonfinite(exc, self.iteration + 1, lambda: self.state(gather=False), self._batch)
             raise
 
-    def _stop_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.shutdown(wait=True)
-
     # -- the state a checkpoint holds -----------------------------------------------------------
 
     def state(self, gather: bool = True) -> dict[str, Any] | None:
@@ -406,7 +372,7 @@ class Runner:
             self.obs_raw,
             list(self.recent_episodes),
             list(self.kept),
-            self.pending,
+            self.overlap.pending if self.overlap is not None else None,
             self.wandb_run_id,
         )
         if not self.group.active or not gather:
@@ -430,25 +396,12 @@ class Runner:
         self.iteration, self.env_steps = training_state.restore(
             state, self.learned, self.env.spaces, self.cfg.env.name
         )
-        env_state, obs = state.get("env"), state.get("obs")
-        if env_state is not None and obs is not None:
-            try:
-                self.env.set_state(env_state)
-            except (KeyError, ValueError, TypeError) as exc:
-                raise CheckpointError(f"cannot restore the env state saved in the checkpoint: {exc}") from exc
-            self.obs_raw = obs.to(self.device)
-        else:
-            _warn("the checkpoint holds no env state: the envs start new episodes (not a bit-exact resume)")
+        self.obs_raw = training_state.restore_envs(state, self.env, self.device)
         self.recent_episodes.extend(EpisodeRecord(**e) for e in state.get("episodes", []))
-        kept = training_state.kept_batches(state, self.device)
-        if self.kept.maxlen and len(kept) < min(self.kept.maxlen, self.iteration):
-            _warn(
-                f"the checkpoint keeps {len(kept)} earlier batch(es) and algo.reuse_batches="
-                f"{self.cfg.algo.reuse_batches} reuses {self.kept.maxlen}: the next updates reuse fewer "
-                "(not a bit-exact resume)"
-            )
-        self.kept.extend(kept[-self.kept.maxlen :] if self.kept.maxlen else [])
-        self.pending = training_state.pending_batch(state, self.device) if self.overlap else None
+        reuse = self.cfg.algo.reuse_batches
+        self.kept.extend(training_state.reused_batches(state, self.device, reuse, self.iteration))
+        if self.overlap is not None:
+            self.overlap.pending = training_state.pending_batch(state, self.device)
         self.wandb_run_id = state.get("wandb", {}).get("run_id")
 
     def _named_tensors(self) -> list[tuple[str, torch.Tensor]]:

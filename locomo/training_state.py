@@ -19,7 +19,8 @@ from locomo.buffer import RolloutBatch
 from locomo.checkpoint import CheckpointError, restore_rng, rng_state
 from locomo.checkpoint_format import check_spaces
 from locomo.config import to_container
-from locomo.envs import EpisodeRecord, SpaceInfo
+from locomo.envs import EpisodeRecord, SpaceInfo, TorchVecEnv
+from locomo.errors import say
 from locomo.policy import Actor, ValueNet
 from locomo.running_stats import RewardScaler, RunningMeanStd
 
@@ -97,6 +98,37 @@ def kept_batches(state: dict[str, Any], device: torch.device) -> list[RolloutBat
     if not isinstance(kept, list):
         raise CheckpointError(f"checkpoint's kept batches are not a list: {type(kept).__name__}")
     return [_batch_from(b, device, f"kept batch {i}") for i, b in enumerate(kept)]
+
+
+def reused_batches(
+    state: dict[str, Any], device: torch.device, reuse_batches: int, iteration: int
+) -> list[RolloutBatch]:
+    """The kept batches a run with ``algo.reuse_batches`` trains on again (its last
+    ``reuse_batches - 1``), warning when the checkpoint of ``iteration`` keeps fewer."""
+    kept, reuse = kept_batches(state, device), reuse_batches - 1
+    if reuse and len(kept) < min(reuse, iteration):
+        say(
+            f"locomo: warning: the checkpoint keeps {len(kept)} earlier batch(es) and algo.reuse_batches="
+            f"{reuse_batches} reuses {reuse}: the next updates reuse fewer (not a bit-exact resume)"
+        )
+    return kept[-reuse:] if reuse else []
+
+
+def restore_envs(state: dict[str, Any], env: TorchVecEnv, device: torch.device) -> torch.Tensor | None:
+    """Put ``env`` back where the checkpoint left its envs; their raw observations [N, O] on
+    ``device``, or None (with a warning) when it holds no env state: the envs start new episodes."""
+    env_state, obs = state.get("env"), state.get("obs")
+    if env_state is None or obs is None:
+        say(
+            "locomo: warning: the checkpoint holds no env state: the envs start new episodes "
+            "(not a bit-exact resume)"
+        )
+        return None
+    try:
+        env.set_state(env_state)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"cannot restore the env state saved in the checkpoint: {exc}") from exc
+    return obs.to(device)
 
 
 def restore(state: dict[str, Any], learned: Learned, spaces: SpaceInfo, env_name: str) -> tuple[int, int]:

@@ -13,7 +13,8 @@ import numpy as np
 
 from locomo.behavior import format_counts, label_counts
 from locomo.errors import RenderError, first_line
-from locomo.rendering import FrameRenderer, model_of, write_rollout_video
+from locomo.offscreen import FrameRenderer, model_of
+from locomo.rendering import write_rollout_video
 
 
 class TrainingVideos:

@@ -13,7 +13,7 @@ import torch
 
 from locomo import checkpoint
 from locomo.checkpoint import CheckpointError, CheckpointManager, assert_plain, load, load_latest
-from locomo.logging import truncate_metrics
+from locomo.metrics_file import truncate_metrics
 from locomo.runner import Runner
 from tests.conftest import Evil, make_runner
 

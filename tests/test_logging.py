@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from locomo.config import WandbConfig
 from locomo.errors import MetricsError
-from locomo.logging import MetricsLogger, read_metrics, resolve_wandb_mode
+from locomo.logging import MetricsLogger, resolve_wandb_mode
+from locomo.metrics_file import read_metrics
 from tests.conftest import make_runner
 
 

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from locomo.config import LocomoConfig
 from locomo.config_rules import unknown_keys
 from locomo.errors import TrainingAborted
-from locomo.logging import missing_iterations, read_metrics
+from locomo.metrics_file import missing_iterations, read_metrics
 from locomo.preflight import EnvSizes, estimate_memory, memory_limit_from
 from locomo.rundir import RunDirLock, previous_run
 from locomo.validation import config_warnings

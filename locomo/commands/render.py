@@ -75,15 +75,9 @@ def render_one(cfg: Any, written: list[Path]) -> list[Path]:
     """One checkpoint's rollouts; appends each file to ``written`` once it is complete."""
     from locomo.behavior import format_counts, label_counts
     from locomo.evaluation import load_policy, run_episodes
+    from locomo.offscreen import FrameRenderer, check_offscreen, model_of
     from locomo.progress import render_progress
-    from locomo.rendering import (
-        FrameRenderer,
-        VideoStats,
-        check_offscreen,
-        contact_sheet,
-        model_of,
-        write_rollout_video,
-    )
+    from locomo.rendering import VideoStats, contact_sheet, write_rollout_video
     from locomo.rollout import Rollout
 
     policy = load_policy(cfg.checkpoint)
@@ -182,8 +176,9 @@ def render_comparison(cfg: Any, written: list[Path]) -> list[Path]:
     """
     from locomo.behavior import format_counts, label_counts
     from locomo.evaluation import load_policy, run_episodes
+    from locomo.offscreen import FrameRenderer, check_offscreen, model_of
     from locomo.progress import render_progress
-    from locomo.rendering import FrameRenderer, check_offscreen, contact_sheet, model_of, write_rollout_video
+    from locomo.rendering import contact_sheet, write_rollout_video
 
     paths = comparison_checkpoints(cfg.checkpoint, list(cfg.iterations))
     policies = [load_policy(p) for p in paths]

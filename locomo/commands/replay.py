@@ -149,8 +149,9 @@ def run(cfg: Any) -> Rollout:
         play_in_viewer(model, episode, f"{policy.run_name} seed {cfg.seed}")
         return episode
     from locomo.evaluation import output_root
+    from locomo.offscreen import FrameRenderer
     from locomo.progress import render_progress
-    from locomo.rendering import FrameRenderer, write_rollout_video
+    from locomo.rendering import write_rollout_video
 
     name = f"{policy.path.stem}_replay_seed{cfg.seed}_{mode}.mp4"
     path = given or safe_output(output_root(policy, "replay") / name, "video", "output")

@@ -247,7 +247,7 @@ def make_runner(
 def warn_missing_metrics(metrics: Path, state: dict[str, Any]) -> None:
     """On resume: a warning when the metrics file is gone or empty, so that the iterations before
     the checkpoint have no rows (the curves start at the resumed iteration)."""
-    from locomo.logging import read_metrics
+    from locomo.metrics_file import read_metrics
 
     iteration = int(state.get("counters", {}).get("iteration", 0))
     if iteration < 1 or (metrics.is_file() and read_metrics(metrics)):
