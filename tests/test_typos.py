@@ -1,7 +1,7 @@
 """Issue 17, "Nothing lost to a typo": the command line is composed once before Hydra's app runs
-(:func:`locomo.composition.check_composition`), so that an unknown key or group option, or a value of the
-wrong type, is one line and exit 2; a start refused later leaves nothing behind
-(:func:`locomo.hydra_job.removed_if_refused`).
+(:func:`locomo.config.composition.check_composition`), so that an unknown key or group option, or
+a value of the wrong type, is one line and exit 2; a start refused later leaves nothing behind
+(:func:`locomo.runs.hydra_job.removed_if_refused`).
 
 The messages themselves are rows of the catalogue (``tests/test_bad_inputs.py``, which also checks
 that every refused start leaves the working directory empty). Here: that what Hydra handles itself
@@ -17,12 +17,12 @@ import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from locomo import composition, overrides
 from locomo.cli_help import register_help_resolver
 from locomo.commands import load as load_command
-from locomo.config import register_configs
+from locomo.config import composition, overrides
+from locomo.config.schema import register_configs
 from locomo.errors import ConfigError
-from locomo.hydra_job import remove_refused_start
+from locomo.runs.hydra_job import remove_refused_start
 from tests.safety_helpers import call_locomo
 
 # The smallest training run: one iteration of 512 steps of the inverted pendulum, nothing else.

@@ -11,24 +11,24 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from locomo import offscreen
-from locomo import rendering as video
-from locomo.config import BehaviorConfig
+from locomo.config.schema import BehaviorConfig
 from locomo.envs import make_vec_env
 from locomo.errors import RenderError
-from locomo.evaluation import rollouts
-from locomo.offscreen import FrameRenderer, choose_camera
-from locomo.paths import CONF_DIR
-from locomo.policy import make_actor
-from locomo.rendering import (
+from locomo.evaluation import offscreen
+from locomo.evaluation import rendering as video
+from locomo.evaluation.episodes import rollouts
+from locomo.evaluation.offscreen import FrameRenderer, choose_camera
+from locomo.evaluation.rendering import (
     draw_overlay,
     frame_stride,
     grid_shape,
     label_color,
     write_rollout_video,
 )
-from locomo.rollout import Rollout
-from locomo.running_stats import RunningMeanStd
+from locomo.evaluation.rollout import Rollout
+from locomo.paths import CONF_DIR
+from locomo.rl.policy import make_actor
+from locomo.rl.running_stats import RunningMeanStd
 
 W, H = 320, 240  # tile size of the readback tests: the overlay stays clear of the body
 
