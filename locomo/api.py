@@ -2,9 +2,9 @@
 
 Each function is the CLI's own code seen from Python, not a second implementation:
 
-- :func:`load` wraps :func:`locomo.evaluation.load_policy`, and :meth:`Policy.act` picks actions
-  with :func:`locomo.evaluation.select_actions` (the mode, or a sample, of the actor's action
-  distribution: :mod:`locomo.distributions`) and ``Actor.env_action``, as ``locomo eval`` does;
+- :func:`load` wraps :func:`locomo.evaluation.episodes.load_policy`, and :meth:`Policy.act` picks actions
+  with :func:`locomo.evaluation.episodes.select_actions` (the mode, or a sample, of the actor's action
+  distribution: :mod:`locomo.rl.distributions`) and ``Actor.env_action``, as ``locomo eval`` does;
 - :func:`make_env` builds ``locomo/conf/env/<name>.yaml`` with :func:`locomo.envs.make_vec_env`;
 - :func:`train` composes ``conf/train.yaml`` with Hydra's compose API and runs
   :func:`locomo.commands.train.train`, the job behind ``locomo train``.
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from locomo.envs.base import VecEnv
-    from locomo.evaluation import LoadedPolicy
+    from locomo.evaluation.episodes import LoadedPolicy
 
 __all__ = ["Policy", "env_config", "env_names", "load", "make_env", "train"]
 
@@ -44,7 +44,7 @@ class Policy:
 
     Built by :func:`load`. Observation normalisation (the checkpoint's running statistics),
     action bounds (the bounded policy's clip to the action space) and the device are handled
-    inside; :attr:`loaded` is the underlying :class:`~locomo.evaluation.LoadedPolicy`.
+    inside; :attr:`loaded` is the underlying :class:`~locomo.evaluation.episodes.LoadedPolicy`.
     """
 
     def __init__(self, loaded: LoadedPolicy, device: torch.device, seed: int | None = None) -> None:
@@ -77,7 +77,7 @@ class Policy:
     @property
     def discrete(self) -> bool:
         """True for a categorical policy (one integer action per observation)."""
-        from locomo.policy import CategoricalActor
+        from locomo.rl.policy import CategoricalActor
 
         return isinstance(self.actor, CategoricalActor)
 
@@ -112,7 +112,7 @@ class Policy:
         """
         import torch
 
-        from locomo.evaluation import select_actions
+        from locomo.evaluation.episodes import select_actions
 
         array = np.asarray(obs, dtype=np.float32)
         if array.ndim not in (1, 2) or array.shape[-1] != self.obs_dim:
@@ -149,7 +149,7 @@ def _device(name: str) -> torch.device:
     """``auto``: CUDA when available, else the CPU (as ``train.device``)."""
     import torch
 
-    from locomo.config_rules import validate_device
+    from locomo.config.rules import validate_device
 
     validate_device("device", name)
     if name == "auto":
@@ -164,7 +164,7 @@ def load(name_or_path: str | os.PathLike[str], device: str = "cpu", seed: int | 
     ``device``: cpu | cuda | auto. ``seed``: seeds :attr:`Policy.generator`, the default noise of
     stochastic actions. Raises CheckpointError (one line) for a missing or unusable checkpoint.
     """
-    from locomo.evaluation import load_policy
+    from locomo.evaluation.episodes import load_policy
 
     torch_device = _device(device)
     return Policy(load_policy(Path(os.fspath(name_or_path))), torch_device, seed)
@@ -192,8 +192,8 @@ def env_config(name: str, **overrides: Any) -> DictConfig:
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from locomo.config import EnvConfig
-    from locomo.config_rules import validate_env
+    from locomo.config.rules import validate_env
+    from locomo.config.schema import EnvConfig
     from locomo.paths import CONF_DIR
 
     names = env_names()
@@ -247,8 +247,8 @@ def train(overrides: Sequence[str] = (), run_dir: str | os.PathLike[str] | None 
     exit statuses; Hydra's job logging (``train.log``) is the CLI's alone.
     """
     from locomo.commands import train as train_command
-    from locomo.hydra_job import check_run_dir
     from locomo.launch import Launch
+    from locomo.runs.hydra_job import check_run_dir
 
     if isinstance(overrides, str):
         raise ConfigError("overrides", overrides, "must be a list of key=value strings, not one string")
@@ -289,7 +289,7 @@ def _compose(config_name: str, args: list[str]) -> tuple[DictConfig, DictConfig]
     from omegaconf.errors import OmegaConfBaseException
 
     from locomo.cli_help import register_help_resolver
-    from locomo.config import register_configs
+    from locomo.config.schema import register_configs
     from locomo.paths import CONF_DIR
 
     register_configs()

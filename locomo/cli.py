@@ -4,7 +4,7 @@ which Hydra runs as an app with its config in ``locomo/conf/``.
 So ``--help``, ``--cfg job``, ``-m`` (multirun) and ``key=value`` overrides work as in any
 Hydra app. User errors (bad config values, unreadable checkpoints) print one line and exit 2;
 the other exit statuses are listed in :mod:`locomo.errors` and docs/bad_inputs.md. The command
-line is composed once before Hydra's app runs (:func:`locomo.composition.check_composition`), so
+line is composed once before Hydra's app runs (:func:`locomo.config.composition.check_composition`), so
 that a typo (an unknown key or group option, a value of the wrong type) is such a line too, not
 Hydra's message. Then the command's ``prepare(args)``, where it has one, decides what its job
 needs beyond the config (a :class:`locomo.launch.Launch`: a resume's checkpoint, the run dir, ...),
@@ -41,8 +41,9 @@ try:
     from locomo.cli_help import register_help_resolver
     from locomo.commands import COMMANDS
     from locomo.commands import load as load_command
-    from locomo.composition import check_composition, check_overrides
-    from locomo.config import register_configs
+    from locomo.config.composition import check_composition
+    from locomo.config.overrides import check_overrides
+    from locomo.config.schema import register_configs
     from locomo.errors import (
         EXIT_NONFINITE,
         EXIT_UNEXPECTED,
@@ -61,11 +62,11 @@ try:
         say,
         write_traceback,
     )
-    from locomo.hydra_job import check_run_dir
     from locomo.launch import PRINT_ONLY_FLAGS, Launch
     from locomo.messages import job_messages
     from locomo.paths import CONF_DIR
-    from locomo.signals import handled_stop_signals
+    from locomo.runs.hydra_job import check_run_dir
+    from locomo.training.signals import handled_stop_signals
 except BaseException as _exc:
     # An interrupt may also come out of an import as the library's own failure (a C extension's
     # "ImportError: initialization failed" with the KeyboardInterrupt as its context).

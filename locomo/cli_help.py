@@ -2,8 +2,8 @@
 
 Hydra prints ``hydra.help.template`` for ``--help``. Each ``conf/<command>.yaml`` sets it to
 ``${locomo_help:<command>}``, a resolver (registered by :func:`register_help_resolver`, which
-:mod:`locomo.cli` calls beside :func:`locomo.config.register_configs`) that builds the text from
-the command's schema dataclass in :mod:`locomo.config`: every key, and as its meaning the comment
+:mod:`locomo.cli` calls beside :func:`locomo.config.schema.register_configs`) that builds the text from
+the command's schema dataclass in :mod:`locomo.config.schema`: every key, and as its meaning the comment
 written beside the field (and any comment lines right above it). So the help lists exactly the
 keys the command accepts and cannot drift from the schema.
 """
@@ -23,19 +23,28 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from locomo import config
 from locomo.commands import COMMANDS
+from locomo.config.schema import (
+    BenchConfig,
+    EvalConfig,
+    ExportConfig,
+    LocomoConfig,
+    PlotConfig,
+    RenderConfig,
+    ReplayConfig,
+    VarianceConfig,
+)
 
 # command -> its schema (what conf/<command>.yaml is checked against; see register_configs)
 SCHEMAS: dict[str, type] = {
-    "train": config.LocomoConfig,
-    "eval": config.EvalConfig,
-    "render": config.RenderConfig,
-    "replay": config.ReplayConfig,
-    "export": config.ExportConfig,
-    "variance": config.VarianceConfig,
-    "plot": config.PlotConfig,
-    "bench": config.BenchConfig,
+    "train": LocomoConfig,
+    "eval": EvalConfig,
+    "render": RenderConfig,
+    "replay": ReplayConfig,
+    "export": ExportConfig,
+    "variance": VarianceConfig,
+    "plot": PlotConfig,
+    "bench": BenchConfig,
 }
 # Commands whose config has groups (env=<name>, algo=<preset>): their help lists the options.
 WITH_GROUPS = ("train", "variance")

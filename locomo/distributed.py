@@ -10,11 +10,11 @@ statistics over every rank's samples. What the ranks exchange (P = parameters of
 critic, O = observation size):
 
 - every minibatch step: one all-reduce (sum) of the P gradients together with the step's named
-  diagnostic sums (:class:`locomo.losses.StepSums`: the KL early stop and the adaptive
+  diagnostic sums (:class:`locomo.rl.losses.StepSums`: the KL early stop and the adaptive
   learning rate then decide the same on every rank), one max of the largest importance weight,
   and the sums of the approx KL after the step;
 - every batch, once its collection ends: the observation normaliser's sums since the last sync
-  (2 O + 1 float64, :meth:`locomo.running_stats.RunningMeanStd.sync`), and the reward scaler's
+  (2 O + 1 float64, :meth:`locomo.rl.running_stats.RunningMeanStd.sync`), and the reward scaler's
   (3 float64) when ``algo.normalize_rewards``; within the batch each rank's statistics take in
   its own envs' steps;
 - every update: the global advantage mean and std, the mean or optimal baseline, the value
@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from locomo.config import LocomoConfig
+from locomo.config.schema import LocomoConfig
 from locomo.errors import ConfigError, DistributedError
 
 # torchrun's variables; WORLD_SIZE > 1 means this process is one rank of a job.

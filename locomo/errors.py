@@ -7,7 +7,7 @@ Exit statuses of every command:
 - 0: done.
 - 1: an unexpected failure: one line naming it and the file that holds the full traceback.
   (Typos Hydra would report in its own words, such as an unknown key, group option or a wrong
-  type, are checked first by :func:`locomo.composition.check_composition`: exit 2.)
+  type, are checked first by :func:`locomo.config.composition.check_composition`: exit 2.)
   Also 1 for a rank of a multi-process job whose peers stopped (:class:`DistributedError`: one
   line, the failing rank says why in its own).
 - 2: bad input (:class:`ConfigError`, :class:`CheckpointError`,

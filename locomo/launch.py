@@ -93,7 +93,7 @@ def quoted(value: str) -> str:
 @dataclass(frozen=True)
 class Resume:
     """The checkpoint a ``resume=`` continues, chosen and read before Hydra's app runs
-    (:func:`locomo.resume.resolve_resume`)."""
+    (:func:`locomo.training.resume.resolve_resume`)."""
 
     path: Path  # the checkpoint file (absolute): the newest intact one of the run
     state: dict[str, Any]  # its contents (the loader's dict)

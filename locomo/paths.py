@@ -10,11 +10,10 @@ import hashlib
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from omegaconf import DictConfig
 
-from locomo.config import EnvConfig
 from locomo.errors import ConfigError, shown
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -43,7 +42,7 @@ RUN_FOLDERS: dict[str, tuple[str, ...]] = {
     "export": ("policy_*",),
 }
 # Every name a run uses at the top of its run dir: the above, Hydra's log of the job (hydra.job.name
-# is train) and the run's lock. The metrics file must be none of them (locomo.config_rules.validate_logger).
+# is train) and the run's lock. The metrics file must be none of them (locomo.config.rules.validate_logger).
 RUN_DIR_NAMES = (*RUN_TOP_FILES, *RUN_FOLDERS, "train.log", ".lock")
 # What a training run keeps in its run dir that no other command may replace: the folders (every
 # file in them) and the single files (the metrics file is added from the run's config).
@@ -130,7 +129,15 @@ def model_sha256(xml: Path) -> str:
     return digest.hexdigest()
 
 
-def pin_xml_file(env: DictConfig | EnvConfig) -> None:
+class ModelFile(Protocol):
+    """What these functions read of an env config (:class:`locomo.config.schema.EnvConfig`): its
+    model file as given and, once pinned, that file's hash."""
+
+    xml_file: str | None
+    xml_sha256: str | None
+
+
+def pin_xml_file(env: DictConfig | ModelFile) -> None:
     """When a run starts: ``env.xml_file`` as found now, and the model's hash (``env.xml_sha256``).
 
     A path as typed would be resolved again, against the working directory, by every resume, eval
@@ -147,7 +154,7 @@ def pin_xml_file(env: DictConfig | EnvConfig) -> None:
     env.xml_sha256 = model_sha256(xml)
 
 
-def env_xml_path(env: DictConfig | EnvConfig) -> Path:
+def env_xml_path(env: DictConfig | ModelFile) -> Path:
     """The model file an env config builds: a pinned one (``env.xml_sha256`` set) is an absolute path
     or a name under assets/, never looked up in the working directory; else :func:`resolve_xml_file`."""
     assert env.xml_file is not None
@@ -157,7 +164,7 @@ def env_xml_path(env: DictConfig | EnvConfig) -> Path:
     return resolve_xml_file(env.xml_file)
 
 
-def pinned_model_problem(env: DictConfig | EnvConfig) -> str | None:
+def pinned_model_problem(env: DictConfig | ModelFile) -> str | None:
     """Why a pinned model (see :func:`pin_xml_file`) cannot be used here, or None."""
     sha = getattr(env, "xml_sha256", None)
     if env.xml_file is None or sha is None:

@@ -198,9 +198,9 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from locomo.config import register_configs
+    from locomo.config.schema import register_configs
+    from locomo.config.validation import validate_config
     from locomo.paths import CONF_DIR
-    from locomo.validation import validate_config
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -210,8 +210,8 @@ def compose(*overrides: str):
 
 
 def make_runner(run_dir: Path, *overrides: str):
-    """An in-process :class:`~locomo.runner.Runner` of 3 pendulum iterations (PENDULUM_RUN) in
+    """An in-process :class:`~locomo.training.runner.Runner` of 3 pendulum iterations (PENDULUM_RUN) in
     ``run_dir``; ``overrides`` come last."""
-    from locomo.runner import Runner
+    from locomo.training.runner import Runner
 
     return Runner(compose(*PENDULUM_RUN, "train.iterations=3", *overrides), run_dir)

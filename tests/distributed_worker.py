@@ -41,7 +41,7 @@ UPDATES = 3
 def synthetic_batch(actor: Any, spaces: Any, generator: torch.Generator) -> Any:
     """A [T, N] batch with episodes ending (terminated or truncated) at random, the same on every
     rank for the same generator state; old log-probs off the current ones so weights are not 1."""
-    from locomo.buffer import RolloutBatch
+    from locomo.rl.buffer import RolloutBatch
 
     T, N = STEPS, ENVS
     obs = torch.randn(T, N, spaces.obs_dim, generator=generator)
@@ -78,9 +78,9 @@ def run_case(
     envs of the synthetic batches (the critic's half of each step in its own thread with
     ``critic_thread``; the nets' products in ``precision``); return the weights before and
     after, statistics, lr and last diagnostics."""
-    from locomo.algorithm import PolicyGradient
     from locomo.envs import make_vec_env
-    from locomo.factory import make_learners, seed_everything
+    from locomo.rl.algorithm import PolicyGradient
+    from locomo.rl.factory import make_learners, seed_everything
     from tests.conftest import compose
 
     cfg = compose(*overrides, "train.num_envs=8", "train.steps_per_iteration=128", "train.device=cpu")
@@ -123,7 +123,7 @@ def normaliser_stats(group: Any) -> list[dict[str, Any]]:
     """The observation normaliser's and the reward scaler's statistics at each of 4 syncs, 5 steps of
     N envs apart, each rank feeding its own envs (observations far from zero: the merge must not
     lose the variance to cancellation)."""
-    from locomo.running_stats import RewardScaler, RunningMeanStd
+    from locomo.rl.running_stats import RewardScaler, RunningMeanStd
 
     data = torch.Generator().manual_seed(2)
     first, count = group.shard(ENVS)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from locomo.errors import ConfigError
-from locomo.variance import parse_estimator, variance_table
+from locomo.evaluation.variance import parse_estimator, variance_table
 from tests.conftest import TINY
 
 
@@ -70,7 +70,7 @@ def test_plot_of_a_missing_folder_is_a_clear_error(locomo_cli):
 
 
 def test_behavior_mix_weights_rows_by_their_finished_episodes():
-    from locomo.plots import behavior_mix
+    from locomo.evaluation.plots import behavior_mix
 
     rows = [
         {"env_steps": 10, "rollout/episodes": 3.0, "behavior/fell_forward": 1.0},
@@ -134,7 +134,7 @@ def test_plot_says_what_it_skipped_and_refuses_when_nothing_is_left(tmp_path, mo
 
 
 def test_plot_behavior_leaves_non_finite_values_out(tmp_path):
-    from locomo.plots import Skipped, plot_behavior
+    from locomo.evaluation.plots import Skipped, plot_behavior
 
     run = tmp_path / "r"
     run.mkdir()

@@ -16,9 +16,9 @@ from gymnasium.utils.env_checker import check_env
 from omegaconf import OmegaConf
 
 import locomo
-from locomo.config import BehaviorConfig
+from locomo.config.schema import BehaviorConfig
 from locomo.errors import CheckpointError, ConfigError
-from locomo.evaluation import run_episodes
+from locomo.evaluation.episodes import run_episodes
 from locomo.paths import CONF_DIR
 from tests.conftest import REPO, cli_env
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from locomo.rundir import RunDirLock
+from locomo.runs.rundir import RunDirLock
 from tests.conftest import REPO, Evil, run_locomo
 from tests.safety_helpers import call_locomo, finished_pendulum_run
 
@@ -231,7 +231,7 @@ CATALOGUE = [
     row("overwrite-not-bool", "train overwrite=maybe", 2, "overwrite='maybe' is invalid: must be true or false; e.g. overwrite=false"),
     row("plot-runs-is-file", "plot runs={files}/text.pt", 2, "is invalid: must be a folder holding runs"),
     row("render-gl-disabled", "render checkpoint={run}", 2, "rendering is off (MUJOCO_GL=disable)", subprocess=True, env={"MUJOCO_GL": "disable"}),
-    # -- issue 17: a checkpoint is validated like a config, by every loader (locomo.checkpoint_format.validate)
+    # -- issue 17: a checkpoint is validated like a config, by every loader (locomo.runs.checkpoint_format.validate)
     row("resume-renamed-copy", "train resume={files}/renamed_run train.iterations=4", 2, "iter_000099.pt holds iteration 2 but is named for iteration 99 (a copy or a rename?)", category="checkpoint"),
     row("eval-renamed-copy", "eval checkpoint={files}/renamed_run", 2, "iter_000099.pt holds iteration 2 but is named for iteration 99", category="checkpoint"),
     row("eval-stored-activation", "eval checkpoint={files}/activation.pt", 2, "activation.pt: its stored config is invalid: model.activation='sigmoid' is invalid: allowed values are tanh, relu, elu", category="checkpoint"),
@@ -248,7 +248,7 @@ CATALOGUE = [
     row("eval-fifo-in-run", "eval checkpoint={files}/fifo_run_no_last episodes=1 mode=deterministic", 0, "", category="runtime"),
     row("eval-symlink-loop", "eval checkpoint={files}/loop_a", 2, "loop_a is a symbolic link loop (its links never reach a file)", category="checkpoint"),
     row("resume-symlink-loop", "train resume={files}/loop_a", 2, "loop_a' is a symbolic link loop", category="checkpoint"),
-    # -- issue 17: an output never destroys what it does not own (locomo.outputs.safe_output); one run stays one run
+    # -- issue 17: an output never destroys what it does not own (locomo.runs.outputs.safe_output); one run stays one run
     row("export-over-training-checkpoint", "export checkpoint={run} out={run}/checkpoints/iter_000002.pt", 2, "iter_000002.pt' is invalid: it is inside the checkpoints/ folder of the training run", category="checkpoint"),
     row("export-over-shipped-walker", "export checkpoint=walker out={files}/assets/walker.pt", 2, "walker.pt, a file shipped with locomo; write elsewhere, or add overwrite=true to replace it"),
     row("export-over-shipped-other-kind", "export checkpoint=walker format=torchscript out={files}/assets/walker.pt overwrite=true", 2, "(it is not a TorchScript file, so overwrite=true does not replace it)"),
@@ -467,8 +467,8 @@ def write_typo_part5_cases(run: Path, files: Path, good: dict) -> None:
 
 def write_output_cases(run: Path, files: Path, good: dict) -> None:
     """Issue 17: the shipped assets through a link, a policy file, a user's own directories."""
-    from locomo.checkpoint_format import POLICY_KEYS
     from locomo.paths import ASSETS_DIR
+    from locomo.runs.checkpoint_format import POLICY_KEYS
 
     (files / "assets").symlink_to(ASSETS_DIR)  # as the checkout's top-level assets link
     torch.save({k: good[k] for k in POLICY_KEYS if k in good}, files / "policy_only.pt")

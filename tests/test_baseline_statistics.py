@@ -12,11 +12,11 @@ from __future__ import annotations
 import torch
 from omegaconf import OmegaConf
 
-from locomo import losses
-from locomo.advantages import compute_advantages
-from locomo.buffer import RolloutBatch
-from locomo.config import AlgoConfig
-from locomo.policy import GaussianActor
+from locomo.config.schema import AlgoConfig
+from locomo.rl import losses
+from locomo.rl.advantages import compute_advantages
+from locomo.rl.buffer import RolloutBatch
+from locomo.rl.policy import GaussianActor
 
 OBS = 2
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import EnvConfig
-from locomo.config_rules import validate_env
+from locomo.config.rules import validate_env
+from locomo.config.schema import EnvConfig
 from locomo.envs import EnvStep, GymnasiumVecEnv, make_vec_env
 from locomo.envs.batched import BatchedMujocoVecEnv
 from locomo.envs.tasks import TASKS

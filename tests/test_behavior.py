@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from locomo.behavior import (
+from locomo.config.schema import BehaviorConfig
+from locomo.envs.base import EpisodeRecord
+from locomo.envs.gymnasium_backend import GymnasiumVecEnv
+from locomo.evaluation.behavior import (
     BODY_KEYS,
     LABELS,
     Behavior,
@@ -29,9 +32,6 @@ from locomo.behavior import (
     lean_angles,
     up_axis,
 )
-from locomo.config import BehaviorConfig
-from locomo.envs.base import EpisodeRecord
-from locomo.envs.gymnasium_backend import GymnasiumVecEnv
 from locomo.paths import ASSETS_DIR, CONF_DIR
 
 THRESHOLDS = BehaviorConfig()

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from locomo import checkpoint
-from locomo.checkpoint import CheckpointError, CheckpointManager, assert_plain, load, load_latest
-from locomo.logging import truncate_metrics
-from locomo.runner import Runner
+from locomo.runs import checkpoint
+from locomo.runs.checkpoint import CheckpointError, CheckpointManager, assert_plain, load, load_latest
+from locomo.runs.metrics_file import truncate_metrics
+from locomo.training.runner import Runner
 from tests.conftest import Evil, make_runner
 
 

@@ -1,7 +1,7 @@
 """Issue 17, part 2: a checkpoint is validated like a config, by every loader.
 
-The one check (:func:`locomo.checkpoint_format.validate`) on what a file holds, and the one scan of a
-checkpoint directory (:func:`locomo.checkpoint.periodic_files`, regular files only). The CLI
+The one check (:func:`locomo.runs.checkpoint_format.validate`) on what a file holds, and the one scan of a
+checkpoint directory (:func:`locomo.runs.checkpoint.periodic_files`, regular files only). The CLI
 cases are rows of the catalogue (tests/test_bad_inputs.py, docs/bad_inputs.md); here are the
 ones that need more than one command (a renamed copy resumed twice) and the pure parts.
 """
@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import torch
 
-from locomo.checkpoint import CheckpointError, load, load_latest, missing_reason, periodic_files
-from locomo.checkpoint_format import KIND_DIAGNOSTIC, require_resumable, validate
 from locomo.paths import ASSETS_DIR
+from locomo.runs.checkpoint import CheckpointError, load, load_latest, missing_reason, periodic_files
+from locomo.runs.checkpoint_format import KIND_DIAGNOSTIC, require_resumable, validate
 from tests.conftest import metrics_rows, run_locomo
 from tests.safety_helpers import call_locomo, finished_pendulum_run
 
@@ -241,7 +241,7 @@ def test_a_bundled_model_is_pinned_by_its_name_under_assets(tmp_path: Path, monk
     a file of that name in the working directory is never taken for it."""
     from omegaconf import OmegaConf
 
-    from locomo.config import EnvConfig
+    from locomo.config.schema import EnvConfig
     from locomo.paths import env_xml_path, model_sha256, pin_xml_file, pinned_model_problem
 
     monkeypatch.chdir(tmp_path)

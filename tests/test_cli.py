@@ -47,7 +47,7 @@ def test_cfg_job_prints_config(locomo_cli):
 def test_overrides_are_checked_before_hydra_and_flags_are_not_overrides():
     """Issue "Nothing lost to a typo", part 5: Hydra's flags and their values pass; each value of
     a sweep is checked; an unparsable override says how to quote it."""
-    from locomo.composition import check_overrides
+    from locomo.config.overrides import check_overrides
     from locomo.errors import ConfigError
 
     check_overrides(["--cfg", "job", "-cd", "conf=1", "-m", "seed=0,1", "env.name=my_walker-2.0"])

@@ -18,10 +18,10 @@ from omegaconf import OmegaConf
 import locomo
 from locomo.cli_help import SCHEMAS, command_help, schema_keys
 from locomo.commands import COMMANDS
-from locomo.config_rules import resolve_total_steps
+from locomo.config.rules import resolve_total_steps
 from locomo.errors import ConfigError
+from locomo.evaluation.progress import PROGRESS_ENV
 from locomo.messages import LOGGER, LineTee, job_messages
-from locomo.progress import PROGRESS_ENV
 from tests.conftest import REPO, compose, metrics_rows
 from tests.safety_helpers import call_locomo
 
@@ -65,7 +65,7 @@ def test_help_lists_exactly_the_commands_keys_each_with_a_meaning(command: str):
     assert status == 0, err
     keys = schema_keys(SCHEMAS[command])
     assert help_keys(out) == [key for key, _ in keys]
-    # Every key of every schema has a comment in locomo/config.py: the help has no empty line.
+    # Every key of every schema has a comment in locomo/config/schema.py: the help has no empty line.
     assert [key for key, meaning in keys if not meaning] == []
     assert out.startswith(f"locomo {command}: {COMMANDS[command][1]}")
 

@@ -223,7 +223,7 @@ def test_a_rank_that_dies_ends_the_job_without_a_torn_checkpoint(tmp_path):
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith("locomo: error: rank 0 of 2: ")
     assert "another rank of this job has stopped" in errors[0]
-    from locomo.checkpoint import load_file
+    from locomo.runs.checkpoint import load_file
 
     files = sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))
     assert files
@@ -282,7 +282,7 @@ def test_more_processes_than_gpus_is_refused_before_anything_runs(tmp_path):
     any collective, so this runs without a job or a GPU)."""
     from locomo.distributed import Group
     from locomo.errors import ConfigError
-    from locomo.runner import Runner
+    from locomo.training.runner import Runner
     from tests.conftest import PENDULUM_RUN, compose
 
     if torch.cuda.device_count() >= 2:

@@ -1,4 +1,4 @@
-"""The policy's action distributions (locomo/distributions.py): the clipped Gaussian's likelihood at
+"""The policy's action distributions (locomo/rl/distributions.py): the clipped Gaussian's likelihood at
 and beyond the bounds by hand, its mode and samples, and that evaluation, export and the Python API
 act through the same object as training."""
 
@@ -10,11 +10,11 @@ import torch
 from torch.distributions import Normal
 
 import locomo
-from locomo.deploy import TOLERANCE, DeployedPolicy, eval_actions, probe_observations
-from locomo.distributions import BoundedGaussian, Categorical, Gaussian
 from locomo.envs.base import SpaceInfo
-from locomo.evaluation import load_policy, select_actions
-from locomo.policy import ValueNet, make_actor
+from locomo.evaluation.deploy import TOLERANCE, DeployedPolicy, eval_actions, probe_observations
+from locomo.evaluation.episodes import load_policy, select_actions
+from locomo.rl.distributions import BoundedGaussian, Categorical, Gaussian
+from locomo.rl.policy import ValueNet, make_actor
 
 BOX = SpaceInfo(obs_dim=5, discrete=False, action_dim=3, action_low=-2 * np.ones(3), action_high=np.ones(3))
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from locomo.checkpoint import assert_plain
-from locomo.config import EnvConfig
+from locomo.config.schema import EnvConfig
 from locomo.envs import TorchVecEnv, make_vec_env
+from locomo.runs.checkpoint import assert_plain
 
 
 def build(name: str, env_id: str, xml: str | None, backend: str, num_envs: int = 2) -> TorchVecEnv:

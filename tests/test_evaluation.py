@@ -8,12 +8,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from locomo.config import BehaviorConfig, EnvConfig
+from locomo.config.schema import BehaviorConfig, EnvConfig
 from locomo.envs import make_vec_env
-from locomo.evaluation import rollouts
+from locomo.evaluation.episodes import rollouts
 from locomo.paths import CONF_DIR
-from locomo.policy import make_actor
-from locomo.running_stats import RunningMeanStd
+from locomo.rl.policy import make_actor
+from locomo.rl.running_stats import RunningMeanStd
 
 
 def env_config(name: str, backend: str):

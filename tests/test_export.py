@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from locomo import deploy
 from locomo.envs.base import SpaceInfo
-from locomo.evaluation import LoadedPolicy, load_policy, select_actions
+from locomo.evaluation import deploy
+from locomo.evaluation.episodes import LoadedPolicy, load_policy, select_actions
 from locomo.paths import ASSETS_DIR
-from locomo.policy import make_actor
-from locomo.running_stats import RunningMeanStd
+from locomo.rl.policy import make_actor
+from locomo.rl.running_stats import RunningMeanStd
 from tests.safety_helpers import call_locomo, machine_paths
 
 onnx = pytest.importorskip("onnx", reason='the onnx extra: pip install -e ".[test]"')

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from locomo.checkpoint import load
 from locomo.errors import NonFiniteError
 from locomo.guard import check_parameters, describe_nonfinite
-from locomo.runner import Runner
+from locomo.runs.checkpoint import load
+from locomo.training.runner import Runner
 from tests.conftest import make_runner
 
 

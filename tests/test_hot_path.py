@@ -11,9 +11,9 @@ from torch.distributions import Independent, Normal
 
 from locomo.errors import NonFiniteError
 from locomo.guard import check_finite
-from locomo.policy import CategoricalActor, GaussianActor
-from locomo.runner import Runner
-from locomo.running_stats import RunningMeanStd
+from locomo.rl.policy import CategoricalActor, GaussianActor
+from locomo.rl.running_stats import RunningMeanStd
+from locomo.training.runner import Runner
 from tests.conftest import TINY, compose
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from locomo.runner import Runner
+from locomo.training.runner import Runner
 from tests.conftest import CARTPOLE_LEARNS, QUIET, compose
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from locomo.config import WandbConfig
+from locomo.config.schema import WandbConfig
 from locomo.errors import MetricsError
-from locomo.logging import MetricsLogger, read_metrics, resolve_wandb_mode
+from locomo.runs.metrics_file import read_metrics
+from locomo.training.logging import MetricsLogger, resolve_wandb_mode
 from tests.conftest import make_runner
 
 

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from locomo import losses
-from locomo.advantages import compute_advantages
-from locomo.algorithm import PolicyGradient
-from locomo.buffer import RolloutBatch
-from locomo.config import AlgoConfig
-from locomo.policy import CategoricalActor, GaussianActor
+from locomo.config.schema import AlgoConfig
+from locomo.rl import losses
+from locomo.rl.advantages import compute_advantages
+from locomo.rl.algorithm import PolicyGradient
+from locomo.rl.buffer import RolloutBatch
+from locomo.rl.policy import CategoricalActor, GaussianActor
 
 T, N, OBS, ACT = 7, 3, 4, 2
 
@@ -177,7 +177,7 @@ def test_per_step_and_trajectory_weights_match_direct_computation():
     old = torch.randn(T * N, generator=gen, dtype=torch.float64)
     end = torch.zeros(T, N, dtype=torch.bool)
     end[3, 0] = end[1, 1] = True
-    from locomo.returns import segment_ids
+    from locomo.rl.returns import segment_ids
 
     seg = segment_ids(end).flatten()
     per_step = losses.log_ratios(new, old).exp()

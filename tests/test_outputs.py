@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from locomo.errors import ConfigError
-from locomo.outputs import atomic_output, safe_output, write_text_atomic
 from locomo.paths import ASSETS_DIR
+from locomo.runs.outputs import atomic_output, safe_output, write_text_atomic
 from tests.conftest import PENDULUM_RUN, cli_env, start_locomo, wait_for
 from tests.safety_helpers import call_locomo, finished_pendulum_run
 

@@ -17,13 +17,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from locomo import checkpoint
-from locomo.algorithm import PolicyGradient, adaptive_lr, linear_lr
-from locomo.config import AlgoConfig, upgrade_saved_config
-from locomo.distributions import clipped_gaussian_log_prob, gaussian_log_prob, log_ndtr
+from locomo.config.schema import AlgoConfig, upgrade_saved_config
 from locomo.envs import make_vec_env
-from locomo.evaluation import load_policy
-from locomo.policy import GaussianActor, ValueNet, make_actor
+from locomo.evaluation.episodes import load_policy
+from locomo.rl.algorithm import PolicyGradient, adaptive_lr, linear_lr
+from locomo.rl.distributions import clipped_gaussian_log_prob, gaussian_log_prob, log_ndtr
+from locomo.rl.policy import GaussianActor, ValueNet, make_actor
+from locomo.runs import checkpoint
 from tests.conftest import compose
 
 
@@ -132,7 +132,7 @@ def test_deterministic_action_is_the_clipped_mean():
 
 
 def _train_tiny(tmp_path: Path, *overrides: str) -> Path:
-    from locomo.runner import Runner
+    from locomo.training.runner import Runner
 
     cfg = compose(
         "env=inverted_pendulum",

@@ -14,9 +14,9 @@ import imageio.v3 as iio
 import pytest
 import torch
 
-from locomo.behavior import LABELS
-from locomo.checkpoint import CheckpointError, save_atomic
-from locomo.evaluation import load_policy
+from locomo.evaluation.behavior import LABELS
+from locomo.evaluation.episodes import load_policy
+from locomo.runs.checkpoint import CheckpointError, save_atomic
 from tests.conftest import TINY, metrics_rows, run_locomo
 
 pytestmark = pytest.mark.slow
@@ -163,7 +163,7 @@ def test_unusable_checkpoints_are_one_line_errors(trained, tmp_path):
     whole = (run / "checkpoints" / "last.pt").read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(whole[: len(whole) // 2])
-    # the wording of load errors belongs to locomo.checkpoint; here: one line that names the file
+    # the wording of load errors belongs to locomo.runs.checkpoint; here: one line that names the file
     for path in (text, foreign, truncated, tmp_path / "missing.pt"):
         with pytest.raises(CheckpointError, match=path.name):
             load_policy(path)
@@ -210,9 +210,14 @@ def test_training_goes_on_without_video_when_rendering_fails(tmp_path):
 def test_eval_in_chunks_gives_the_episodes_of_one_batch(monkeypatch):
     """Episodes run at most EPISODES_AT_ONCE at a time (memory stays flat for any count up to the
     bound); episode i depends only on seed + i, so the chunks give what one batch of envs gives."""
-    from locomo import evaluation
     from locomo.errors import ConfigError
-    from locomo.evaluation import MAX_EVAL_EPISODES, check_episode_count, evaluate_episodes, run_episodes
+    from locomo.evaluation import episodes as evaluation
+    from locomo.evaluation.episodes import (
+        MAX_EVAL_EPISODES,
+        check_episode_count,
+        evaluate_episodes,
+        run_episodes,
+    )
 
     policy = load_policy("walker")
     thresholds = policy.cfg.behavior

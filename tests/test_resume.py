@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-from locomo.checkpoint import load_latest
-from locomo.checkpoint_format import periodic_iteration
+from locomo.runs.checkpoint import load_latest
+from locomo.runs.checkpoint_format import periodic_iteration
 from tests.conftest import metrics_rows, start_locomo, wait_for
 from tests.safety_helpers import assert_same, call_locomo, learned_state
 
@@ -212,9 +212,9 @@ def test_resume_from_a_checkpoint_outside_a_run_dir_starts_a_new_run_dir(
 def test_resume_reads_the_checkpoint_once_for_both_steps(tmp_path: Path, monkeypatch):
     """resolve_resume (before Hydra) hands what it loaded to resumed_config (in the job), in the
     start's Launch."""
-    from locomo import checkpoint
     from locomo.launch import Launch
-    from locomo.resume import resolve_resume, resumed_config
+    from locomo.runs import checkpoint
+    from locomo.training.resume import resolve_resume, resumed_config
     from tests.conftest import TINY, compose, run_locomo
 
     trained = run_locomo(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from locomo import returns
+from locomo.rl import returns
 
 F, T_ = False, True
 
@@ -114,7 +114,7 @@ def test_normalize():
 
 
 def test_reward_scaler_divides_by_running_std_of_discounted_return():
-    from locomo.running_stats import RewardScaler
+    from locomo.rl.running_stats import RewardScaler
 
     scaler = RewardScaler(num_envs=1, gamma=0.5).double()
     seen = []

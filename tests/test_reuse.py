@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from locomo import losses, returns
-from locomo.algorithm import PolicyGradient
 from locomo.distributed import SINGLE
 from locomo.errors import ConfigError
-from locomo.policy import GaussianActor, ValueNet
+from locomo.rl import losses, returns
+from locomo.rl.algorithm import PolicyGradient
+from locomo.rl.policy import GaussianActor, ValueNet
 from tests import distributed_worker as worker
 from tests.conftest import compose
 from tests.test_losses import N, T, algo_cfg, make_batch
@@ -225,7 +225,7 @@ def test_kept_batches_are_one_rollout_with_the_current_critic():
 def test_resume_with_reuse_is_bit_exact_and_old_checkpoints_load(tmp_path):
     """A run of 4 iterations with 2 kept batches equals one of 2 iterations resumed to 4: the
     checkpoint carries the kept batches; a checkpoint without them (older than the key) loads."""
-    from locomo.runner import Runner
+    from locomo.training.runner import Runner
     from tests.conftest import PENDULUM_RUN
 
     def runner(run_dir: Path, iterations: int, resume: dict | None = None) -> Runner:
@@ -261,7 +261,7 @@ def test_bad_reuse_settings_are_one_line():
 
 
 def test_memory_estimate_counts_the_kept_batches():
-    from locomo.preflight import env_sizes, estimate_memory
+    from locomo.config.preflight import env_sizes, estimate_memory
 
     one = compose("env=humanoid", "algo.reuse_batches=1")
     many = compose("env=humanoid", "algo.reuse_batches=4")
@@ -275,7 +275,7 @@ def test_memory_estimate_counts_the_kept_batches():
 
 
 def overlap_runner(run_dir: Path, iterations: int, resume: dict | None = None, *more: str):
-    from locomo.runner import Runner
+    from locomo.training.runner import Runner
     from tests.conftest import PENDULUM_RUN
 
     overrides = ("algo=walk", "model.hidden_sizes=[16,16]", "train.overlap=true", *more)

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from locomo.config import LocomoConfig
-from locomo.config_rules import unknown_keys
+from locomo.config.preflight import EnvSizes, estimate_memory, memory_limit_from
+from locomo.config.rules import unknown_keys
+from locomo.config.schema import LocomoConfig
+from locomo.config.validation import config_warnings
 from locomo.errors import TrainingAborted
-from locomo.logging import missing_iterations, read_metrics
-from locomo.preflight import EnvSizes, estimate_memory, memory_limit_from
-from locomo.rundir import RunDirLock, previous_run
-from locomo.validation import config_warnings
+from locomo.runs.metrics_file import missing_iterations, read_metrics
+from locomo.runs.rundir import RunDirLock, previous_run
 from tests.conftest import CARTPOLE_RUN
 from tests.safety_helpers import call_locomo
 
@@ -99,7 +99,7 @@ def test_damaged_metrics_rows_on_resume_are_kept_aside_and_named(tmp_path: Path,
 
 
 def test_second_signal_says_truthfully_that_no_checkpoint_exists(tmp_path: Path, monkeypatch):
-    from locomo.runner import Runner
+    from locomo.training.runner import Runner
 
     def aborted(self):
         raise TrainingAborted(signal.SIGINT)
@@ -122,9 +122,10 @@ def test_second_signal_names_the_kept_checkpoint():
 
 
 def test_sigterm_during_start_up_is_one_line_and_143(tmp_path: Path, monkeypatch):
-    import locomo.preflight
+    import locomo.config.preflight
 
-    monkeypatch.setattr(locomo.preflight, "check_resources", lambda cfg: os.kill(os.getpid(), signal.SIGTERM))
+    stop = lambda cfg: os.kill(os.getpid(), signal.SIGTERM)  # noqa: E731
+    monkeypatch.setattr(locomo.config.preflight, "check_resources", stop)
     status, err = train(tmp_path / "t", "train.iterations=1")
     assert status == 143
     assert err.strip().endswith(
@@ -136,7 +137,7 @@ def test_sigterm_during_start_up_is_one_line_and_143(tmp_path: Path, monkeypatch
 def test_unexpected_failure_is_one_line_with_a_traceback_file_and_the_iteration_saved(
     tmp_path: Path, monkeypatch
 ):
-    import locomo.runner
+    import locomo.training.runner
 
     class FailingBar:
         """A progress bar whose second update fails: after iteration 2 was trained and logged."""
@@ -155,7 +156,7 @@ def test_unexpected_failure_is_one_line_with_a_traceback_file_and_the_iteration_
         def close(self):
             pass
 
-    monkeypatch.setattr(locomo.runner, "tqdm", FailingBar)
+    monkeypatch.setattr(locomo.training.runner, "tqdm", FailingBar)
     run = tmp_path / "u"
     status, err = train(run, "train.iterations=5", "train.checkpoint_every=0")
     assert status == 1

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from locomo.errors import StoppedBySignal, interrupt_behind
-from locomo.signals import GracefulStop
+from locomo.training.signals import GracefulStop
 from tests.conftest import PENDULUM_RUN, cli_env, metrics_rows, wait_for
 from tests.safety_helpers import call_locomo
 
@@ -99,10 +99,11 @@ def test_sighup_is_left_ignored_under_nohup(tmp_path: Path):
 
 
 def test_sighup_while_starting_up_is_one_line_and_129(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import locomo.preflight
+    import locomo.config.preflight
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(locomo.preflight, "check_resources", lambda cfg: os.kill(os.getpid(), signal.SIGHUP))
+    hangup = lambda cfg: os.kill(os.getpid(), signal.SIGHUP)  # noqa: E731
+    monkeypatch.setattr(locomo.config.preflight, "check_resources", hangup)
     status, _, err = call_locomo("train", *PENDULUM_RUN, "train.iterations=1")
     assert status == 129, err
     assert err.strip() == f"locomo: stopped by SIGHUP {STARTING}"

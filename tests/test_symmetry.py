@@ -8,9 +8,9 @@ import torch
 from locomo.envs import make_vec_env
 from locomo.envs.mirror import humanoid_mirror
 from locomo.errors import ConfigError
-from locomo.factory import make_learners
-from locomo.running_stats import RunningMeanStd
-from locomo.symmetry import PolicyMirror, make_policy_mirror
+from locomo.rl.factory import make_learners
+from locomo.rl.running_stats import RunningMeanStd
+from locomo.rl.symmetry import PolicyMirror, make_policy_mirror
 from tests.conftest import compose
 
 
@@ -39,9 +39,9 @@ def test_update_learns_from_each_sample_and_its_image(humanoid):
     """Every sample's image enters with the sample's advantage, log pi_k(M a|M s), and the behaviour
     log-prob mu(a|s) (the density of the mirrored behaviour policy at the image) truncated at
     pi_k's; the update keeps its number of steps, with minibatches twice the size."""
-    from locomo.advantages import with_images
-    from locomo.algorithm import PolicyGradient
-    from locomo.buffer import RolloutBatch
+    from locomo.rl.advantages import with_images
+    from locomo.rl.algorithm import PolicyGradient
+    from locomo.rl.buffer import RolloutBatch
 
     cfg, env = humanoid
     cfg.model.hidden_sizes = [16]

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from locomo import losses
-from locomo.advantages import compute_advantages
-from locomo.runner import Runner
+from locomo.rl import losses
+from locomo.rl.advantages import compute_advantages
+from locomo.training.runner import Runner
 from tests.conftest import QUIET, compose
 
 TINY = ["train.num_envs=4", "train.steps_per_iteration=128", "train.iterations=2", *QUIET]
@@ -115,7 +115,7 @@ def test_reward_terms_are_logged_and_sum_to_reward(tmp_path):
 
 
 def test_device_auto_picks_cpu_without_cuda():
-    from locomo.factory import resolve_device
+    from locomo.rl.factory import resolve_device
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected

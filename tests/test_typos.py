@@ -1,7 +1,7 @@
 """Issue 17, "Nothing lost to a typo": the command line is composed once before Hydra's app runs
-(:func:`locomo.composition.check_composition`), so that an unknown key or group option, or a value of the
-wrong type, is one line and exit 2; a start refused later leaves nothing behind
-(:func:`locomo.hydra_job.removed_if_refused`).
+(:func:`locomo.config.composition.check_composition`), so that an unknown key or group option, or
+a value of the wrong type, is one line and exit 2; a start refused later leaves nothing behind
+(:func:`locomo.runs.hydra_job.removed_if_refused`).
 
 The messages themselves are rows of the catalogue (``tests/test_bad_inputs.py``, which also checks
 that every refused start leaves the working directory empty). Here: that what Hydra handles itself
@@ -17,12 +17,12 @@ import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from locomo import composition
 from locomo.cli_help import register_help_resolver
 from locomo.commands import load as load_command
-from locomo.config import register_configs
+from locomo.config import composition, overrides
+from locomo.config.schema import register_configs
 from locomo.errors import ConfigError
-from locomo.hydra_job import remove_refused_start
+from locomo.runs.hydra_job import remove_refused_start
 from tests.safety_helpers import call_locomo
 
 # The smallest training run: one iteration of 512 steps of the inverted pendulum, nothing else.
@@ -124,7 +124,7 @@ def test_sweep_jobs_are_numbered_and_made_as_hydras_basic_sweeper_makes_them():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     task = ["seed=0,1,2", "algo.lr=1e-3,3e-4", "env=cartpole", "+env.kwargs.frame_skip=2,3"]
-    sweep = composition._sweep_jobs(["hydra.run.dir=x", *task])
+    sweep = overrides.sweep_jobs(["hydra.run.dir=x", *task])
     assert sweep is not None
     hydra_args, jobs, total = sweep
     hydras = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(task), None)[0]
@@ -134,12 +134,12 @@ def test_sweep_jobs_are_numbered_and_made_as_hydras_basic_sweeper_makes_them():
 
 
 def test_a_large_sweep_checks_a_bounded_set_of_jobs_holding_every_value():
-    _, jobs, total = composition._sweep_jobs(["seed=range(0,200)", "train.num_envs=2,4,8"]) or ([], [], 0)
+    _, jobs, total = overrides.sweep_jobs(["seed=range(0,200)", "train.num_envs=2,4,8"]) or ([], [], 0)
     assert total == 600
-    assert len(jobs) == composition.MAX_CHECKED_JOBS
+    assert len(jobs) == overrides.MAX_CHECKED_JOBS
     seen = {(a, b) for _, (a, b) in jobs}
     assert {b for _, b in seen} == {"train.num_envs=2", "train.num_envs=4", "train.num_envs=8"}
-    _, jobs, total = composition._sweep_jobs(["seed=range(0,20)", "train.num_envs=2,4,8"]) or ([], [], 0)
+    _, jobs, total = overrides.sweep_jobs(["seed=range(0,20)", "train.num_envs=2,4,8"]) or ([], [], 0)
     assert len(jobs) == total == 60  # small enough: every job
     assert {tuple(job) for _, job in jobs} == {
         (f"seed={s}", f"train.num_envs={n}") for s, n in itertools.product(range(20), (2, 4, 8))

@@ -11,24 +11,24 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from locomo import rendering as video
-from locomo.config import BehaviorConfig
+from locomo.config.schema import BehaviorConfig
 from locomo.envs import make_vec_env
-from locomo.evaluation import rollouts
-from locomo.paths import CONF_DIR
-from locomo.policy import make_actor
-from locomo.rendering import (
-    FrameRenderer,
-    RenderError,
-    choose_camera,
+from locomo.errors import RenderError
+from locomo.evaluation import offscreen
+from locomo.evaluation import rendering as video
+from locomo.evaluation.episodes import rollouts
+from locomo.evaluation.offscreen import FrameRenderer, choose_camera
+from locomo.evaluation.rendering import (
     draw_overlay,
     frame_stride,
     grid_shape,
     label_color,
     write_rollout_video,
 )
-from locomo.rollout import Rollout
-from locomo.running_stats import RunningMeanStd
+from locomo.evaluation.rollout import Rollout
+from locomo.paths import CONF_DIR
+from locomo.rl.policy import make_actor
+from locomo.rl.running_stats import RunningMeanStd
 
 W, H = 320, 240  # tile size of the readback tests: the overlay stays clear of the body
 
@@ -156,23 +156,23 @@ def test_humanoid_is_filmed_by_its_side_camera(humanoid):
 
 
 def test_gl_backend_probes_egl_then_osmesa_and_explains_the_fix(monkeypatch):
-    monkeypatch.setattr(video, "_gl", video._GLChoice())
+    monkeypatch.setattr(offscreen, "_gl", offscreen._GLChoice())
     monkeypatch.delenv("MUJOCO_GL", raising=False)
-    monkeypatch.setattr(video, "_GL_PROBE", "raise SystemExit('no GL on this machine')")
+    monkeypatch.setattr(offscreen, "_GL_PROBE", "raise SystemExit('no GL on this machine')")
     with pytest.raises(RenderError) as failure:
-        video.gl_backend()
+        offscreen.gl_backend()
     message = str(failure.value)
     assert "\n" not in message
     assert "egl: no GL on this machine; osmesa: no GL on this machine" in message
     assert "apt-get install libegl1" in message and "MUJOCO_GL=osmesa" in message
     with pytest.raises(RenderError):  # remembered: no second probe
-        video.gl_backend()
+        offscreen.gl_backend()
 
 
 def test_gl_backend_probe_finds_a_working_backend_here(monkeypatch):
-    monkeypatch.setattr(video, "_gl", video._GLChoice())
+    monkeypatch.setattr(offscreen, "_gl", offscreen._GLChoice())
     monkeypatch.delenv("MUJOCO_GL", raising=False)
-    assert video.gl_backend() in ("egl", "osmesa")
+    assert offscreen.gl_backend() in ("egl", "osmesa")
 
 
 def test_an_unwritable_video_path_is_a_render_error(humanoid, renderer, tmp_path):

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import torch
 
-from locomo.behavior import WALKED_FORWARD
 from locomo.commands.export import episode_row
-from locomo.config import BehaviorConfig, register_configs
-from locomo.evaluation import evaluate_episodes, load_policy, resolve_checkpoint_path, run_episodes
+from locomo.config.schema import BehaviorConfig, register_configs
+from locomo.evaluation.behavior import WALKED_FORWARD
+from locomo.evaluation.episodes import evaluate_episodes, load_policy, resolve_checkpoint_path, run_episodes
+from locomo.evaluation.rollout import Rollout
 from locomo.paths import ASSETS_DIR, CONF_DIR
-from locomo.rollout import Rollout
 from tests.safety_helpers import machine_paths
 
 WALKER = ASSETS_DIR / "walker.pt"

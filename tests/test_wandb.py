@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from locomo.logging import best_checkpoint_return, wandb_run_name, wandb_tags
+from locomo.training.logging import best_checkpoint_return, wandb_run_name, wandb_tags
 from tests.conftest import compose
 
 # The brief's tiny run: 2 iterations of 256 pendulum steps, a checkpoint (and upload) after each.
@@ -81,8 +81,8 @@ def wandb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_offline_run_holds_name_tags_model_artifact_and_summary(wandb_home, capsys):
-    from locomo.evaluation import load_policy
-    from locomo.runner import Runner
+    from locomo.evaluation.episodes import load_policy
+    from locomo.training.runner import Runner
 
     run_dir = wandb_home / "run"
     runner = Runner(compose(*RUN), run_dir)
@@ -152,8 +152,8 @@ def test_auto_mode_without_login_says_once_how_to_sync(wandb_home, monkeypatch, 
     """``auto`` without a login falls back to offline: no longer silently."""
     from omegaconf import OmegaConf
 
-    from locomo.config import WandbConfig
-    from locomo.logging import MetricsLogger
+    from locomo.config.schema import WandbConfig
+    from locomo.training.logging import MetricsLogger
 
     monkeypatch.setenv("NETRC", str(wandb_home / "no-netrc"))
     config = {"env": {"name": "cartpole"}, "algo": {"name": "baseline"}, "seed": 1}
@@ -173,8 +173,8 @@ def test_online_fallback_removes_only_the_failed_attempts_dir(wandb_home, monkey
     and a run dir of an earlier session is kept."""
     from omegaconf import OmegaConf
 
-    from locomo.config import WandbConfig
-    from locomo.logging import MetricsLogger
+    from locomo.config.schema import WandbConfig
+    from locomo.training.logging import MetricsLogger
 
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port

@@ -4,7 +4,7 @@ The default job's own workload, ``locomo_train_default``: the config ``locomo tr
 with no overrides (``conf/train.yaml``: env=humanoid, algo=walk, with whatever networks, batch,
 epochs, minibatches, ``algo.reuse_batches`` and thread settings they hold when the bench runs), on
 the CPU with the bench's seed, no videos and no W&B, for ``bench.train_iterations`` iterations
-through :class:`~locomo.runner.Runner`: env steps/s per iteration (the runner's
+through :class:`~locomo.training.runner.Runner`: env steps/s per iteration (the runner's
 ``perf/steps_per_s``: collect + update, or their overlapped wall time with ``train.overlap``).
 The ratio ``locomo_train_default/raw_physics`` divides it by the raw physics at the same envs
 and threads (``default_workload.raw_physics`` says which figure: ``raw_physics`` or
@@ -146,10 +146,10 @@ def clock_runner(runner: Any, clock: PartClock) -> None:
 def measure_locomo_train_default(
     cfg: DictConfig, run_dir: Path, name: str = "locomo_train_default"
 ) -> tuple[list[float], list[dict]]:
-    """The default job through :class:`~locomo.runner.Runner`, its iterations clocked by
+    """The default job through :class:`~locomo.training.runner.Runner`, its iterations clocked by
     :class:`PartClock`: env steps/s (``perf/steps_per_s``) of each iteration after the first, and
     every iteration's parts (:attr:`PartClock.iterations`)."""
-    from locomo.runner import Runner
+    from locomo.training.runner import Runner
 
     out = run_dir / name
     out.mkdir(parents=True, exist_ok=True)

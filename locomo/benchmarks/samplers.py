@@ -27,7 +27,7 @@ import mujoco
 import numpy as np
 from omegaconf import DictConfig
 
-from locomo.config import EnvConfig
+from locomo.config.schema import EnvConfig
 from locomo.envs.batched import BatchedMujocoVecEnv, load_task
 from locomo.envs.gymnasium_backend import GymnasiumVecEnv
 from locomo.envs.pool import WorkerPool, available_cores

@@ -4,7 +4,7 @@ Trainers, the identical workload (batch ``train_batch`` env steps from ``num_env
 passes of ``train_minibatches`` minibatches, 64x64 tanh MLPs, Gaussian policy, value baseline with
 GAE, clipped importance weights, observation normalisation):
 
-- ``locomo_train``: :class:`~locomo.runner.Runner` with the default thread settings (torch on one
+- ``locomo_train``: :class:`~locomo.training.runner.Runner` with the default thread settings (torch on one
   thread while collecting and while updating, ``train.torch_threads=1 train.update_threads=1``),
   env steps / (collect + update) per iteration;
 - ``locomo_train_all_cores``: the same with ``train.update_threads=0``: the update on every core
@@ -33,10 +33,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.benchmarks.samplers import ENV_ID
-from locomo.config import register_configs, to_container
+from locomo.config.schema import register_configs, to_container
+from locomo.config.validation import validate_config
 from locomo.envs.pool import available_cores
 from locomo.paths import CONF_DIR
-from locomo.validation import validate_config
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
@@ -88,7 +88,7 @@ def measure_locomo_train(
     settings: Any, seed: int, run_dir: Path, name: str, update_threads: int | None = None
 ) -> dict[str, list[float]]:
     """Per iteration after the first: env steps/s end to end, collect steps/s and update seconds."""
-    from locomo.runner import Runner
+    from locomo.training.runner import Runner
 
     cfg = locomo_train_config(settings, seed, update_threads)
     out = run_dir / name

@@ -32,10 +32,10 @@ from locomo.benchmarks.default_job import (
 )
 from locomo.benchmarks.samplers import ENV_ID, measure_samplers, raw_default_setup, resolve_threads
 from locomo.benchmarks.training import measure_locomo_train, measure_locomo_train_ranks, measure_sb3
+from locomo.config.validation import validate_bench
 from locomo.envs.pool import available_cores
 from locomo.errors import ConfigError
 from locomo.launch import Launch
-from locomo.validation import validate_bench
 
 CONFIG = "bench"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
@@ -272,8 +272,8 @@ def bench_settings(cfg: DictConfig) -> DictConfig:
 
 def prepare(args: list[str]) -> Launch:
     """Hydra's ``.hydra/`` record left to the job, so that a refused start leaves nothing behind
-    (:func:`locomo.hydra_job.run_dir_launch`)."""
-    from locomo.hydra_job import run_dir_launch
+    (:func:`locomo.runs.hydra_job.run_dir_launch`)."""
+    from locomo.runs.hydra_job import run_dir_launch
 
     return run_dir_launch(args, OUTPUT_ROOTS)
 
@@ -309,7 +309,7 @@ def run(cfg: DictConfig, launch: Launch) -> dict[str, Any]:
 
     A start refused (a bad value or ``bench.out``) leaves nothing behind, not even the run dir.
     """
-    from locomo.hydra_job import removed_if_refused
+    from locomo.runs.hydra_job import removed_if_refused
 
     with removed_if_refused(launch.created_below):
         return _run(cfg, launch)
@@ -318,8 +318,8 @@ def run(cfg: DictConfig, launch: Launch) -> dict[str, Any]:
 def _run(cfg: DictConfig, launch: Launch) -> dict[str, Any]:
     """:func:`run` without the clean-up of a refused start."""
     from locomo import messages
-    from locomo.hydra_job import hydra_run_dir, write_job_record
-    from locomo.outputs import safe_output, write_text_atomic
+    from locomo.runs.hydra_job import hydra_run_dir, write_job_record
+    from locomo.runs.outputs import safe_output, write_text_atomic
 
     validate_bench(cfg)
     run_dir = hydra_run_dir()

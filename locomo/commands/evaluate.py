@@ -8,9 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from locomo.config.validation import validate_eval_config
 from locomo.errors import ConfigError
-from locomo.outputs import safe_output, write_text_atomic
-from locomo.validation import validate_eval_config
+from locomo.runs.outputs import safe_output, write_text_atomic
 
 CONFIG = "eval"
 
@@ -19,7 +19,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Episodes in the chosen modes, a table on stdout, the full result as JSON."""
     import torch
 
-    from locomo.evaluation import (
+    from locomo.evaluation.episodes import (
         check_episode_count,
         evaluate_modes,
         format_table,

@@ -1,7 +1,7 @@
 """``locomo export``: a checkpoint's policy alone (actor + observation normaliser, under 2 MB for the
 walker), evaluated in deterministic and stochastic mode, with a JSON summary beside it (how it was
 made, how it did); or, with ``format=torchscript|onnx``, a standalone file for deployment
-(:mod:`locomo.deploy`)."""
+(:mod:`locomo.evaluation.deploy`)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from locomo.config import EXPORT_SUFFIXES
+from locomo.config.schema import EXPORT_SUFFIXES
+from locomo.config.validation import validate_export_config
 from locomo.errors import ConfigError
-from locomo.outputs import atomic_output, safe_output, write_text_atomic
 from locomo.paths import ASSETS_DIR
-from locomo.validation import validate_export_config
+from locomo.runs.outputs import atomic_output, safe_output, write_text_atomic
 
 if TYPE_CHECKING:  # torch and MuJoCo load only when a command runs (--help stays fast)
-    from locomo.rollout import Rollout
+    from locomo.evaluation.rollout import Rollout
 
 CONFIG = "export"
 
@@ -43,7 +43,7 @@ def exported_name(out: Path) -> str:
 
 
 def given_output(cfg: DictConfig) -> Path | None:
-    """``out`` when given, checked (:func:`locomo.outputs.safe_output`) before anything loads; for
+    """``out`` when given, checked (:func:`locomo.runs.outputs.safe_output`) before anything loads; for
     ``format=checkpoint`` the ``.json`` summary beside it too."""
     if cfg.out is None:
         return None
@@ -56,7 +56,7 @@ def given_output(cfg: DictConfig) -> Path | None:
 def output_path(cfg: DictConfig, given: Path | None, source: Any) -> Path:
     """Where the export goes: ``out`` as given, else ``<run>/export/policy_<checkpoint><suffix>``
     (``outputs/export/<time>/`` for a shipped policy); never the checkpoint it is made from."""
-    from locomo.evaluation import output_root
+    from locomo.evaluation.episodes import output_root
 
     if given is None:
         name = f"policy_{source.path.stem}{EXPORT_SUFFIXES[cfg.format][0]}"
@@ -76,8 +76,8 @@ def run_deployed(cfg: DictConfig) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from locomo import deploy
-    from locomo.evaluation import load_policy
+    from locomo.evaluation import deploy
+    from locomo.evaluation.episodes import load_policy
 
     if cfg.format == "onnx":
         deploy.require_onnx()  # before loading anything: the one-line install hint
@@ -117,7 +117,7 @@ MODES = ("deterministic", "stochastic")
 def eval_command(name: str, cfg: DictConfig, mode: str) -> str:
     """The ``locomo eval`` command that reproduces the export's evaluation in ``mode``: every setting
     that changes an episode or its label (``max_steps`` and thresholds only when not the default)."""
-    from locomo.config import BehaviorConfig
+    from locomo.config.schema import BehaviorConfig
 
     args = [f"checkpoint={name}", f"episodes={cfg.episodes}", f"seed={cfg.seed}"]
     if cfg.max_steps is not None:
@@ -172,9 +172,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
     from omegaconf import OmegaConf
 
-    from locomo import checkpoint, checkpoint_format
-    from locomo.checkpoint import CheckpointError
-    from locomo.evaluation import (
+    from locomo.evaluation.episodes import (
         check_episode_count,
         evaluate_modes,
         format_table,
@@ -182,6 +180,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         portable_name,
         summarize,
     )
+    from locomo.runs import checkpoint, checkpoint_format
+    from locomo.runs.checkpoint import CheckpointError
 
     validate_export_config(cfg)
     if cfg.format != "checkpoint":  # no evaluation: episodes is not used

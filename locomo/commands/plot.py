@@ -11,18 +11,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config import PlotConfig
-from locomo.config_rules import refuse_unknown_keys
+from locomo.config.rules import refuse_unknown_keys
+from locomo.config.schema import PlotConfig
+from locomo.config.validation import validate_plot
 from locomo.errors import ConfigError
-from locomo.outputs import atomic_output, safe_output
-from locomo.validation import validate_plot
+from locomo.runs.outputs import atomic_output, safe_output
 
 CONFIG = "plot"
 
 
 @contextmanager
 def figure_file(out: Path) -> Iterator[Path]:
-    """:func:`locomo.outputs.atomic_output` for a figure; errors name ``out``, not the temporary file."""
+    """:func:`locomo.runs.outputs.atomic_output` for a figure; errors name ``out``, not the temporary file."""
     try:
         with atomic_output(out) as tmp:
             yield tmp
@@ -36,7 +36,7 @@ def figure_file(out: Path) -> Iterator[Path]:
 
 def run(cfg: DictConfig) -> None:
     """Plot a metric of several runs against env steps (mean over seeds, min-max band)."""
-    from locomo import plots  # here, not at the top: matplotlib loads only once the command runs
+    from locomo.evaluation import plots  # here, not at the top: matplotlib loads only once the command runs
 
     if OmegaConf.is_missing(cfg, "runs"):
         raise ConfigError(

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from locomo.outputs import OutputInterrupted, atomic_output, safe_output, safe_output_dir
-from locomo.validation import validate_render_config
+from locomo.config.validation import validate_render_config
+from locomo.runs.outputs import OutputInterrupted, atomic_output, safe_output, safe_output_dir
 
 CONFIG = "render"
 
@@ -17,7 +17,7 @@ CONFIG = "render"
 def output_dir(cfg: Any, policy: Any) -> Path:
     """``output_dir`` as given (checked before anything loads), else ``<run>/render/``
     (``outputs/render/<time>/`` for a shipped policy)."""
-    from locomo.evaluation import output_root
+    from locomo.evaluation.episodes import output_root
 
     if cfg.output_dir is not None:
         return safe_output_dir(cfg.output_dir, "output_dir")
@@ -73,18 +73,12 @@ def check_something_to_write(cfg: Any) -> None:
 
 def render_one(cfg: Any, written: list[Path]) -> list[Path]:
     """One checkpoint's rollouts; appends each file to ``written`` once it is complete."""
-    from locomo.behavior import format_counts, label_counts
-    from locomo.evaluation import load_policy, run_episodes
-    from locomo.progress import render_progress
-    from locomo.rendering import (
-        FrameRenderer,
-        VideoStats,
-        check_offscreen,
-        contact_sheet,
-        model_of,
-        write_rollout_video,
-    )
-    from locomo.rollout import Rollout
+    from locomo.evaluation.behavior import format_counts, label_counts
+    from locomo.evaluation.episodes import load_policy, run_episodes
+    from locomo.evaluation.offscreen import FrameRenderer, check_offscreen, model_of
+    from locomo.evaluation.progress import render_progress
+    from locomo.evaluation.rendering import VideoStats, contact_sheet, write_rollout_video
+    from locomo.evaluation.rollout import Rollout
 
     policy = load_policy(cfg.checkpoint)
     out_dir = output_dir(cfg, policy)
@@ -146,7 +140,7 @@ def render_one(cfg: Any, written: list[Path]) -> list[Path]:
 def comparison_checkpoints(checkpoint: str, iterations: Sequence[int]) -> list[Path]:
     """``iter_XXXXXX.pt`` of ``checkpoint``'s run for each iteration; ConfigError names what exists."""
     from locomo.errors import ConfigError
-    from locomo.evaluation import checkpoint_run_dir, resolve_checkpoint_path
+    from locomo.evaluation.episodes import checkpoint_run_dir, resolve_checkpoint_path
     from locomo.paths import ASSETS_DIR
 
     resolved = resolve_checkpoint_path(checkpoint)
@@ -180,10 +174,11 @@ def render_comparison(cfg: Any, written: list[Path]) -> list[Path]:
     One column per checkpoint (titled with its iteration and env steps), one row per episode:
     ``<run>_iters_<a>-<b>-..._seed<seed>_<mode>.mp4`` and a PNG sheet with a row per tile.
     """
-    from locomo.behavior import format_counts, label_counts
-    from locomo.evaluation import load_policy, run_episodes
-    from locomo.progress import render_progress
-    from locomo.rendering import FrameRenderer, check_offscreen, contact_sheet, model_of, write_rollout_video
+    from locomo.evaluation.behavior import format_counts, label_counts
+    from locomo.evaluation.episodes import load_policy, run_episodes
+    from locomo.evaluation.offscreen import FrameRenderer, check_offscreen, model_of
+    from locomo.evaluation.progress import render_progress
+    from locomo.evaluation.rendering import contact_sheet, write_rollout_video
 
     paths = comparison_checkpoints(cfg.checkpoint, list(cfg.iterations))
     policies = [load_policy(p) for p in paths]

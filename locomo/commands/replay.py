@@ -17,12 +17,12 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from locomo.config.validation import validate_replay_config
 from locomo.errors import ConfigError, StoppedBySignal, first_line
-from locomo.outputs import OutputInterrupted, safe_output
-from locomo.validation import validate_replay_config
+from locomo.runs.outputs import OutputInterrupted, safe_output
 
 if TYPE_CHECKING:  # torch and gymnasium: imported when the command runs, so a bad command line fails fast
-    from locomo.rollout import Rollout
+    from locomo.evaluation.rollout import Rollout
 
 CONFIG = "replay"
 
@@ -118,7 +118,7 @@ def run(cfg: Any) -> Rollout:
     """Simulate the episode, print its return and label, then show it (window) or film it (video)."""
     import torch
 
-    from locomo.evaluation import load_policy, run_episodes
+    from locomo.evaluation.episodes import load_policy, run_episodes
 
     validate_replay_config(cfg)
     torch.set_num_threads(1)
@@ -148,9 +148,10 @@ def run(cfg: Any) -> Rollout:
     if window:
         play_in_viewer(model, episode, f"{policy.run_name} seed {cfg.seed}")
         return episode
-    from locomo.evaluation import output_root
-    from locomo.progress import render_progress
-    from locomo.rendering import FrameRenderer, write_rollout_video
+    from locomo.evaluation.episodes import output_root
+    from locomo.evaluation.offscreen import FrameRenderer
+    from locomo.evaluation.progress import render_progress
+    from locomo.evaluation.rendering import write_rollout_video
 
     name = f"{policy.path.stem}_replay_seed{cfg.seed}_{mode}.mp4"
     path = given or safe_output(output_root(policy, "replay") / name, "video", "output")

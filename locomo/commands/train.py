@@ -1,5 +1,5 @@
 """``locomo train``: the main job. Composes the config (or, with ``resume=``, takes the checkpoint's),
-claims the run dir, and hands the loop to :class:`locomo.runner.Runner`."""
+claims the run dir, and hands the loop to :class:`locomo.training.runner.Runner`."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config_rules import resolve_total_steps
+from locomo.config.rules import resolve_total_steps
+from locomo.config.validation import validate_config
 from locomo.errors import ConfigError
-from locomo.hydra_job import created_below, record_subdir, removed_if_refused, sweep_subdir
 from locomo.launch import Launch, Resume
 from locomo.paths import pin_xml_file
-from locomo.validation import validate_config
+from locomo.runs.hydra_job import created_below, record_subdir, removed_if_refused, sweep_subdir
 
 if TYPE_CHECKING:  # the CLI imports this module before it knows torch is needed
     from locomo.distributed import Group
-    from locomo.runner import Runner
+    from locomo.training.runner import Runner
 
 CONFIG = "train"
 # Its lines go to the run's train.log only once it owns the run dir (locomo.messages.release).
@@ -43,8 +43,8 @@ def _empty_resume(launch: Launch) -> None:
 
 def with_resume(launch: Launch) -> Launch:
     """``launch`` with its ``resume=``'s checkpoint chosen, read and checked
-    (:func:`locomo.resume.resolve_resume`); unchanged when there is none."""
-    from locomo.resume import resolve_resume
+    (:func:`locomo.training.resume.resolve_resume`); unchanged when there is none."""
+    from locomo.training.resume import resolve_resume
 
     _empty_resume(launch)
     resume = resolve_resume(launch)
@@ -108,7 +108,7 @@ class Job:
 
 def hydra_job(launch: Launch) -> Job:
     """The :class:`Job` of the Hydra app this process runs in (``locomo train``), started as ``launch``."""
-    from locomo.hydra_job import hydra_run_dir
+    from locomo.runs.hydra_job import hydra_run_dir
 
     hydra_cfg = HydraConfig.get()
     return Job(
@@ -124,9 +124,9 @@ def hydra_job(launch: Launch) -> Job:
 def run(cfg: DictConfig, launch: Launch) -> float:
     """Train a policy; returns the final mean episodic return (for Hydra sweepers).
 
-    With ``resume=`` the config is the checkpoint's (see :mod:`locomo.resume`) and the run
+    With ``resume=`` the config is the checkpoint's (see :mod:`locomo.training.resume`) and the run
     continues in the checkpoint's run dir. A new run refuses a run dir that holds another run
-    (:func:`locomo.rundir.claim_run_dir`).
+    (:func:`locomo.runs.rundir.claim_run_dir`).
     """
     with removed_if_refused(launch.created_below):  # a refused (or interrupted) start leaves nothing behind
         return _run(cfg, launch)
@@ -162,7 +162,7 @@ def train(cfg: DictConfig, group: Group, job: Job, announced: list[bool] | None 
     job_cfg = cfg
     resume_state, resume_path = None, None
     if cfg.resume is not None:
-        from locomo.resume import resumed_config
+        from locomo.training.resume import resumed_config
 
         cfg, resume_path, resume_state = resumed_config(cfg, job.overrides, job.resume)
     else:
@@ -177,9 +177,9 @@ def train(cfg: DictConfig, group: Group, job: Job, announced: list[bool] | None 
     if cfg.logger.wandb.group is None and job.sweep_dir is not None:
         # One W&B group per sweep, named after its folder, so a sweep's runs are compared together.
         cfg.logger.wandb.group = Path(job.sweep_dir).name
-    from locomo.hydra_job import write_hydra_record, write_run_file
-    from locomo.preflight import check_resources  # heavy imports only after the config is known good
-    from locomo.rundir import RunDirLock, claim_run_dir, describe_removal, remove_run_files
+    from locomo.config.preflight import check_resources  # heavy imports only after the config is known good
+    from locomo.runs.hydra_job import write_hydra_record, write_run_file
+    from locomo.runs.rundir import RunDirLock, claim_run_dir, describe_removal, remove_run_files
 
     check_resources(cfg)
     out = job.run_dir
@@ -230,7 +230,7 @@ def make_runner(
     naming the checkpoint, with what to do.
     """
     from locomo.errors import CheckpointError
-    from locomo.runner import Runner
+    from locomo.training.runner import Runner
 
     try:
         return Runner(cfg, out, resume=resume_state, resume_path=resume_path, group=group)
@@ -247,7 +247,7 @@ def make_runner(
 def warn_missing_metrics(metrics: Path, state: dict[str, Any]) -> None:
     """On resume: a warning when the metrics file is gone or empty, so that the iterations before
     the checkpoint have no rows (the curves start at the resumed iteration)."""
-    from locomo.logging import read_metrics
+    from locomo.runs.metrics_file import read_metrics
 
     iteration = int(state.get("counters", {}).get("iteration", 0))
     if iteration < 1 or (metrics.is_file() and read_metrics(metrics)):

@@ -8,12 +8,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from locomo import messages
+from locomo.config.preflight import check_resources
+from locomo.config.validation import validate_config
 from locomo.errors import ConfigError
-from locomo.hydra_job import hydra_run_dir, removed_if_refused, run_dir_launch, write_job_record
 from locomo.launch import Launch
-from locomo.outputs import atomic_output, is_run_dir, safe_output
-from locomo.preflight import check_resources
-from locomo.validation import validate_config
+from locomo.runs.hydra_job import hydra_run_dir, removed_if_refused, run_dir_launch, write_job_record
+from locomo.runs.outputs import atomic_output, is_run_dir, safe_output
 
 CONFIG = "variance"
 OUTPUT_ROOTS = ("outputs", "multirun")  # its run dirs, when hydra.run.dir / hydra.sweep.dir are not given
@@ -27,7 +27,7 @@ def prepare(args: list[str]) -> Launch:
     """Refuse, before Hydra creates anything, a ``hydra.run.dir`` that holds a training run
     (whatever ``overwrite`` says: it is another command's run), or an earlier measurement unless
     ``overwrite=true``; and leave Hydra's ``.hydra/`` record to the job
-    (:func:`locomo.hydra_job.run_dir_launch`), so that a start refused later leaves nothing."""
+    (:func:`locomo.runs.hydra_job.run_dir_launch`), so that a start refused later leaves nothing."""
     launch = run_dir_launch(args, OUTPUT_ROOTS)
     value = launch.given("hydra.run.dir")
     if value is None or "${" in value:  # the default: a new timestamped directory
@@ -68,7 +68,7 @@ def _run(cfg: DictConfig, launch: Launch) -> None:
     """:func:`run` without the clean-up of a refused start."""
     validate_config(cfg)
     # Here, not at the top: torch and matplotlib load only once the command runs.
-    from locomo import plots, variance
+    from locomo.evaluation import plots, variance
 
     variance.validate_variance(cfg)  # before the env is built (check_resources) and any batch
     check_resources(cfg)

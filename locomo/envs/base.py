@@ -50,7 +50,7 @@ class EpisodeRecord:
     # Root-body pose for MuJoCo models whose first joint is free (humanoid, ant): x0, y0 at the
     # episode's start; x, y, z and the orientation quaternion qw, qx, qy, qz at its last step.
     # Empty for other envs. What the body did (fell forward, walked, ...) is read from exactly
-    # these nine keys by locomo/behavior.py (BODY_KEYS); every backend fills all or none of them.
+    # these nine keys by locomo/evaluation/behavior.py (BODY_KEYS); every backend fills all or none of them.
     body: dict[str, float] = field(default_factory=dict)
     # True: the simulator went unstable (see the module docstring); the episode was cut there.
     unstable: bool = False

@@ -37,13 +37,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo, record_so_far
 from locomo.envs.gymnasium_backend import (
-    UNSTABLE_SLICE,
     RewardTerms,
     announce_compile,
     body_record,
     check_model_runs,
     invalid_mjcf,
 )
+from locomo.envs.mujoco_data import UNSTABLE_SLICE
 from locomo.envs.pool import WorkerPool, available_cores
 from locomo.envs.tasks import TASKS, Fields, Task, check_batched_id
 from locomo.errors import ConfigError

@@ -25,13 +25,8 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from locomo.envs.gymnasium_backend import (
-    RewardTerms,
-    _mujoco_data,
-    clear_unstable_warnings,
-    make_gymnasium_env,
-    went_unstable,
-)
+from locomo.envs.gymnasium_backend import RewardTerms, make_gymnasium_env
+from locomo.envs.mujoco_data import _mujoco_data, clear_unstable_warnings, went_unstable
 
 
 class LocomoEnv(gym.Wrapper):

@@ -1,0 +1,90 @@
+"""Left-right symmetry in the units the policy sees (``algo.symmetry=augment``).
+
+The humanoid's task is symmetric under the reflection y -> -y: a step (s, a) with advantage A has
+a mirror image (M s, M a) with the same advantage, since forward velocity, height, control and
+contact costs do not change under the reflection (:mod:`locomo.envs.mirror` derives M from the
+model and tests it against the physics). Augmenting each update's samples with their images
+doubles the samples an update learns from without simulating them.
+
+Importance weights stay exact: the image M a was drawn from the mirrored behaviour policy
+mu'(a'|s') = mu(M a'|M s'), whose density at (M s, M a) is mu(a|s), the stored log-prob. So an
+image enters the update like a sample of an earlier batch: weight pi_theta(M a|M s) / mu(a|s),
+its clip range centred on pi_k(M a|M s) / mu(a|s) (:mod:`locomo.rl.losses`).
+
+Humanoid-v5's model is not exactly symmetric (``right_hip_y``'s armature and ``left_knee``'s
+stiffness differ from their partners': :func:`locomo.envs.mirror.asymmetries`), so an image is a
+step of a nearly identical robot, not of this one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from locomo.config.schema import EnvConfig
+from locomo.envs.base import SpaceInfo
+from locomo.envs.mirror import Mirror, humanoid_mirror
+from locomo.errors import ConfigError
+from locomo.rl.running_stats import RunningMeanStd
+
+
+class PolicyMirror:
+    """The mirror map on normalised observations [B, O] and the policy's actions [B, A]."""
+
+    def __init__(self, mirror: Mirror, normalizer: RunningMeanStd) -> None:
+        self.mirror, self.normalizer = mirror, normalizer
+        self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Take the normaliser's statistics as they are now (at the start of an update): with
+        ``train.overlap`` the collection updates them while the update runs, so the update must
+        not read them live (the images would depend on thread timing)."""
+        norm = self.normalizer
+        self._mean, self._var = norm.mean.clone(), norm.var.clone()
+
+    def obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """M s in normalised units: denormalise, reflect, normalise with the same statistics (those
+        of the last :meth:`refresh`)."""
+        norm = self.normalizer
+        if not norm.enabled:
+            return self.mirror.obs(obs)
+        mean = self._mean.to(obs.dtype)
+        std = torch.sqrt(self._var.to(obs.dtype) + norm.eps)
+        return ((self.mirror.obs(obs * std + mean) - mean) / std).clamp(-norm.clip, norm.clip)
+
+    def action(self, actions: torch.Tensor) -> torch.Tensor:
+        """M a. Exact in the env's units and in bound-normalised ones, since each joint's bounds are
+        its partner's, centred on 0 (checked by :func:`make_policy_mirror`)."""
+        return self.mirror.action(actions)
+
+
+def make_policy_mirror(
+    symmetry: str, env: Any, env_cfg: EnvConfig, spaces: SpaceInfo, normalizer: RunningMeanStd
+) -> PolicyMirror | None:
+    """The :class:`PolicyMirror` of ``env`` for ``algo.symmetry=augment`` (None for ``none``;
+    for ``auto``, the mirror of the humanoid envs and None for the others).
+
+    ConfigError when the env has no mirror map (not the humanoid, or a model or observation that
+    is not mirror-symmetric) or its action bounds are not symmetric.
+    """
+    if symmetry == "none" or (symmetry == "auto" and not str(env_cfg.id).startswith("Humanoid")):
+        return None
+    model = env.mujoco_model() if hasattr(env, "mujoco_model") else None
+    why = None
+    if model is None or not str(env_cfg.id).startswith("Humanoid"):
+        why = f"env {env_cfg.name!r} ({env_cfg.id}) has no left-right mirror map; the humanoid envs have"
+    else:
+        try:
+            mirror = humanoid_mirror(model, dict(env_cfg.kwargs))
+        except ValueError as exc:
+            why = f"env {env_cfg.name!r} has no left-right mirror map: {exc}"
+    if why is None and spaces.action_low is not None and spaces.action_high is not None:
+        low, high = np.asarray(spaces.action_low), np.asarray(spaces.action_high)
+        if not (np.allclose(low, -high) and np.allclose(high[mirror.act_perm], high)):
+            why = "the env's action bounds are not symmetric (each joint's as its partner's, around 0)"
+    if why is not None:
+        raise ConfigError("algo.symmetry", symmetry, why)
+    return PolicyMirror(mirror, normalizer)
