@@ -12,8 +12,8 @@ and, after ``import locomo``, ``gymnasium.make("locomo/HumanoidForward-v0")`` (:
 
 Importing the package stays cheap: the API (:mod:`locomo.api`, which loads torch and MuJoCo on
 use) is imported when one of its names is first used, and the Gymnasium ids are registered with
-string entry points, so nothing is built until ``gymnasium.make``. Gymnasium itself (about 0.2 s
-of imports) is not imported here: the ids are registered as soon as it is, before or after
+string entry points, so nothing is built until ``gymnasium.make``. Gymnasium itself (a noticeable
+share of start-up) is not imported here: the ids are registered as soon as it is, before or after
 ``import locomo`` (the ``locomo`` command's start-up must be interruptible from its first line).
 """
 
@@ -71,7 +71,7 @@ class _RegisterWhenGymnasiumLoads:
     """A ``sys.meta_path`` finder that registers the ids once ``import gymnasium`` has run.
 
     Importing gymnasium here would cost every ``import locomo`` (and the CLI's start-up, where a
-    Ctrl-C must not land in an unguarded import) about 0.2 s; yet ``import locomo`` then
+    Ctrl-C must not land in an unguarded import) its import time; yet ``import locomo`` then
     ``gymnasium.make("locomo/...")`` must work. So the import of gymnasium, whoever does it, ends
     with the registration. The finder only wraps the spec the other finders find.
     """

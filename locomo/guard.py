@@ -37,8 +37,8 @@ def describe_nonfinite(x: torch.Tensor, axes: Sequence[str] = ()) -> str | None:
 def check_finite(what: str, x: torch.Tensor, axes: Sequence[str] = (), context: str = "") -> None:
     """Raise NonFiniteError(what, ...) if ``x`` holds NaN or inf; ``context`` says when (e.g. batch step)."""
     # Fast path (this runs on every env step): a NaN or inf anywhere makes the sum NaN or inf, so a
-    # finite sum proves every value finite at the cost of one reduction (isfinite + all cost ~10x
-    # more on [16, 348]). A non-finite sum of finite values (overflow) falls through to the exact test.
+    # finite sum proves every value finite at the cost of one reduction (isfinite + all costs several
+    # times more on a [16, 348] batch). A non-finite sum of finite values (overflow) falls through to the exact test.
     if math.isfinite(float(x.sum())):
         return
     detail = describe_nonfinite(x, axes)

@@ -9,6 +9,7 @@ import torch
 
 from locomo.rl import losses
 from locomo.rl.advantages import compute_advantages
+from locomo.runs import checkpoint
 from locomo.training.runner import Runner
 from tests.conftest import QUIET, compose
 
@@ -114,11 +115,21 @@ def test_reward_terms_are_logged_and_sum_to_reward(tmp_path):
     assert sum(terms) == pytest.approx(metrics["rollout/reward_mean"], rel=1e-4, abs=1e-5)
 
 
-def test_device_auto_picks_cpu_without_cuda():
-    from locomo.rl.factory import resolve_device
-
+def test_device_auto_trains_on_cuda_when_there_is_one_else_on_the_cpu(tmp_path):
+    """``train.device=auto``: the networks, the optimiser's moments and the update live on CUDA when
+    there is one, else on the CPU; the checkpoint loads on the CPU either way (eval's device)."""
+    cfg = compose("env=inverted_pendulum", "train.device=auto", "algo.baseline=value", *TINY)
+    runner = Runner(cfg, tmp_path)
+    metrics = runner.run()
+    assert math.isfinite(metrics["losses/policy"])
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
+    learned = [*runner.actor.parameters(), *runner.critic.parameters()]
+    moments = [t for s in runner.algorithm.optimizer.state.values() for t in s.values() if t.dim() > 0]
+    assert moments, "the update ran: Adam holds moments"
+    assert {t.device.type for t in [*learned, *moments]} == {expected}
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert {t.device.type for t in state["actor"].values()} == {"cpu"}
+    assert state["counters"]["iteration"] == 2
 
 
 def test_reward_normalisation_trains_and_is_checkpointed(tmp_path):

@@ -178,7 +178,7 @@ class FrameConfig:
     # either way: a lower fps renders every round(1 / (fps * control_dt))-th step.
     columns: int | None = None  # tiles per row in the grid video; null = ceil(sqrt(rollouts))
     camera: str | None = None  # MJCF camera name; null = "side", else "track", else one following the root
-    quality: str = "fast"  # fast: no shadows, reflections or anti-aliasing (~5x cheaper on CPU) | full
+    quality: str = "fast"  # fast: no shadows, reflections or anti-aliasing (much cheaper on a CPU) | full
 
 
 @dataclass

@@ -59,9 +59,8 @@ def make_gymnasium_env(env_cfg: Any, render_mode: str | None = None, **extra: An
     return env
 
 
-# From about this many bodies MuJoCo's compiler takes seconds, growing faster than the model
-# (5,000 bodies: about 1 s; 20,000: about 30 s): a line before such a compile says why nothing
-# seems to happen.
+# From about this many bodies MuJoCo's compiler takes seconds, growing faster than the model: a
+# line before such a compile says why nothing seems to happen.
 BIG_MODEL_BODIES = 5_000
 
 
