@@ -38,7 +38,8 @@ def check_finite(what: str, x: torch.Tensor, axes: Sequence[str] = (), context: 
     """Raise NonFiniteError(what, ...) if ``x`` holds NaN or inf; ``context`` says when (e.g. batch step)."""
     # Fast path (this runs on every env step): a NaN or inf anywhere makes the sum NaN or inf, so a
     # finite sum proves every value finite at the cost of one reduction (isfinite + all costs several
-    # times more on a [16, 348] batch). A non-finite sum of finite values (overflow) falls through to the exact test.
+    # times more on a [16, 348] batch). A non-finite sum of finite values (overflow) falls through to
+    # the exact test.
     if math.isfinite(float(x.sum())):
         return
     detail = describe_nonfinite(x, axes)
