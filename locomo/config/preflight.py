@@ -16,11 +16,14 @@ import itertools
 import resource
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from locomo.errors import ConfigError
+
+if TYPE_CHECKING:  # for annotations only: nothing is imported at run time
+    from locomo.config.schema import EnvConfig, LocomoConfig
 
 GIB = 2**30
 # Resident memory of one simulator beyond its MjData buffer (measured: ~0.45 MiB per MjData of
@@ -58,7 +61,7 @@ class MemoryEstimate:
         return SAFETY * sum(self.parts.values())
 
 
-def estimate_memory(cfg: Any, sizes: EnvSizes) -> MemoryEstimate:
+def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEstimate:
     """Bytes for the rollout buffer and update, the simulators and the video rollouts of ``cfg``."""
     steps, envs = int(cfg.train.steps_per_iteration), int(cfg.train.num_envs)
     hidden = sum(int(h) for h in cfg.model.hidden_sizes)
@@ -159,7 +162,7 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.3g} GiB" if n < 2**50 else f"{n / 2**50:.3g} PiB"
 
 
-def env_sizes(env_cfg: Any) -> EnvSizes:
+def env_sizes(env_cfg: DictConfig | EnvConfig) -> EnvSizes:
     """Build one env of the task and read its sizes; refuse models it cannot train on.
 
     The batched backend's own checks (its kwargs, its model) run first, so its messages stay
@@ -201,7 +204,7 @@ def env_sizes(env_cfg: Any) -> EnvSizes:
         env.close()
 
 
-def check_model_fits(env: Any, env_cfg: Any) -> None:
+def check_model_fits(env: Any, env_cfg: DictConfig | EnvConfig) -> None:
     """A model file given to a task must produce the observations the task declares.
 
     (``env=inverted_pendulum env.xml_file=humanoid.xml`` would otherwise train on the
@@ -220,7 +223,7 @@ def check_model_fits(env: Any, env_cfg: Any) -> None:
         )
 
 
-def check_resources(cfg: Any) -> None:
+def check_resources(cfg: DictConfig | LocomoConfig) -> None:
     """Refuse a training config whose model cannot be trained or whose memory would not fit."""
     sizes = env_sizes(cfg.env)
     need = estimate_memory(cfg, sizes)

@@ -6,13 +6,16 @@ numpy arrays become torch tensors (and back).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
 from locomo.envs.base import EnvStep, EpisodeRecord, SpaceInfo, VecEnv
 from locomo.envs.gymnasium_backend import GymnasiumVecEnv, make_gymnasium_env
+
+if TYPE_CHECKING:  # for annotations only: nothing is imported at run time
+    from omegaconf import DictConfig
 
 __all__ = [
     "EnvStep",
@@ -27,7 +30,7 @@ __all__ = [
 ]
 
 
-def make_vec_env(env_cfg: Any, num_envs: int, autoreset: bool = True) -> VecEnv:
+def make_vec_env(env_cfg: DictConfig, num_envs: int, autoreset: bool = True) -> VecEnv:
     """Build the vector env named by ``env_cfg.backend`` (``autoreset=False``: one episode per env)."""
     if env_cfg.backend == "gymnasium":
         return GymnasiumVecEnv(env_cfg, num_envs, autoreset=autoreset)

@@ -52,7 +52,6 @@ from locomo.paths import env_xml_path
 _INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
-
 def _plain(cfg: Any) -> dict[str, Any]:
     """A config mapping as plain Python values."""
     if cfg is None:
@@ -69,7 +68,7 @@ def _tuples(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
-def load_task(env_cfg: Any) -> Task:
+def load_task(env_cfg: DictConfig) -> Task:
     """The :class:`Task` and its model for an ``env`` config (id, xml_file, kwargs)."""
     check_batched_id(env_cfg.id)
     kwargs = _tuples(_plain(env_cfg.kwargs))
@@ -96,7 +95,11 @@ class BatchedMujocoVecEnv:
     """N copies of a Gymnasium v5 MuJoCo task on one model, stepped by ``threads`` threads."""
 
     def __init__(
-        self, env_cfg: Any, num_envs: int, threads: int | None = None, autoreset: bool = True
+        self,
+        env_cfg: DictConfig,
+        num_envs: int,
+        threads: int | None = None,
+        autoreset: bool = True,
     ) -> None:
         self.autoreset = autoreset
         self.task = task = load_task(env_cfg)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import mujoco
@@ -23,8 +23,11 @@ from locomo.envs.mujoco_data import (
 from locomo.errors import ConfigError
 from locomo.paths import env_xml_path
 
+if TYPE_CHECKING:  # for annotations only: nothing is imported at run time
+    from omegaconf import DictConfig
 
-def make_gymnasium_env(env_cfg: Any, render_mode: str | None = None, **extra: Any) -> gym.Env:
+
+def make_gymnasium_env(env_cfg: DictConfig, render_mode: str | None = None, **extra: Any) -> gym.Env:
     """Build one Gymnasium env from the ``env`` config (id, xml_file, kwargs, time limit)."""
     kwargs: dict[str, Any] = dict(env_cfg.kwargs or {})
     if env_cfg.xml_file is not None:
@@ -171,7 +174,7 @@ class RewardTerms:
 class GymnasiumVecEnv:
     """N Gymnasium envs in one process, auto-reset, with named reward terms."""
 
-    def __init__(self, env_cfg: Any, num_envs: int, autoreset: bool = True) -> None:
+    def __init__(self, env_cfg: DictConfig, num_envs: int, autoreset: bool = True) -> None:
         self.num_envs, self.autoreset = num_envs, autoreset
         self._active = np.ones(num_envs, dtype=bool)  # without autoreset: the envs whose episode goes on
         self.envs = [make_gymnasium_env(env_cfg) for _ in range(num_envs)]

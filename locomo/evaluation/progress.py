@@ -11,13 +11,18 @@ import inspect
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium
 from tqdm import tqdm
 
 from locomo.evaluation.rendering import TileStream, contact_sheet, frame_stride
 from locomo.evaluation.rollout import Rollout
+
+if TYPE_CHECKING:  # for annotations only: nothing is imported at run time
+    from omegaconf import DictConfig
+
+    from locomo.config.schema import EnvConfig
 
 PROGRESS_ENV = "LOCOMO_PROGRESS"
 
@@ -67,7 +72,7 @@ def counting_renders(renderer: Any, bar: tqdm) -> Iterator[None]:
         del renderer.render  # the class's method again
 
 
-def step_limit(env_cfg: Any, max_steps: int | None) -> int | None:
+def step_limit(env_cfg: DictConfig | EnvConfig, max_steps: int | None) -> int | None:
     """The most steps an episode of ``env_cfg``'s task can take: its time limit, or ``max_steps``
     when that is shorter; None when neither is known (the bar then counts without a total)."""
     limit = env_cfg.max_episode_steps

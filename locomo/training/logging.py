@@ -16,10 +16,15 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from locomo.errors import first_line
 from locomo.runs.metrics_file import missing_iterations, read_metrics, truncate_metrics
+
+if TYPE_CHECKING:  # for annotations only: nothing is imported at run time
+    from omegaconf import DictConfig
+
+    from locomo.config.schema import LocomoConfig, WandbConfig
 
 
 def wandb_logged_in() -> bool:
@@ -83,7 +88,7 @@ def policy_state(state: dict[str, Any]) -> dict[str, Any]:
     return {key: full[key] for key in POLICY_KEYS if key in full}
 
 
-def final_eval(cfg: Any, actor: Any, normalizer: Any, episodes: int) -> dict[str, Any]:
+def final_eval(cfg: DictConfig | LocomoConfig, actor: Any, normalizer: Any, episodes: int) -> dict[str, Any]:
     """``episodes`` deterministic episodes of the trained policy, seeded 0, 1, ... as ``locomo eval``
     seeds them (so ``locomo eval checkpoint=<run> episodes=N mode=deterministic`` gives the same
     numbers), as flat ``eval/...`` summary keys: return, length, distance, label counts."""
@@ -190,7 +195,7 @@ class MetricsLogger:
         self,
         run_dir: Path,
         metrics_file: str,
-        wandb_cfg: Any,
+        wandb_cfg: DictConfig | WandbConfig,
         config: dict[str, Any],
         run_id: str | None = None,
         resume_at: int | None = None,
@@ -233,7 +238,9 @@ class MetricsLogger:
             )
             self.models = ModelArtifacts(self.wandb_run, best)
 
-    def _init_wandb(self, run_dir: Path, wandb_cfg: Any, config: dict[str, Any], run_id: str | None) -> Any:
+    def _init_wandb(
+        self, run_dir: Path, wandb_cfg: DictConfig | WandbConfig, config: dict[str, Any], run_id: str | None
+    ) -> Any:
         """Start (or, with ``run_id``, continue) the W&B run.
 
         Online and the server unreachable or not logged in: log offline instead, so nothing is
@@ -334,7 +341,9 @@ class MetricsLogger:
             print(f"locomo: warning: W&B model upload off for this run ({first_line(exc)})", file=sys.stderr)
             self.models = None
 
-    def finish_summary(self, cfg: Any, actor: Any, normalizer: Any, last_checkpoint: Path | None) -> None:
+    def finish_summary(
+        self, cfg: DictConfig | LocomoConfig, actor: Any, normalizer: Any, last_checkpoint: Path | None
+    ) -> None:
         """At the end of training: the run's summary gets the final deterministic eval
         (``logger.wandb.eval_episodes``), the last checkpoint and the model artifact; the last
         training metrics and counters are there already (W&B keeps each key's last value)."""
@@ -395,7 +404,9 @@ class NoLogger:
     ) -> None:
         pass
 
-    def finish_summary(self, cfg: Any, actor: Any, normalizer: Any, last_checkpoint: Path | None) -> None:
+    def finish_summary(
+        self, cfg: DictConfig | LocomoConfig, actor: Any, normalizer: Any, last_checkpoint: Path | None
+    ) -> None:
         pass
 
     def close(self) -> None:

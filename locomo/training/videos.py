@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,11 @@ from locomo.errors import RenderError, first_line
 from locomo.evaluation.behavior import format_counts, label_counts
 from locomo.evaluation.offscreen import FrameRenderer, model_of
 from locomo.evaluation.rendering import write_rollout_video
+
+if TYPE_CHECKING:  # for annotations only: nothing is imported at run time
+    from omegaconf import DictConfig
+
+    from locomo.config.schema import LocomoConfig
 
 
 class TrainingVideos:
@@ -25,7 +30,7 @@ class TrainingVideos:
     starts under an improving policy.
     """
 
-    def __init__(self, cfg: Any, run_dir: Path) -> None:
+    def __init__(self, cfg: DictConfig | LocomoConfig, run_dir: Path) -> None:
         self.cfg, self.video = cfg, cfg.video
         self.directory = run_dir / "videos"
         self.enabled = bool(self.video.enabled)
