@@ -282,24 +282,16 @@ def _compose(config_name: str, args: list[str]) -> tuple[DictConfig, DictConfig]
 
     Hydra's own errors (an unknown key or group option, a malformed override) become one ConfigError.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     from locomo.cli_help import register_help_resolver
-    from locomo.config.schema import register_configs
-    from locomo.paths import CONF_DIR
+    from locomo.config.compose import compose_config
 
-    register_configs()
     register_help_resolver()  # Hydra's config, returned too, names it (hydra.help.template)
     try:
-        if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path is CONF_DIR
-            cfg = compose(config_name=config_name, overrides=args, return_hydra_config=True)
-        else:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-                cfg = compose(config_name=config_name, overrides=args, return_hydra_config=True)
+        cfg = compose_config(config_name, args, with_hydra=True)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError("overrides", args, _one_line(exc)) from exc
     hydra_cfg = cfg.hydra

@@ -55,6 +55,17 @@ SMALL_RUN = [
     "logger.wandb.mode=disabled",
 ]
 PENDULUM_RUN = ["env=inverted_pendulum", *SMALL_RUN]
+# The smallest whole training run from the command line: one iteration of 512 pendulum steps,
+# nothing but training and its checkpoint.
+ONE_PENDULUM_ITERATION = [
+    "env=inverted_pendulum",
+    "train.iterations=1",
+    "train.steps_per_iteration=512",
+    "train.num_envs=4",
+    "video.enabled=false",
+    "logger.wandb.mode=disabled",
+    "logger.progress=false",
+]
 # test_learning's cartpole budget (reward-to-go, batch-mean baseline): >= 195 at the end.
 CARTPOLE_LEARNS = [
     "env=cartpole",
@@ -195,16 +206,10 @@ def locomo_cli(tmp_path: Path):
 
 def compose(*overrides: str):
     """The training config as ``locomo train`` would compose it (validated), for in-process tests."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from locomo.config.schema import register_configs
+    from locomo.config.compose import compose_config
     from locomo.config.validation import validate_config
-    from locomo.paths import CONF_DIR
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = hydra_compose(config_name="train", overrides=list(overrides))
+    cfg = compose_config("train", list(overrides))
     validate_config(cfg)
     return cfg
 

@@ -20,7 +20,7 @@ import torch
 from locomo.paths import ASSETS_DIR
 from locomo.runs.checkpoint import CheckpointError, load, load_latest, missing_reason, periodic_files
 from locomo.runs.checkpoint_format import KIND_DIAGNOSTIC, require_resumable, validate
-from tests.conftest import metrics_rows, run_locomo
+from tests.conftest import ONE_PENDULUM_ITERATION, metrics_rows, run_locomo
 from tests.safety_helpers import call_locomo, finished_pendulum_run
 
 
@@ -169,16 +169,7 @@ def test_missing_reason(tmp_path: Path):
 
 # -- the model file a run trained on is pinned (absolute path + sha256) ------------------------------
 
-TINY_PEND_XML = [
-    "env=inverted_pendulum",
-    "env.xml_file=pend.xml",
-    "train.iterations=1",
-    "train.steps_per_iteration=512",
-    "train.num_envs=4",
-    "video.enabled=false",
-    "logger.wandb.mode=disabled",
-    "logger.progress=false",
-]
+TINY_PEND_XML = [*ONE_PENDULUM_ITERATION, "env.xml_file=pend.xml"]
 
 
 @pytest.fixture(scope="module")

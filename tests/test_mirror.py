@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 import torch
 
-from locomo.envs.mirror import Mirror, asymmetries, humanoid_mirror, observation_layout, reflect_model
+from locomo.envs.mirror import Mirror, humanoid_mirror, observation_layout
+from locomo.envs.reflection import asymmetries, reflect_model
 from locomo.envs.tasks import Humanoid
 from locomo.paths import ASSETS_DIR
 

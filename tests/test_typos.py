@@ -23,18 +23,10 @@ from locomo.config import composition, overrides
 from locomo.config.schema import register_configs
 from locomo.errors import ConfigError
 from locomo.runs.hydra_job import remove_refused_start
+from tests.conftest import ONE_PENDULUM_ITERATION
 from tests.safety_helpers import call_locomo
 
-# The smallest training run: one iteration of 512 steps of the inverted pendulum, nothing else.
-TINY = [
-    "env=inverted_pendulum",
-    "train.iterations=1",
-    "train.steps_per_iteration=512",
-    "train.num_envs=4",
-    "video.enabled=false",
-    "logger.wandb.mode=disabled",
-    "logger.progress=false",
-]
+TINY = ONE_PENDULUM_ITERATION
 
 
 @pytest.fixture(autouse=True)
@@ -163,13 +155,13 @@ def test_a_hydra_app_running_in_this_process_is_left_as_it_was(tmp_path: Path):
 
 def test_ctrl_c_while_composing_is_the_interrupt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """Not a composition error: one line, exit 130, nothing written."""
-    import hydra
+    from locomo.config import compose
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(hydra, "compose", interrupted)
+    monkeypatch.setattr(compose, "compose", interrupted)  # Hydra's compose, as locomo calls it
     status, _, err = call_locomo("train", "seed=1")
     assert status == 130
     assert err.strip() == "locomo: interrupted while starting up; nothing was written"

@@ -20,11 +20,12 @@ import pytest
 import torch
 
 from locomo.commands.export import episode_row
-from locomo.config.schema import BehaviorConfig, register_configs
+from locomo.config.compose import compose_config
+from locomo.config.schema import BehaviorConfig
 from locomo.evaluation.behavior import WALKED_FORWARD
 from locomo.evaluation.episodes import evaluate_episodes, load_policy, resolve_checkpoint_path, run_episodes
 from locomo.evaluation.rollout import Rollout
-from locomo.paths import ASSETS_DIR, CONF_DIR
+from locomo.paths import ASSETS_DIR
 from tests.safety_helpers import machine_paths
 
 WALKER = ASSETS_DIR / "walker.pt"
@@ -107,11 +108,7 @@ def test_shipped_walker_record_holds_its_floor(record, mode):
 
 def test_replay_default_episode_is_recorded_walking(record):
     """`locomo replay checkpoint=walker` with its defaults shows an episode the record counts as a walk."""
-    from hydra import compose, initialize_config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        replay = compose(config_name="replay", overrides=["checkpoint=walker"])
+    replay = compose_config("replay", ["checkpoint=walker"])
     assert replay.max_steps is None  # a full episode, as the record's
     mode = "deterministic" if replay.deterministic else "stochastic"
     (row,) = [row for row in record[mode]["per_episode"] if row["seed"] == replay.seed]

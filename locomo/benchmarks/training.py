@@ -33,24 +33,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from locomo.benchmarks.samplers import ENV_ID
-from locomo.config.schema import register_configs, to_container
+from locomo.config.compose import compose_config
+from locomo.config.schema import to_container
 from locomo.config.validation import validate_config
 from locomo.envs.pool import available_cores
-from locomo.paths import CONF_DIR
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
     """The config ``locomo train <overrides>`` composes (``conf/train.yaml``), validated."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_configs()
-    if GlobalHydra.instance().is_initialized():
-        # Inside the ``locomo bench`` app: its search path is CONF_DIR already, where train.yaml is.
-        cfg = compose(config_name="train", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_config("train", overrides)
     validate_config(cfg)
     return cfg
 

@@ -20,13 +20,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from locomo.config.compose import compose_config
 from locomo.config.composition_errors import composition_error
 from locomo.config.overrides import sweep_jobs
 from locomo.config.rules import resolve_total_steps
 from locomo.config.validation import validate_bench, validate_config
 from locomo.errors import ConfigError, interrupt_behind
 from locomo.launch import split_command_line
-from locomo.paths import CONF_DIR
 
 # Flags after which Hydra composes no config to run (help, info, shell completion), or composes
 # another config than the command's (which the pre-compose cannot know): no pre-compose then.
@@ -48,29 +48,11 @@ _NO_PRECOMPOSE = (
 )
 
 
-def _compose(config_name: str, overrides: list[str], with_hydra: bool = False) -> DictConfig:
-    """``conf/<config_name>.yaml`` composed with ``overrides`` by Hydra's compose API, as its app
-    composes it (a job of a sweep: with that job's overrides). Hydra's exceptions pass through.
-
-    A Hydra instance this process already holds (a caller's app) is put back afterwards.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    outer = GlobalHydra.instance().hydra
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), job_name=config_name, version_base=None):
-            return compose(config_name=config_name, overrides=overrides, return_hydra_config=with_hydra)
-    finally:
-        GlobalHydra.instance().hydra = outer  # the context restored a copy of the state before: cleared
-
-
 def _base_config(config_name: str, overrides: list[str], without: str | None) -> DictConfig | None:
     """The config (with Hydra's) without the override that failed, to read keys and types from."""
     for attempt in ([o for o in overrides if o != without], []):
         try:
-            return _compose(config_name, attempt, with_hydra=True)
+            return compose_config(config_name, attempt, with_hydra=True)
         except (HydraException, OmegaConfBaseException):
             continue
     return None
@@ -79,7 +61,7 @@ def _base_config(config_name: str, overrides: list[str], without: str | None) ->
 def _compose_or_refuse(command: str, config_name: str, overrides: list[str]) -> DictConfig:
     """The composed config, or the one-line :class:`ConfigError` of why it cannot be composed."""
     try:
-        return _compose(config_name, overrides)
+        return compose_config(config_name, overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         interrupt = interrupt_behind(exc)
         if interrupt is not None:  # Ctrl-C inside the composition, wrapped as its failure

@@ -12,7 +12,7 @@ image enters the update like a sample of an earlier batch: weight pi_theta(M a|M
 its clip range centred on pi_k(M a|M s) / mu(a|s) (:mod:`locomo.rl.losses`).
 
 Humanoid-v5's model is not exactly symmetric (``right_hip_y``'s armature and ``left_knee``'s
-stiffness differ from their partners': :func:`locomo.envs.mirror.asymmetries`), so an image is a
+stiffness differ from their partners': :func:`locomo.envs.reflection.asymmetries`), so an image is a
 step of a nearly identical robot, not of this one.
 """
 
