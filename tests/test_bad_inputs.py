@@ -86,6 +86,7 @@ CATALOGUE = [
     row("device-choice", "train train.device=tpu", 2, "allowed values are auto, cpu, cuda"),
     row("cuda-unavailable", "train train.device=cuda", 2, "train.device='cuda' is invalid: CUDA is not available", skip_if_cuda=True),
     row("activation-choice", "train model.activation=sigmoid", 2, "allowed values are tanh, relu, elu"),
+    row("max-log-std-range", "train model.max_log_std=9", 2, "model.max_log_std=9.0 is invalid: must be in [-5, 5], as model.init_log_std"),
     row("hidden-sizes-empty", "train model.hidden_sizes=[]", 2, "model.hidden_sizes=[] is invalid: must be a non-empty list"),
     row("wandb-mode-choice", "train logger.wandb.mode=sometimes", 2, "allowed values are auto, online, offline, disabled"),
     row("seed-negative", "train seed=-1", 2, "seed=-1 is invalid: must be >= 0"),
@@ -127,6 +128,8 @@ CATALOGUE = [
     row("command-missing", "", 2, "usage: locomo <command>", subprocess=True),
     # -- resume and checkpoints, exit 2
     row("resume-missing", "train resume={files}/no_such_run", 2, "no such run directory or checkpoint file", category="checkpoint"),
+    row("init-from-missing", f"train {PENDULUM} train.init_from={{files}}/no_such_run", 2, "train.init_from=", category="checkpoint"),
+    row("init-from-other-env", f"train {FAST} train.init_from={{run}}", 2, "it does not fit this run's networks (checkpoint was trained on env 'inverted_pendulum'", category="checkpoint"),
     row("resume-empty-dir", "train resume={files}/empty_dir", 2, "no checkpoint in directory", category="checkpoint"),
     row("resume-not-checkpoint", "train resume={files}/text.pt", 2, "the file is truncated or not a checkpoint", category="checkpoint"),
     row("resume-truncated", "train resume={files}/truncated.pt", 2, "the file is truncated or not a checkpoint", category="checkpoint"),

@@ -25,14 +25,39 @@ CONFIG = "export"
 
 
 def training_command(run_dir: Path) -> str | None:
-    """``locomo train <overrides>`` as the run was started (its .hydra/overrides.yaml), if known."""
+    """``locomo train <overrides>`` as the run was started (its .hydra/overrides.yaml), if known;
+    a ``train.init_from`` path is named as :func:`portable_name` names it (no machine's folders)."""
     overrides = run_dir / ".hydra" / "overrides.yaml"
     if not overrides.is_file():
         return None
     import yaml
 
-    args = yaml.safe_load(overrides.read_text(encoding="utf-8")) or []
-    return " ".join(["locomo train", *map(str, args)])
+    from locomo.evaluation.episodes import portable_name, resolve_checkpoint_path, shipped_checkpoint
+
+    args = [str(a) for a in yaml.safe_load(overrides.read_text(encoding="utf-8")) or []]
+    for i, arg in enumerate(args):
+        key, _, value = arg.partition("=")
+        path = key.lstrip("+") == "train.init_from" and value not in ("", "null")
+        if path and not shipped_checkpoint(value):
+            args[i] = f"{key}={portable_name(resolve_checkpoint_path(value))}"
+    return " ".join(["locomo train", *args])
+
+
+def started_from(cfg: DictConfig) -> dict[str, Any] | None:
+    """What a fine-tuned run (``train.init_from``) started from: that checkpoint's portable name and,
+    when its run dir is still where the run found it, the command that trained it."""
+    from omegaconf import OmegaConf
+
+    from locomo.evaluation.episodes import portable_name, resolve_checkpoint_path, shipped_checkpoint
+
+    init_from = OmegaConf.select(cfg, "train.init_from")
+    if init_from is None:
+        return None
+    if shipped_checkpoint(init_from) is not None:
+        return {"source": str(init_from), "training_command": None}
+    path = resolve_checkpoint_path(init_from)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return {"source": portable_name(path), "training_command": training_command(run_dir)}
 
 
 def exported_name(out: Path) -> str:
@@ -209,6 +234,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "policy": out.name,
         "source": portable_name(source.path),
         "training_command": training_command(source.run_dir),
+        "started_from": started_from(exported.cfg),
         "env": exported.cfg.env.name,
         "counters": exported.counters,
         "seed": cfg.seed,

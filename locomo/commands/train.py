@@ -182,9 +182,10 @@ def train(cfg: DictConfig, group: Group, job: Job, announced: list[bool] | None 
     from locomo.runs.rundir import RunDirLock, claim_run_dir, describe_removal, remove_run_files
 
     check_resources(cfg)
+    init_state = start_state(cfg) if resume_state is None else None  # read before any write
     out = job.run_dir
     if not group.is_main:  # rank 0 holds the run dir and writes everything in it
-        make_runner(cfg, out, resume_state, resume_path, group).run()
+        make_runner(cfg, out, resume_state, resume_path, group, init_state).run()
         return float("nan")
     with RunDirLock(out):  # one process per run dir: a second start or resume is refused, untouched
         if resume_state is None:
@@ -206,7 +207,7 @@ def train(cfg: DictConfig, group: Group, job: Job, announced: list[bool] | None 
         if group.active and announced is not None:
             group.broadcast(("ok", str(out)))
             announced.append(True)
-        runner = make_runner(cfg, out, resume_state, resume_path, group)
+        runner = make_runner(cfg, out, resume_state, resume_path, group, init_state)
         write_run_file(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), "the run's resolved config")
         if resume_state is not None:
             print(
@@ -220,8 +221,33 @@ def train(cfg: DictConfig, group: Group, job: Job, announced: list[bool] | None 
     return ret
 
 
+def start_state(cfg: DictConfig) -> dict[str, Any] | None:
+    """The checkpoint ``train.init_from`` names (a run dir, a checkpoint file, or a shipped name such
+    as ``walker``), loaded and checked against the nets ``cfg`` builds; None without one.
+    CheckpointError (one line naming the key) when it cannot be read or does not fit."""
+    init_from = cfg.train.init_from
+    if init_from is None:
+        return None
+    from locomo.errors import CheckpointError
+    from locomo.evaluation.episodes import resolve_checkpoint_path
+    from locomo.runs.checkpoint import load
+    from locomo.training.state import check_start
+
+    try:
+        state = load(resolve_checkpoint_path(init_from))
+    except CheckpointError as exc:
+        raise CheckpointError(f"train.init_from={init_from}: {exc}") from exc
+    check_start(state, cfg)
+    return state
+
+
 def make_runner(
-    cfg: DictConfig, out: Path, resume_state: dict[str, Any] | None, resume_path: Path | None, group: Group
+    cfg: DictConfig,
+    out: Path,
+    resume_state: dict[str, Any] | None,
+    resume_path: Path | None,
+    group: Group,
+    init_state: dict[str, Any] | None = None,
 ) -> Runner:
     """The training loop, its state restored from ``resume_state`` when resuming.
 
@@ -233,7 +259,7 @@ def make_runner(
     from locomo.training.runner import Runner
 
     try:
-        return Runner(cfg, out, resume=resume_state, resume_path=resume_path, group=group)
+        return Runner(cfg, out, resume_state, resume_path, group, init_state)
     except CheckpointError as exc:
         if resume_path is None or str(resume_path) in str(exc):
             raise

@@ -44,7 +44,7 @@ from locomo.config.schema import (
     VideoConfig,
 )
 from locomo.errors import ConfigError, shown
-from locomo.paths import RUN_DIR_NAMES, pinned_model_problem, resolve_xml_file
+from locomo.paths import RUN_DIR_NAMES, check_path, pinned_model_problem, resolve_xml_file
 
 
 def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -241,6 +241,14 @@ def validate_model(model: DictConfig | ModelConfig) -> None:
     check_choice("model.activation", model.activation, ACTIVATIONS)
     check_choice("model.action_bounds", model.action_bounds, ACTION_BOUNDS)
     check_finite_number("model.init_log_std", model.init_log_std)
+    max_log_std = getattr(model, "max_log_std", None)  # absent from checkpoints older than the key
+    if max_log_std is not None:
+        check_finite_number("model.max_log_std", max_log_std)
+        if abs(max_log_std) > MAX_ABS_INIT_LOG_STD:
+            bound = MAX_ABS_INIT_LOG_STD
+            raise ConfigError(
+                "model.max_log_std", max_log_std, f"must be in [-{bound:g}, {bound:g}], as model.init_log_std"
+            )
     if len(model.hidden_sizes) == 0 or any(h < 1 for h in model.hidden_sizes):
         raise ConfigError(
             "model.hidden_sizes", list(model.hidden_sizes), "must be a non-empty list of widths >= 1"
@@ -327,6 +335,7 @@ def validate_train(train: DictConfig | TrainConfig) -> None:
         check_at_most(f"train.{key}", train[key], MAX_THREADS)
     validate_device("train.device", train.device)
     check_choice("train.update_precision", getattr(train, "update_precision", "float32"), UPDATE_PRECISIONS)
+    check_path("train.init_from", getattr(train, "init_from", None))
 
 
 def validate_logger(logger: DictConfig | LoggerConfig) -> None:

@@ -105,6 +105,10 @@ class ModelConfig:
     # none: the Gaussian is in the env's units and the env clips (checkpoints saved before this
     # key existed behave so)
     action_bounds: str = "clip"
+    # a cap on the Gaussian policy's log-std: its std is exp(min(log_std, max_log_std)), so the
+    # exploration noise never exceeds it (e.g. to fine-tune a walker that stays up while it samples
+    # its actions); null = no cap
+    max_log_std: float | None = None
 
 
 @dataclass
@@ -135,6 +139,10 @@ class TrainConfig:
     # computes it natively (a CPU with AVX512-BF16 or AMX; a CUDA GPU with bf16), else float32
     update_precision: str = "float32"
     deterministic: bool = False  # torch.use_deterministic_algorithms
+    # Start the policy, critic and normalisers from a checkpoint (a run dir, a checkpoint file, or
+    # a shipped name such as walker) instead of fresh weights: a new run that fine-tunes it. The
+    # optimiser, counters and envs start new. null = fresh weights
+    init_from: str | None = None
 
 
 @dataclass

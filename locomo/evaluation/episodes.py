@@ -38,7 +38,7 @@ from locomo.evaluation.behavior import format_counts, label_counts, label_episod
 from locomo.evaluation.progress import progress_bar, step_limit
 from locomo.evaluation.rollout import Rollout
 from locomo.paths import ASSETS_DIR
-from locomo.rl.policy import Actor, make_actor
+from locomo.rl.policy import Actor, actor_for
 from locomo.rl.running_stats import RunningMeanStd
 from locomo.runs import checkpoint, checkpoint_format
 from locomo.runs.checkpoint import CheckpointError
@@ -152,9 +152,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         action_dim=int(spaces["action_dim"]),
     )
     model = cfg.model
-    actor = make_actor(
-        info, list(model.hidden_sizes), model.activation, model.init_log_std, model.action_bounds
-    )
+    actor = actor_for(info, model)
     normalizer = RunningMeanStd(info.obs_dim, enabled=model.normalize_observations)
     try:
         actor.load_state_dict(state["actor"])

@@ -37,7 +37,7 @@ from locomo.guard import check_finite
 from locomo.rl import losses
 from locomo.rl.advantages import Advantages, UpdateData, explained_variance, update_samples, with_images
 from locomo.rl.buffer import RolloutBatch
-from locomo.rl.policy import Actor, ValueNet
+from locomo.rl.policy import Actor, GaussianActor, ValueNet
 from locomo.rl.symmetry import PolicyMirror
 
 R = TypeVar("R")
@@ -410,7 +410,6 @@ class PolicyGradient:
             assert data.start is not None
             log_r = data.start[:old] - data.behaviour[:old]
             out["is/behaviour_kl"] = float(global_mean(((log_r.exp() - 1) - log_r), self.group)[0])
-        log_std = getattr(self.actor, "log_std", None)
-        if log_std is not None:
-            out["losses/action_std"] = float(log_std.detach().exp().mean())
+        if isinstance(self.actor, GaussianActor):
+            out["losses/action_std"] = float(self.actor.std().detach().mean())
         return out

@@ -20,7 +20,7 @@ from locomo.envs import SpaceInfo, TorchVecEnv
 from locomo.envs.pool import available_cores
 from locomo.errors import ConfigError
 from locomo.rl.algorithm import PolicyGradient
-from locomo.rl.policy import Actor, ValueNet, make_actor
+from locomo.rl.policy import Actor, ValueNet, actor_for
 from locomo.rl.running_stats import RewardScaler, RunningMeanStd
 from locomo.rl.symmetry import make_policy_mirror
 
@@ -76,7 +76,7 @@ def make_learners(
     """Actor, critic (only with ``algo.baseline=value``), observation normaliser and reward scaler
     (for ``num_envs`` envs, default ``train.num_envs``) as the config describes them, on ``device``."""
     m = cfg.model
-    actor = make_actor(spaces, list(m.hidden_sizes), m.activation, m.init_log_std, m.action_bounds)
+    actor = actor_for(spaces, m)
     critic = (
         ValueNet(spaces.obs_dim, list(m.hidden_sizes), m.activation, cfg.algo.normalize_values).to(device)
         if cfg.algo.baseline == "value"

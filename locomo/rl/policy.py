@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from locomo.envs.base import SpaceInfo
 from locomo.errors import ConfigError
 from locomo.rl.distributions import ActionDistribution, BoundedGaussian, Categorical, Gaussian
 from locomo.rl.running_stats import RunningMeanStd
+
+if TYPE_CHECKING:
+    from locomo.config.schema import ModelConfig
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
@@ -92,6 +96,8 @@ class GaussianActor(Actor):
     With ``bounds=(low, high)`` ([A] each, finite) the Gaussian is over normalised actions and
     the stored action is its clip to [-1, 1] (:class:`~locomo.rl.distributions.BoundedGaussian`);
     ``action_scale`` and ``action_offset`` map it to the env's units and are saved with the weights.
+    With ``max_log_std`` the std is ``exp(min(log_std, max_log_std))``: the noise is capped, and
+    ``log_std`` above the cap gets no gradient.
     """
 
     def __init__(
@@ -102,8 +108,10 @@ class GaussianActor(Actor):
         activation: str,
         init_log_std: float,
         bounds: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None,
+        max_log_std: float | None = None,
     ):
         super().__init__()
+        self.max_log_std = max_log_std
         self.mean_net = mlp(obs_dim, hidden, action_dim, activation, out_gain=0.01)
         self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
         self.clipped = bounds is not None
@@ -114,8 +122,14 @@ class GaussianActor(Actor):
         self._distribution = BoundedGaussian if self.clipped else Gaussian
 
     def forward(self, obs: torch.Tensor) -> Gaussian:
-        """pi(.|s): mean [B, A] = mu_theta(obs), std [A] = exp(log_std)."""
-        return self._distribution(self.mean_net(obs), self.log_std.exp())
+        """pi(.|s): mean [B, A] = mu_theta(obs), std [A] = :meth:`std`."""
+        return self._distribution(self.mean_net(obs), self.std())
+
+    def std(self) -> torch.Tensor:
+        """[A] the policy's std: exp(log_std), capped at exp(max_log_std) when there is a cap."""
+        if self.max_log_std is None:
+            return self.log_std.exp()
+        return self.log_std.clamp(max=self.max_log_std).exp()
 
     def env_action(self, actions: torch.Tensor) -> torch.Tensor:
         """low + (a + 1) (high - low) / 2 for bounded actions a [B, A] in [-1, 1]; else a itself."""
@@ -180,12 +194,18 @@ class ValueNet(nn.Module):
 
 
 def make_actor(
-    spaces: SpaceInfo, hidden: list[int], activation: str, init_log_std: float, action_bounds: str = "none"
+    spaces: SpaceInfo,
+    hidden: list[int],
+    activation: str,
+    init_log_std: float,
+    action_bounds: str = "none",
+    max_log_std: float | None = None,
 ) -> Actor:
     """The policy that fits the action space.
 
     ``action_bounds``: ``clip`` acts in normalised units within the space's bounds (which must be
     finite; a checkpoint's saved bounds replace them on load), ``none`` in the env's units.
+    ``max_log_std``: a cap on a Gaussian policy's log-std (None: none).
     """
     if spaces.discrete:
         return CategoricalActor(spaces.obs_dim, spaces.action_dim, hidden, activation)
@@ -199,4 +219,17 @@ def make_actor(
             why = "this env's action bounds are not finite; use model.action_bounds=none"
             raise ConfigError("model.action_bounds", "clip", why)
         bounds = (low, high)
-    return GaussianActor(spaces.obs_dim, spaces.action_dim, hidden, activation, init_log_std, bounds)
+    obs_dim, action_dim = spaces.obs_dim, spaces.action_dim
+    return GaussianActor(obs_dim, action_dim, hidden, activation, init_log_std, bounds, max_log_std)
+
+
+def actor_for(spaces: SpaceInfo, model: ModelConfig) -> Actor:
+    """The policy ``model`` (a run's ``model`` section, or a checkpoint's) describes, for ``spaces``."""
+    return make_actor(
+        spaces,
+        list(model.hidden_sizes),
+        model.activation,
+        model.init_log_std,
+        model.action_bounds,
+        getattr(model, "max_log_std", None),  # absent from checkpoints older than the key
+    )

@@ -148,7 +148,7 @@ def _check_networks(state: dict[str, Any], cfg: DictConfig, spaces: dict[str, An
     its loader's business (:func:`require_resumable`, :func:`locomo.evaluation.episodes.load_policy`).
     """
     from locomo.envs.base import SpaceInfo
-    from locomo.rl.policy import ValueNet, make_actor
+    from locomo.rl.policy import ValueNet, actor_for
 
     info = SpaceInfo(
         obs_dim=int(spaces["obs_dim"]),
@@ -160,7 +160,7 @@ def _check_networks(state: dict[str, Any], cfg: DictConfig, spaces: dict[str, An
     # global RNG that a command seeds or a resume restores is not drawn from.
     with torch.device("meta"):
         nets: dict[str, torch.nn.Module] = {
-            "actor": make_actor(info, list(m.hidden_sizes), m.activation, m.init_log_std, m.action_bounds)
+            "actor": actor_for(info, m)
         }
         if cfg.algo.baseline == "value":  # as locomo.rl.factory.make_learners: a critic for the baseline
             hidden, normalize_values = list(m.hidden_sizes), cfg.algo.normalize_values

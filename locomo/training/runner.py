@@ -73,6 +73,7 @@ class Runner:
         resume: dict[str, Any] | None = None,
         resume_path: Path | None = None,
         group: Group = SINGLE,
+        init_state: dict[str, Any] | None = None,
     ) -> None:
         self.cfg, self.run_dir, self.group = cfg, run_dir, group
         seed_everything(cfg.seed)  # the same initial weights on every rank
@@ -91,6 +92,9 @@ class Runner:
         self.actor, self.critic, self.normalizer, self.reward_scaler = make_learners(
             cfg, self.env.spaces, self.device, num_envs
         )
+        if init_state is not None and resume is None:  # train.init_from; a resume has its own weights
+            nets = (self.actor, self.critic, self.normalizer, self.reward_scaler)
+            training_state.start_from(init_state, nets, self.env.spaces, cfg, announce=group.is_main)
         if group.active:
             group.broadcast_tensors_(self._named_tensors())  # rank 0's weights, whatever happened before
             seed_everything(group.rank_seed(cfg.seed))  # but each rank samples its own actions

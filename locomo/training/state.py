@@ -9,6 +9,7 @@ continues bit for bit. File handling (atomic writes, retention, safe loading) is
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from locomo.config.schema import to_container
-from locomo.envs import EpisodeRecord, SpaceInfo, TorchVecEnv
+from locomo.envs import EpisodeRecord, SpaceInfo, TorchVecEnv, make_vec_env
 from locomo.errors import say
 from locomo.rl.buffer import RolloutBatch
 from locomo.rl.policy import Actor, ValueNet
@@ -149,6 +150,72 @@ def restore(state: dict[str, Any], learned: Learned, spaces: SpaceInfo, env_name
         return int(state["counters"]["iteration"]), int(state["counters"]["env_steps"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint does not match its own config: {exc}") from exc
+
+
+def start_from(
+    state: dict[str, Any],
+    nets: tuple[Actor, ValueNet | None, RunningMeanStd, RewardScaler],
+    spaces: SpaceInfo,
+    cfg: DictConfig,
+    announce: bool = True,
+) -> list[str]:
+    """``train.init_from``: put a checkpoint's policy, critic and normalisers into a new run's
+    ``nets`` (actor, critic, observation normaliser, reward scaler); its optimiser, counters, RNG
+    and envs stay new. Returns what started fresh because the checkpoint lacks it (a shipped
+    policy holds no critic). ``announce``: print one line saying so.
+
+    The reward scaler takes the checkpoint's return statistics, which the critic's values are in
+    the units of, but not its per-env running returns (a new run's envs start new episodes).
+    CheckpointError naming ``train.init_from`` when the checkpoint does not fit this run's networks.
+    """
+    actor, critic, normalizer, reward_scaler = nets
+    source = cfg.train.init_from
+    try:
+        check_spaces(state, spaces.obs_dim, spaces.action_dim, spaces.discrete, cfg.env.name)
+        actor.load_state_dict(state["actor"])
+        normalizer.load_state_dict(state["obs_normalizer"])
+        fresh = []
+        if critic is not None:
+            if state.get("critic") is None:
+                fresh.append("critic")
+            else:
+                critic.load_state_dict(state["critic"])
+        scaler = state.get("reward_scaler")
+        if isinstance(scaler, dict):
+            returns = {k: v for k, v in scaler.items() if k != "running_return"}
+            reward_scaler.load_state_dict(returns, strict=False)
+        elif reward_scaler.enabled:
+            fresh.append("reward scaler")
+    except (CheckpointError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # torch's load_state_dict: a header line, then one line per problem; the first says enough
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else " ".join(lines)
+        raise CheckpointError(
+            f"train.init_from={source}: it does not fit this run's networks ({detail}); start from a "
+            "checkpoint of the same env, model.* and algo.baseline"
+        ) from exc
+    if announce:
+        started = f"; not in it, so new: {', '.join(fresh)}" if fresh else ""
+        print(f"locomo: starting from the policy in train.init_from={source}{started}")
+    return fresh
+
+
+def check_start(state: dict[str, Any], cfg: DictConfig) -> None:
+    """CheckpointError (one line) unless ``train.init_from``'s checkpoint ``state`` fits the nets
+    ``cfg`` builds: checked before a run dir is claimed, on nets of the meta device (shapes
+    only) and the spaces of one env of ``cfg.env``."""
+    from locomo.rl.factory import make_learners
+
+    env = make_vec_env(cfg.env, 1)
+    try:
+        spaces = env.spaces
+    finally:
+        env.close()
+    with torch.device("meta"), warnings.catch_warnings():
+        # loading into meta tensors copies nothing (torch warns so): only the shapes are compared
+        warnings.simplefilter("ignore", UserWarning)
+        nets = make_learners(cfg, spaces, torch.device("meta"), num_envs=1)
+        start_from(state, nets, spaces, cfg, announce=False)
 
 
 # -- multi-process jobs ----------------------------------------------------------------------------
