@@ -30,10 +30,9 @@ from tests.safety_helpers import machine_paths
 
 WALKER = ASSETS_DIR / "walker.pt"
 RECORD = WALKER.with_suffix(".json")
-# The issue's bar: the fraction of seeds 0-99 that must end walked_forward, per eval mode.
-# The floor the shipped walker is held to: what it measured over seeds 0-99 (95 and 71 walks),
-# not yet issue 18's bar of 98 and 90 (README, "Right after install").
-BAR = {"deterministic": 0.95, "stochastic": 0.70}
+# Issue 18's bar: the fraction of seeds 0-99 that must end walked_forward, per eval mode (the
+# shipped walker measured 100 and 94: README, "Right after install").
+BAR = {"deterministic": 0.98, "stochastic": 0.90}
 SEEDS = range(100)
 # Episodes of each mode run again from the record (full length, 10 envs at once): ~10-20 s in all.
 LIVE_EPISODES = 10
