@@ -326,8 +326,10 @@ def main() -> None:
             if print_only and ("-m" in args or "--multirun" in args):
                 flag = next(a for a in args if a.split("=", 1)[0] in PRINT_ONLY_FLAGS)
                 raise ConfigError(
-                    flag, "with -m", "Hydra prints the config of one run, not of a sweep; drop -m, or print "
-                    "one of its runs (e.g. seed=1 --cfg job)"
+                    flag,
+                    "with -m",
+                    "Hydra prints the config of one run, not of a sweep; drop -m, or print "
+                    "one of its runs (e.g. seed=1 --cfg job)",
                 )
             launch = module.prepare(args) if hasattr(module, "prepare") else Launch(tuple(args))
             if not print_only:  # a start that only prints creates no run dir

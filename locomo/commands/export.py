@@ -48,7 +48,12 @@ def started_from(cfg: DictConfig) -> dict[str, Any] | None:
     when its run dir is still where the run found it, the command that trained it."""
     from omegaconf import OmegaConf
 
-    from locomo.evaluation.episodes import portable_name, resolve_checkpoint_path, shipped_checkpoint
+    from locomo.evaluation.episodes import (
+        checkpoint_run_dir,
+        portable_name,
+        resolve_checkpoint_path,
+        shipped_checkpoint,
+    )
 
     init_from = OmegaConf.select(cfg, "train.init_from")
     if init_from is None:
@@ -56,8 +61,7 @@ def started_from(cfg: DictConfig) -> dict[str, Any] | None:
     if shipped_checkpoint(init_from) is not None:
         return {"source": str(init_from), "training_command": None}
     path = resolve_checkpoint_path(init_from)
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return {"source": portable_name(path), "training_command": training_command(run_dir)}
+    return {"source": portable_name(path), "training_command": training_command(checkpoint_run_dir(path))}
 
 
 def exported_name(out: Path) -> str:

@@ -243,12 +243,7 @@ def validate_model(model: DictConfig | ModelConfig) -> None:
     check_finite_number("model.init_log_std", model.init_log_std)
     max_log_std = getattr(model, "max_log_std", None)  # absent from checkpoints older than the key
     if max_log_std is not None:
-        check_finite_number("model.max_log_std", max_log_std)
-        if abs(max_log_std) > MAX_ABS_INIT_LOG_STD:
-            bound = MAX_ABS_INIT_LOG_STD
-            raise ConfigError(
-                "model.max_log_std", max_log_std, f"must be in [-{bound:g}, {bound:g}], as model.init_log_std"
-            )
+        validate_log_std("model.max_log_std", max_log_std)
     if len(model.hidden_sizes) == 0 or any(h < 1 for h in model.hidden_sizes):
         raise ConfigError(
             "model.hidden_sizes", list(model.hidden_sizes), "must be a non-empty list of widths >= 1"
@@ -258,11 +253,17 @@ def validate_model(model: DictConfig | ModelConfig) -> None:
 def validate_init_log_std(value: float) -> None:
     """The initial log-std of a new policy (see :data:`MAX_ABS_INIT_LOG_STD`). Not a stored
     config's: what it started from does not matter once trained (an old run stays loadable)."""
-    check_finite_number("model.init_log_std", value)
+    validate_log_std("model.init_log_std", value)
+
+
+def validate_log_std(key: str, value: float) -> None:
+    """A log-std in [-MAX_ABS_INIT_LOG_STD, MAX_ABS_INIT_LOG_STD]: ``model.init_log_std``, or the
+    cap ``model.max_log_std``."""
+    check_finite_number(key, value)
     if abs(value) > MAX_ABS_INIT_LOG_STD:
         bound = MAX_ABS_INIT_LOG_STD
         raise ConfigError(
-            "model.init_log_std",
+            key,
             value,
             f"must be in [-{bound:g}, {bound:g}] (a std of e^-{bound:g} = {math.exp(-bound):.3g} to "
             f"e^{bound:g} = {math.exp(bound):.0f}; actions are of order 1: a larger std samples only the "

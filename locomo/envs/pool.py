@@ -17,7 +17,6 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-
 class WorkerPool:
     """Runs ``fn(i)`` for a list of indices on ``threads`` threads that pull the indices one by one.
 

@@ -25,7 +25,6 @@ RENDER_KWARGS = frozenset(
 )
 
 
-
 class Task:
     """One Gymnasium v5 MuJoCo env's formulas, on fields stacked over N envs.
 

@@ -158,8 +158,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         actor.load_state_dict(state["actor"])
         normalizer.load_state_dict(state["obs_normalizer"])
     except (RuntimeError, KeyError) as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else lines[0]
+        reason = checkpoint_format.load_error_reason(exc)
         raise CheckpointError(f"{file}: weights do not fit the config saved with them ({reason})") from exc
     actor.eval()
     normalizer.eval()
@@ -413,5 +412,3 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             f"{format_counts(s['labels'])}"
         )
     return "\n".join(rows)
-
-

@@ -159,9 +159,7 @@ def _check_networks(state: dict[str, Any], cfg: DictConfig, spaces: dict[str, An
     # Built on the meta device: names and shapes only, no memory, no initialisation, and the
     # global RNG that a command seeds or a resume restores is not drawn from.
     with torch.device("meta"):
-        nets: dict[str, torch.nn.Module] = {
-            "actor": actor_for(info, m)
-        }
+        nets: dict[str, torch.nn.Module] = {"actor": actor_for(info, m)}
         if cfg.algo.baseline == "value":  # as locomo.rl.factory.make_learners: a critic for the baseline
             hidden, normalize_values = list(m.hidden_sizes), cfg.algo.normalize_values
             nets["critic"] = ValueNet(info.obs_dim, hidden, m.activation, normalize_values)
@@ -290,6 +288,16 @@ def _check_tensors(state: dict[str, Any], path: Path) -> None:
                     f"checkpoint {path}: {name} has negative values (min {float(tensor.min()):g}): {what} "
                     f"cannot be negative; {_USE_ANOTHER}"
                 )
+
+
+def load_error_reason(exc: BaseException) -> str:
+    """The line of a failed weight load that says what does not fit: torch's ``load_state_dict``
+    writes a header ("Error(s) in loading state_dict ...") and then one line per problem, of
+    which the first says enough; any other error, its first line (or its type's name)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s)"):
+        return lines[1]
+    return lines[0] if lines else type(exc).__name__
 
 
 def check_spaces(state: dict[str, Any], obs_dim: int, action_dim: int, discrete: bool, env_name: str) -> None:

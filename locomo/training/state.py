@@ -23,7 +23,7 @@ from locomo.rl.buffer import RolloutBatch
 from locomo.rl.policy import Actor, ValueNet
 from locomo.rl.running_stats import RewardScaler, RunningMeanStd
 from locomo.runs.checkpoint import CheckpointError, restore_rng, rng_state
-from locomo.runs.checkpoint_format import check_spaces
+from locomo.runs.checkpoint_format import check_spaces, load_error_reason
 
 
 @dataclass
@@ -187,9 +187,7 @@ def start_from(
         elif reward_scaler.enabled:
             fresh.append("reward scaler")
     except (CheckpointError, KeyError, RuntimeError, ValueError, TypeError) as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        # torch's load_state_dict: a header line, then one line per problem; the first says enough
-        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else " ".join(lines)
+        detail = load_error_reason(exc)
         raise CheckpointError(
             f"train.init_from={source}: it does not fit this run's networks ({detail}); start from a "
             "checkpoint of the same env, model.* and algo.baseline"
