@@ -156,6 +156,7 @@ CATALOGUE = [
     row("render-gl-invalid", "render checkpoint={run}", 2, "MUJOCO_GL (environment variable)='bogus' is invalid: allowed values are egl, osmesa", subprocess=True, env={"MUJOCO_GL": "bogus"}),
     row("replay-window-headless", "replay checkpoint={run} viewer=window", 2, "viewer='window' is invalid: no display", env={"DISPLAY": ""}),
     row("bench-repeats-zero", "bench bench.repeats=0", 2, "bench.repeats=0 is invalid: must be > 0"),
+    row("bench-default-iterations-one", "bench bench.default_iterations=1", 2, "bench.default_iterations=1 is invalid: must be >= 2 (the first is a warm-up)"),
     row("variance-estimator-unknown", "variance estimators=[total/value]", 2, "estimators='total/value' is invalid: each must be one of total/none"),
     row("plot-runs-missing", "plot runs={files}/no_such_dir", 2, "is invalid: must be a folder holding runs"),
     row("plot-kind-choice", "plot runs={files} kind=pie", 2, "kind='pie' is invalid: allowed values are curves, behavior"),

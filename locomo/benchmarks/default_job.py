@@ -3,7 +3,7 @@
 The default job's own workload, ``locomo_train_default``: the config ``locomo train`` composes
 with no overrides (``conf/train.yaml``: env=humanoid, algo=walk, with whatever networks, batch,
 epochs, minibatches, ``algo.reuse_batches`` and thread settings they hold when the bench runs), on
-the CPU with the bench's seed, no videos and no W&B, for ``bench.train_iterations`` iterations
+the CPU with the bench's seed, no videos and no W&B, for ``bench.default_iterations`` iterations
 through :class:`~locomo.training.runner.Runner`: env steps/s per iteration (the runner's
 ``perf/steps_per_s``: collect + update, or their overlapped wall time with ``train.overlap``).
 The ratio ``locomo_train_default/raw_physics`` divides it by the raw physics at the same envs

@@ -58,6 +58,7 @@ QUICK = {
     "repeats": 1,
     "train_batch": 512,
     "train_iterations": 2,
+    "default_iterations": 2,
 }
 
 
@@ -72,7 +73,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
     """Measure everything; return the JSON-ready result (the required keys are env steps/s or None)."""
     load_start = os.getloadavg()
-    default_cfg = default_train_config(seed, settings.train_iterations)
+    default_cfg = default_train_config(seed, settings.default_iterations)
     raw_default = raw_default_setup(default_cfg, settings)
     samples, notes = measure_samplers(settings, seed, raw_default)
     train = measure_locomo_train(settings, seed, run_dir, "locomo_train")
@@ -187,7 +188,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"{m['cores']} cores (load avg {m['load_avg_start'][0]:.2f} at start, "
         f"{m['load_avg_end'][0]:.2f} at end)",
         f"medians over {s['repeats']} repeats of {s['sampler_steps']} vector steps; "
-        f"training: median over {s['train_iterations'] - 1} iterations after a warm-up",
+        f"training: median over {s['train_iterations'] - 1} iterations after a warm-up "
+        f"(the default job: {s['default_iterations'] - 1})",
         "",
         f"{'sampler, random actions':44s}{'env steps/s':>14s}",
     ]

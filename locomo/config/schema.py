@@ -326,6 +326,9 @@ class BenchSettings:
     train_epochs: int = 5  # passes over each batch
     train_minibatches: int = 4  # minibatches per pass
     train_iterations: int = 5  # iterations timed per trainer (the first is a warm-up, not counted)
+    # iterations of the default job's workload timed (the first a warm-up): its iterations vary
+    # by about a tenth with what the bodies do, so its median needs more of them than the others
+    default_iterations: int = 12
     # locomo's trainer again as one torchrun job of this many processes, 1 simulator thread each
     # (against one process with `threads`); 0 = one per core, 1 = not measured
     ranks: int = 0

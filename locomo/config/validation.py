@@ -202,10 +202,9 @@ def validate_bench(cfg: DictConfig | BenchConfig) -> None:
         check_positive(f"bench.{key}", getattr(b, key))
     check_positive("bench.threads", b.threads, strict=False)
     check_positive("bench.ranks", b.ranks, strict=False)
-    if b.train_iterations < 2:
-        raise ConfigError(
-            "bench.train_iterations", b.train_iterations, "must be >= 2 (the first is a warm-up)"
-        )
+    for key in ("train_iterations", "default_iterations"):
+        if getattr(b, key) < 2:
+            raise ConfigError(f"bench.{key}", getattr(b, key), "must be >= 2 (the first is a warm-up)")
     if b.train_batch % (b.num_envs * b.train_minibatches) != 0:
         raise ConfigError(
             "bench.train_batch",
