@@ -88,3 +88,103 @@ def test_symmetry_needs_a_mirrored_env_and_per_step_weights():
         env.close()
     with pytest.raises(ConfigError, match=r"algo\.symmetry='augment' is invalid: mirror images need"):
         compose("algo=importance", "algo.importance=trajectory", "algo.symmetry=augment")
+
+
+def _random_batch(spaces, actor, T: int, N: int, seed: int):
+    from locomo.rl.buffer import RolloutBatch
+
+    gen = torch.Generator().manual_seed(seed)
+    obs = torch.randn(T, N, spaces.obs_dim, generator=gen)
+    with torch.no_grad():
+        actions, log_probs = actor.act(obs.flatten(0, 1))
+    zeros = torch.zeros(T, N)
+    no = torch.zeros(T, N, dtype=torch.bool)
+    rewards = torch.randn(T, N, generator=gen)
+    return RolloutBatch(obs, actions.view(T, N, -1), log_probs.view(T, N), rewards, no, no, zeros, zeros)
+
+
+def test_symmetry_loss_by_hand_and_zero_for_a_symmetric_policy(humanoid):
+    """L_sym = (1/m) sum_b |mu(s_b) - M mu(M s_b)|^2, summed by hand; it is 0 for a policy whose
+    mean is made symmetric, mu_sym(s) = (mu(s) + M mu(M s)) / 2; and symmetric_policy_loss is the
+    policy loss of the same samples plus coef x L_sym, from one forward pass over s and M s."""
+    from locomo.rl import losses
+
+    cfg, env = humanoid
+    cfg = cfg.copy()
+    cfg.model.hidden_sizes = [16]
+    actor, _, normalizer, _ = make_learners(cfg, env.spaces, torch.device("cpu"))
+    mirror = make_policy_mirror("loss", env, cfg.env, env.spaces, normalizer)
+    assert mirror is not None
+    gen = torch.Generator().manual_seed(3)
+    obs = torch.randn(5, env.spaces.obs_dim, generator=gen)
+    image = mirror.obs(obs)
+    with torch.no_grad():
+        mean, image_mean = actor(obs).mean, actor(image).mean
+        by_hand = (
+            sum(float(((mean[b] - mirror.action(image_mean[b : b + 1])[0]) ** 2).sum()) for b in range(5)) / 5
+        )
+        assert by_hand > 1e-4  # a random net is not symmetric
+        assert float(losses.symmetry_loss(mean, image_mean, mirror.action)) == pytest.approx(
+            by_hand, rel=1e-5
+        )
+        sym_mean = (mean + mirror.action(image_mean)) / 2
+        sym_image = (image_mean + mirror.action(mean)) / 2  # the symmetric policy at M s (M M s = s)
+        assert float(losses.symmetry_loss(sym_mean, sym_image, mirror.action)) < 1e-10
+
+    with torch.no_grad():
+        actions, log_probs = actor.act(obs)
+    batch = losses.PolicyBatch(obs, actions, torch.randn(5, generator=gen), log_probs, None)
+    plain, plain_info = losses.policy_loss(actor, batch, 0.2, 0.0)
+    total, info, sym = losses.symmetric_policy_loss(actor, batch, image, mirror.action, 0.2, 0.0, 2.5)
+    torch.testing.assert_close(sym, torch.tensor(by_hand), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(total, plain + 2.5 * sym, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(info.surrogate, plain_info.surrogate, rtol=1e-5, atol=1e-6)
+
+
+def test_symmetry_loss_update_makes_the_policy_more_symmetric(humanoid):
+    """algo.symmetry=loss: the update trains on the real samples only (no images: as many samples
+    per minibatch as without symmetry), logs losses/symmetry, and with the policy loss switched
+    off (zero advantages) its steps shrink the policy's asymmetry on the batch."""
+    from locomo.rl import losses
+    from locomo.rl.algorithm import PolicyGradient
+
+    cfg, env = humanoid
+    cfg = cfg.copy()
+    cfg.model.hidden_sizes = [16]
+    cfg.algo.symmetry = "loss"
+    cfg.algo.symmetry_coef = 1.0
+    cfg.algo.epochs = 4
+    cfg.algo.lr = 3e-3
+    torch.manual_seed(0)  # the nets' initial weights
+    actor, critic, normalizer, _ = make_learners(cfg, env.spaces, torch.device("cpu"))
+    mirror = make_policy_mirror("loss", env, cfg.env, env.spaces, normalizer)
+    batch = _random_batch(env.spaces, actor, 8, 2, seed=4)
+    flat = batch.obs.flatten(0, 1)
+
+    def asymmetry() -> float:
+        with torch.no_grad():
+            return float(losses.symmetry_loss(actor(flat).mean, actor(mirror.obs(flat)).mean, mirror.action))
+
+    with torch.no_grad():  # a policy far from symmetric (a new one's means are all near 0)
+        last = [m for m in actor.mean_net if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.add_(0.05 * torch.randn(last.weight.shape, generator=torch.Generator().manual_seed(5)))
+    before = asymmetry()
+    assert before > 0.1
+    algo = PolicyGradient(actor, critic, cfg.algo, torch.Generator().manual_seed(0), mirror=mirror)
+    assert algo.symmetry_loss
+    zero_adv = batch._replace(rewards=torch.zeros_like(batch.rewards))
+    algo.cfg.normalize_advantages = False  # zero rewards and values: zero advantages, no policy gradient
+    info = algo.update(zero_adv)
+    assert info["is/gradient_steps"] == cfg.algo.epochs * cfg.algo.minibatches
+    assert 0 < info["losses/symmetry"] < before  # the mean over the steps, as they shrank it
+    assert asymmetry() < 0.5 * before
+
+
+def test_symmetry_loss_needs_a_mirrored_env_and_a_coefficient_of_at_least_zero():
+    with pytest.raises(ConfigError, match=r"algo\.symmetry='loss' is invalid: env 'walker2d'"):
+        compose("env=walker2d", "algo.symmetry=loss")
+    with pytest.raises(ConfigError, match=r"algo\.symmetry_coef=-1\.0 is invalid: must be >= 0"):
+        compose("algo.symmetry=loss", "algo.symmetry_coef=-1")
+    # Trajectory weights are no obstacle: the loss reads no weight.
+    cfg = compose("env=humanoid", "algo=importance", "algo.importance=trajectory", "algo.symmetry=loss")
+    assert cfg.algo.symmetry == "loss"

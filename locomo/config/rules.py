@@ -211,6 +211,8 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
     if not isinstance(algo.reuse_batches, int) or algo.reuse_batches < 1:
         raise ConfigError("algo.reuse_batches", algo.reuse_batches, "must be an integer >= 1 (1: no reuse)")
     check_choice("algo.symmetry", algo.symmetry, SYMMETRIES)
+    symmetry_coef = getattr(algo, "symmetry_coef", 1.0)  # absent from checkpoints older than the key
+    check_positive("algo.symmetry_coef", symmetry_coef, strict=False)
     if algo.symmetry == "augment" and algo.importance != "per_step":
         raise ConfigError(
             "algo.symmetry", algo.symmetry, "mirror images need algo.importance=per_step (weights per step)"

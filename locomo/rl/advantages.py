@@ -151,6 +151,7 @@ class UpdateData:
     start: torch.Tensor | None  # [B] log pi_k(a|s), pi_k the policy starting the update (None: = mu)
     values: torch.Tensor  # [B] V(s) the advantages were computed with
     value_targets: torch.Tensor | None  # [B] the critic's regression targets (value baseline only)
+    image_obs: torch.Tensor | None = None  # [B, O] M s, each sample's mirror image (algo.symmetry=loss)
 
     @staticmethod
     def of(rollout: RolloutBatch, start: torch.Tensor | None, adv: Advantages) -> UpdateData:

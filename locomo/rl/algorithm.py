@@ -97,7 +97,10 @@ class PolicyGradient:
         self.generator = generator
         self.group = group
         self.parallel = DataParallel(group, params)
-        self.mirror = mirror  # algo.symmetry=augment: every sample's mirror image joins the update
+        # algo.symmetry: every sample's mirror image joins the update (augment), or the actor's
+        # loss gains the mirror-symmetry loss on it (loss)
+        self.mirror = mirror
+        self.symmetry_loss = mirror is not None and self.cfg.symmetry == "loss"
         # The actor and the critic share no parameter, so the critic's forward and backward can
         # run in a second thread beside the actor's (each single-threaded, so the results are
         # those of one thread, bit for bit): a core the update would leave idle. Coarse work
@@ -186,7 +189,10 @@ class PolicyGradient:
             explained = explained_variance(data.values, data.value_targets, self.group)
             critic.update_stats(data.value_targets, self.group)
             data.value_targets = critic.normalize_targets(data.value_targets)
-        if self.mirror is not None:  # twice the samples in as many steps: minibatches twice the size
+        if self.symmetry_loss:
+            assert self.mirror is not None
+            data.image_obs = self.mirror.obs(data.obs)
+        elif self.mirror is not None:  # twice the samples in as many steps: minibatches twice the size
             data, adv = with_images(data, adv, self.mirror, self._log_prob_now)
             B, minibatch_size = 2 * B, 2 * minibatch_size
 
@@ -268,6 +274,8 @@ class PolicyGradient:
         )
         if self.critic is not None and data.value_targets is not None:
             out["value_loss"] = totals["value_loss"] / n
+        if self.symmetry_loss:
+            out["symmetry_loss"] = totals["symmetry"] / n
         return out, kl_after
 
     def _backward(
@@ -281,15 +289,23 @@ class PolicyGradient:
         if self.critic is not None and data.value_targets is not None:
             targets = data.value_targets[idx]
             critic_half = self._beside(partial(self._critic_backward, mb_obs, targets, mb))
+        symmetry = None
         try:
             batch = self._policy_batch(data, adv, idx, mb_obs, mb_actions)
             with self._nets():
-                loss, info = losses.policy_loss(self.actor, batch, cfg.clip_ratio, cfg.entropy_coef)
+                if data.image_obs is not None and self.mirror is not None:  # algo.symmetry=loss
+                    image_obs = data.image_obs.index_select(0, idx)
+                    loss, info, symmetry = losses.symmetric_policy_loss(
+                        self.actor, batch, image_obs, self.mirror.action,
+                        cfg.clip_ratio, cfg.entropy_coef, cfg.symmetry_coef,
+                    )  # fmt: skip
+                else:
+                    loss, info = losses.policy_loss(self.actor, batch, cfg.clip_ratio, cfg.entropy_coef)
             check_finite("loss", loss.detach(), context=mb.where)  # before it reaches the parameters
             self.parallel.share(loss, count, mb.size).backward()
         finally:  # the critic's half is over before anything reads its gradients
             v_loss = critic_half.result() if critic_half is not None else torch.zeros((), device=idx.device)
-        return losses.StepSums.of(info, v_loss, count), info.weight_max
+        return losses.StepSums.of(info, v_loss, count, symmetry), info.weight_max
 
     def _policy_batch(
         self,
@@ -402,6 +418,8 @@ class PolicyGradient:
         if "value_loss" in mean:
             out["losses/value"] = mean["value_loss"]
             out["losses/explained_variance"] = explained
+        if "symmetry_loss" in mean:
+            out["losses/symmetry"] = mean["symmetry_loss"]
         if kept or not fresh:
             out["is/kept_batches"] = float(len(kept))
             # How far the stale samples' behaviour policies mu are from pi_k: the mean of

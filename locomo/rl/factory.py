@@ -117,8 +117,10 @@ def make_algorithm(
     ``train.update_precision``, and with the critic's half of each step in a thread of its own
     where the update would otherwise run on one core of several (``update_threads`` = 1)."""
     actor, critic, normalizer = learners
-    # (validated: augment implies per-step weights; auto applies only with them)
-    symmetry = "none" if cfg.algo.importance != "per_step" else cfg.algo.symmetry
+    # (validated: augment implies per-step weights; auto applies only with them; the loss needs none)
+    symmetry = cfg.algo.symmetry
+    if cfg.algo.importance != "per_step" and symmetry != "loss":
+        symmetry = "none"
     mirror = make_policy_mirror(symmetry, env.env, cfg.env, env.spaces, normalizer)
     critic_thread = device.type == "cpu" and update_threads == 1 and cores_per_process(group) > 1
     precision = resolve_update_precision(cfg.train.get("update_precision", "float32"), device)

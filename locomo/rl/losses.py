@@ -35,11 +35,13 @@ constant factor that Adam ignores.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch.func import functional_call, grad, vmap
 
+from locomo.rl.distributions import ActionDistribution, Gaussian
 from locomo.rl.policy import Actor, ValueNet
 
 
@@ -169,7 +171,11 @@ class PolicyLossInfo(NamedTuple):
 
 
 def policy_loss(
-    actor: Actor, batch: PolicyBatch, clip_ratio: float | None, entropy_coef: float
+    actor: Actor,
+    batch: PolicyBatch,
+    clip_ratio: float | None,
+    entropy_coef: float,
+    dist: ActionDistribution | None = None,
 ) -> tuple[torch.Tensor, PolicyLossInfo]:
     """The actor's loss on a minibatch of m samples, and its diagnostics (pure: no state, no step).
 
@@ -183,10 +189,11 @@ def policy_loss(
     - samples of earlier batches (``batch.start``): the clip range is centred on c_b = pi_k / mu_b, and
       the approx KL is measured from pi_k (log-ratios log pi_theta - log pi_k, weighted pi_k / mu).
 
-    Shapes as in :class:`PolicyBatch`; ``actor(obs)`` is pi_theta(.|s) (:mod:`locomo.rl.distributions`).
+    Shapes as in :class:`PolicyBatch`; ``actor(obs)`` is pi_theta(.|s) (:mod:`locomo.rl.distributions`),
+    or ``dist`` when the caller has made it (one forward pass shared with another loss).
     Returns the scalar loss (with grad) and :class:`PolicyLossInfo`.
     """
-    dist = actor(batch.obs)
+    dist = actor(batch.obs) if dist is None else dist
     # log pi, then H: autograd then sums the shared inputs' gradients in the order it always has
     # (bit for bit; the Gaussian's H, state-independent, is made with the distribution).
     new_log_prob = dist.log_prob(batch.actions)  # [m], with grad
@@ -211,6 +218,46 @@ def policy_loss(
         weights.detach().max(),
     )
     return loss, diagnostics
+
+
+def symmetry_loss(
+    mean: torch.Tensor, image_mean: torch.Tensor, reflect_action: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """The mirror-symmetry loss (Yu, Turk and Liu 2018, "Learning Symmetric and Low-Energy
+    Locomotion") on m samples:
+
+        L_sym = (1/m) sum_b |mu_theta(s_b) - M_a mu_theta(M_s s_b)|^2
+
+    mean [m, A] = mu_theta(s), image_mean [m, A] = mu_theta(M_s s) (both with grad), and
+    ``reflect_action`` a [.., A] -> M_a a (joints swapped with their partners, lateral ones
+    negated; M_a is its own inverse). It is 0 exactly when the policy's mean acts on a mirrored
+    state as the mirror of how it acts on the state, which a symmetric task's best policy does.
+    """
+    return (mean - reflect_action(image_mean)).square().sum(-1).mean()
+
+
+def symmetric_policy_loss(
+    actor: Actor,
+    batch: PolicyBatch,
+    image_obs: torch.Tensor,
+    reflect_action: Callable[[torch.Tensor], torch.Tensor],
+    clip_ratio: float | None,
+    entropy_coef: float,
+    symmetry_coef: float,
+) -> tuple[torch.Tensor, PolicyLossInfo, torch.Tensor]:
+    """:func:`policy_loss` + symmetry_coef x :func:`symmetry_loss` (``algo.symmetry=loss``), from
+    one forward pass over the m observations and their mirror images ``image_obs`` [m, O].
+
+    Returns the scalar loss (with grad), the policy loss's diagnostics and L_sym (detached).
+    """
+    m = batch.obs.shape[0]
+    both = actor(torch.cat([batch.obs, image_obs]))
+    if not isinstance(both, Gaussian):
+        raise TypeError(f"the symmetry loss needs a Gaussian policy, not {type(both).__name__}")
+    own = type(both)(both.mean[:m], both.std)
+    loss, info = policy_loss(actor, batch, clip_ratio, entropy_coef, dist=own)
+    sym = symmetry_loss(both.mean[:m], both.mean[m:], reflect_action)
+    return loss + symmetry_coef * sym, info, sym.detach()
 
 
 def critic_loss(
@@ -239,12 +286,16 @@ class StepSums(NamedTuple):
     policy_loss: torch.Tensor  # m x the surrogate loss
     entropy: torch.Tensor  # m x the mean entropy
     value_loss: torch.Tensor  # m x the value loss (0 without a critic)
+    symmetry: torch.Tensor  # m x the mirror-symmetry loss (0 without algo.symmetry=loss)
 
     @staticmethod
-    def of(policy: PolicyLossInfo, value_loss: torch.Tensor, count: int) -> StepSums:
+    def of(
+        policy: PolicyLossInfo, value_loss: torch.Tensor, count: int, symmetry: torch.Tensor | None = None
+    ) -> StepSums:
         """The sums of ``count`` samples from the losses' diagnostics (float32 whatever the nets')."""
         clipped = policy.surrogate.new_tensor(policy.clip_fraction)
-        means = torch.stack([clipped, policy.surrogate, policy.entropy, value_loss]) * count
+        sym = torch.zeros_like(policy.surrogate) if symmetry is None else symmetry.to(policy.surrogate.dtype)
+        means = torch.stack([clipped, policy.surrogate, policy.entropy, value_loss, sym]) * count
         return StepSums(*torch.stack(list(policy.importance)).float().unbind(), *means.float().unbind())
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""Left-right symmetry in the units the policy sees (``algo.symmetry=augment``).
+"""Left-right symmetry in the units the policy sees (``algo.symmetry=augment`` and ``loss``).
 
 The humanoid's task is symmetric under the reflection y -> -y: a step (s, a) with advantage A has
 a mirror image (M s, M a) with the same advantage, since forward velocity, height, control and
@@ -10,6 +10,10 @@ Importance weights stay exact: the image M a was drawn from the mirrored behavio
 mu'(a'|s') = mu(M a'|M s'), whose density at (M s, M a) is mu(a|s), the stored log-prob. So an
 image enters the update like a sample of an earlier batch: weight pi_theta(M a|M s) / mu(a|s),
 its clip range centred on pi_k(M a|M s) / mu(a|s) (:mod:`locomo.rl.losses`).
+
+``algo.symmetry=loss`` instead asks the policy's mean to be symmetric: the actor's loss gains
+symmetry_coef x |mu(s) - M mu(M s)|^2 (:func:`locomo.rl.losses.symmetry_loss`), on the update's own
+samples, so the critic and the weights see only real steps.
 
 Humanoid-v5's model is not exactly symmetric (``right_hip_y``'s armature and ``left_knee``'s
 stiffness differ from their partners': :func:`locomo.envs.reflection.asymmetries`), so an image is a
@@ -64,7 +68,7 @@ class PolicyMirror:
 def make_policy_mirror(
     symmetry: str, env: Any, env_cfg: EnvConfig, spaces: SpaceInfo, normalizer: RunningMeanStd
 ) -> PolicyMirror | None:
-    """The :class:`PolicyMirror` of ``env`` for ``algo.symmetry=augment`` (None for ``none``;
+    """The :class:`PolicyMirror` of ``env`` for ``algo.symmetry=augment`` or ``loss`` (None for ``none``;
     for ``auto``, the mirror of the humanoid envs and None for the others).
 
     ConfigError when the env has no mirror map (not the humanoid, or a model or observation that
