@@ -88,8 +88,13 @@ def test_plot_behavior_draws_a_run(locomo_cli):
     runs = locomo_cli.cwd / "runs" / "r"
     runs.mkdir(parents=True)
     rows = [
-        {"iteration": i, "env_steps": 100 * i, "rollout/episodes": 4.0, "behavior/fell_forward": 1 - i / 10,
-         "behavior/walked_forward": i / 10}
+        {
+            "iteration": i,
+            "env_steps": 100 * i,
+            "rollout/episodes": 4.0,
+            "behavior/fell_forward": 1 - i / 10,
+            "behavior/walked_forward": i / 10,
+        }
         for i in range(1, 11)
     ]
     (runs / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

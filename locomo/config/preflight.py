@@ -79,6 +79,16 @@ def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEs
     if kept > 0:  # each kept batch's copy, and its share of the update's K-batch rollout
         stored = 4 * (sizes.obs_dim + sizes.action_dim + SCALARS_PER_STEP)
         parts["kept batches"] = float(steps) * kept * (stored + per_step)
+    symmetry = cfg.algo.get("symmetry", "none")
+    if symmetry == "auto":  # augment on the humanoid envs, which have a mirror map
+        symmetry = "augment" if str(cfg.env.id).startswith("Humanoid") else "none"
+    update_samples = float(steps) * (kept + 1)
+    if symmetry == "augment":  # the update's samples again as images: the samples and their copy
+        parts["mirror images"] = (
+            update_samples * 2 * 4 * (sizes.obs_dim + sizes.action_dim + SCALARS_PER_STEP)
+        )
+    elif symmetry == "loss":  # the images' observations
+        parts["mirror images"] = update_samples * 4 * sizes.obs_dim
     if cfg.algo.baseline == "optimal":  # per-sample policy gradients, a chunk at a time
         parts["per-sample gradients"] = 4.0 * min(int(cfg.algo.optimal_baseline_chunk), steps) * params
     if cfg.video.enabled and sizes.state_dim:
@@ -87,9 +97,9 @@ def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEs
             video_steps = min(video_steps, int(cfg.video.max_steps))
         per_state = 2 * sizes.state_dim * 8 + 64  # qpos and qvel in float64, and the step's record
         parts["video rollouts"] = float(cfg.video.episodes) * (video_steps + 1) * per_state
-    # The kept batches grow with the batch too: blame K only where K, not the batch, makes them
-    # large (more than twice the batch's own share).
-    weight = {"kept batches": 0.5}
+    # The kept batches and the images grow with the batch too: blame K or the images only where
+    # they, not the batch, make them large (more than twice the batch's own share).
+    weight = {"kept batches": 0.5, "mirror images": 0.5}
     blame = {
         "rollout buffer and update": "train.steps_per_iteration",
         f"{envs} simulators": "train.num_envs",
@@ -97,6 +107,7 @@ def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEs
         "networks": "model.hidden_sizes",
         "per-sample gradients": "algo.optimal_baseline_chunk",
         "kept batches": "algo.reuse_batches",
+        "mirror images": "algo.symmetry",
     }[max(parts, key=lambda k: parts[k] * weight.get(k, 1.0))]
     return MemoryEstimate(parts, blame)
 
