@@ -20,9 +20,10 @@ from omegaconf import OmegaConf
 from locomo.config.schema import AlgoConfig, upgrade_saved_config
 from locomo.envs import make_vec_env
 from locomo.evaluation.episodes import load_policy
-from locomo.rl.algorithm import PolicyGradient, adaptive_lr, linear_lr
+from locomo.rl.algorithm import PolicyGradient
 from locomo.rl.distributions import clipped_gaussian_log_prob, gaussian_log_prob, log_ndtr
 from locomo.rl.policy import GaussianActor, ValueNet, make_actor
+from locomo.rl.step_size import adaptive_lr, linear_lr
 from locomo.runs import checkpoint
 from tests.conftest import compose
 

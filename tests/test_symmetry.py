@@ -10,7 +10,7 @@ from locomo.envs.mirror import humanoid_mirror
 from locomo.errors import ConfigError
 from locomo.rl.factory import make_learners
 from locomo.rl.running_stats import RunningMeanStd
-from locomo.rl.symmetry import PolicyMirror, make_policy_mirror
+from locomo.rl.symmetry import PolicyMirror, make_policy_mirror, symmetric_policy_loss, symmetry_loss
 from tests.conftest import compose
 
 
@@ -124,18 +124,16 @@ def test_symmetry_loss_by_hand_and_zero_for_a_symmetric_policy(humanoid):
             sum(float(((mean[b] - mirror.action(image_mean[b : b + 1])[0]) ** 2).sum()) for b in range(5)) / 5
         )
         assert by_hand > 1e-4  # a random net is not symmetric
-        assert float(losses.symmetry_loss(mean, image_mean, mirror.action)) == pytest.approx(
-            by_hand, rel=1e-5
-        )
+        assert float(symmetry_loss(mean, image_mean, mirror.action)) == pytest.approx(by_hand, rel=1e-5)
         sym_mean = (mean + mirror.action(image_mean)) / 2
         sym_image = (image_mean + mirror.action(mean)) / 2  # the symmetric policy at M s (M M s = s)
-        assert float(losses.symmetry_loss(sym_mean, sym_image, mirror.action)) < 1e-10
+        assert float(symmetry_loss(sym_mean, sym_image, mirror.action)) < 1e-10
 
     with torch.no_grad():
         actions, log_probs = actor.act(obs)
     batch = losses.PolicyBatch(obs, actions, torch.randn(5, generator=gen), log_probs, None)
     plain, plain_info = losses.policy_loss(actor, batch, 0.2, 0.0)
-    total, info, sym = losses.symmetric_policy_loss(actor, batch, image, mirror.action, 0.2, 0.0, 2.5)
+    total, info, sym = symmetric_policy_loss(actor, batch, image, mirror.action, 0.2, 0.0, 2.5)
     torch.testing.assert_close(sym, torch.tensor(by_hand), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(total, plain + 2.5 * sym, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(info.surrogate, plain_info.surrogate, rtol=1e-5, atol=1e-6)
@@ -145,7 +143,6 @@ def test_symmetry_loss_update_makes_the_policy_more_symmetric(humanoid):
     """algo.symmetry=loss: the update trains on the real samples only (no images: as many samples
     per minibatch as without symmetry), logs losses/symmetry, and with the policy loss switched
     off (zero advantages) its steps shrink the policy's asymmetry on the batch."""
-    from locomo.rl import losses
     from locomo.rl.algorithm import PolicyGradient
 
     cfg, env = humanoid
@@ -163,7 +160,7 @@ def test_symmetry_loss_update_makes_the_policy_more_symmetric(humanoid):
 
     def asymmetry() -> float:
         with torch.no_grad():
-            return float(losses.symmetry_loss(actor(flat).mean, actor(mirror.obs(flat)).mean, mirror.action))
+            return float(symmetry_loss(actor(flat).mean, actor(mirror.obs(flat)).mean, mirror.action))
 
     with torch.no_grad():  # a policy far from symmetric (a new one's means are all near 0)
         last = [m for m in actor.mean_net if isinstance(m, torch.nn.Linear)][-1]

@@ -10,8 +10,8 @@ The estimators are elsewhere: the advantages and value targets in :mod:`locomo.r
    thread of its own with ``critic_thread``) and the actor's (:func:`~locomo.rl.losses.policy_loss`)
    backward, the gradients clipped to ``algo.max_grad_norm`` and applied by Adam, unless the
    step would pass ``algo.target_kl``, which ends the update;
-3. after every epoch the adaptive step size (``algo.lr_schedule=adaptive``) reads the approx KL
-   measured after each of its steps.
+3. after every epoch the adaptive step size (``algo.lr_schedule=adaptive``,
+   :mod:`locomo.rl.step_size`) reads the approx KL measured after each of its steps.
 
 In a job of several processes :class:`~locomo.distributed.DataParallel` wraps each step from
 outside: this rank's share of the loss, then the gradients and the step's diagnostic sums
@@ -38,29 +38,10 @@ from locomo.rl import losses
 from locomo.rl.advantages import Advantages, UpdateData, explained_variance, update_samples, with_images
 from locomo.rl.buffer import RolloutBatch
 from locomo.rl.policy import Actor, GaussianActor, ValueNet
-from locomo.rl.symmetry import PolicyMirror
+from locomo.rl.step_size import adaptive_lr, linear_lr
+from locomo.rl.symmetry import PolicyMirror, symmetric_policy_loss
 
 R = TypeVar("R")
-
-
-def adaptive_lr(
-    lr: float, kl: float, threshold: float, factor: float = 1.5, lr_min: float = 1e-6, lr_max: float = 1e-2
-) -> float:
-    """The KL-adaptive step size after one epoch whose mean approx KL was ``kl``.
-
-    lr / factor (not below lr_min) when kl > 2 threshold; lr * factor (not above lr_max) when
-    kl < threshold / 2; else unchanged. Steps that moved the policy too far shrink the next ones.
-    """
-    if kl > 2.0 * threshold:
-        return max(lr / factor, lr_min)
-    if kl < 0.5 * threshold:
-        return min(lr * factor, lr_max)
-    return lr
-
-
-def linear_lr(base_lr: float, progress: float) -> float:
-    """base_lr * (1 - progress), progress in [0, 1] the fraction of training done."""
-    return base_lr * max(0.0, 1.0 - progress)
 
 
 @dataclass
@@ -295,7 +276,7 @@ class PolicyGradient:
             with self._nets():
                 if data.image_obs is not None and self.mirror is not None:  # algo.symmetry=loss
                     image_obs = data.image_obs.index_select(0, idx)
-                    loss, info, symmetry = losses.symmetric_policy_loss(
+                    loss, info, symmetry = symmetric_policy_loss(
                         self.actor, batch, image_obs, self.mirror.action,
                         cfg.clip_ratio, cfg.entropy_coef, cfg.symmetry_coef,
                     )  # fmt: skip

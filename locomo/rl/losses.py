@@ -35,13 +35,12 @@ constant factor that Adam ignores.)
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch.func import functional_call, grad, vmap
 
-from locomo.rl.distributions import ActionDistribution, Gaussian
+from locomo.rl.distributions import ActionDistribution
 from locomo.rl.policy import Actor, ValueNet
 
 
@@ -218,46 +217,6 @@ def policy_loss(
         weights.detach().max(),
     )
     return loss, diagnostics
-
-
-def symmetry_loss(
-    mean: torch.Tensor, image_mean: torch.Tensor, reflect_action: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
-    """The mirror-symmetry loss (Yu, Turk and Liu 2018, "Learning Symmetric and Low-Energy
-    Locomotion") on m samples:
-
-        L_sym = (1/m) sum_b |mu_theta(s_b) - M_a mu_theta(M_s s_b)|^2
-
-    mean [m, A] = mu_theta(s), image_mean [m, A] = mu_theta(M_s s) (both with grad), and
-    ``reflect_action`` a [.., A] -> M_a a (joints swapped with their partners, lateral ones
-    negated; M_a is its own inverse). It is 0 exactly when the policy's mean acts on a mirrored
-    state as the mirror of how it acts on the state, which a symmetric task's best policy does.
-    """
-    return (mean - reflect_action(image_mean)).square().sum(-1).mean()
-
-
-def symmetric_policy_loss(
-    actor: Actor,
-    batch: PolicyBatch,
-    image_obs: torch.Tensor,
-    reflect_action: Callable[[torch.Tensor], torch.Tensor],
-    clip_ratio: float | None,
-    entropy_coef: float,
-    symmetry_coef: float,
-) -> tuple[torch.Tensor, PolicyLossInfo, torch.Tensor]:
-    """:func:`policy_loss` + symmetry_coef x :func:`symmetry_loss` (``algo.symmetry=loss``), from
-    one forward pass over the m observations and their mirror images ``image_obs`` [m, O].
-
-    Returns the scalar loss (with grad), the policy loss's diagnostics and L_sym (detached).
-    """
-    m = batch.obs.shape[0]
-    both = actor(torch.cat([batch.obs, image_obs]))
-    if not isinstance(both, Gaussian):
-        raise TypeError(f"the symmetry loss needs a Gaussian policy, not {type(both).__name__}")
-    own = type(both)(both.mean[:m], both.std)
-    loss, info = policy_loss(actor, batch, clip_ratio, entropy_coef, dist=own)
-    sym = symmetry_loss(both.mean[:m], both.mean[m:], reflect_action)
-    return loss + symmetry_coef * sym, info, sym.detach()
 
 
 def critic_loss(

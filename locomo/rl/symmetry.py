@@ -12,7 +12,7 @@ image enters the update like a sample of an earlier batch: weight pi_theta(M a|M
 its clip range centred on pi_k(M a|M s) / mu(a|s) (:mod:`locomo.rl.losses`).
 
 ``algo.symmetry=loss`` instead asks the policy's mean to be symmetric: the actor's loss gains
-symmetry_coef x |mu(s) - M mu(M s)|^2 (:func:`locomo.rl.losses.symmetry_loss`), on the update's own
+symmetry_coef x |mu(s) - M mu(M s)|^2 (:func:`symmetry_loss`), on the update's own
 samples, so the critic and the weights see only real steps.
 
 Humanoid-v5's model is not exactly symmetric (``right_hip_y``'s armature and ``left_knee``'s
@@ -22,6 +22,7 @@ step of a nearly identical robot, not of this one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,9 @@ from locomo.config.schema import EnvConfig
 from locomo.envs.base import SpaceInfo
 from locomo.envs.mirror import Mirror, humanoid_mirror
 from locomo.errors import ConfigError
+from locomo.rl import losses
+from locomo.rl.distributions import Gaussian
+from locomo.rl.policy import Actor
 from locomo.rl.running_stats import RunningMeanStd
 
 
@@ -92,3 +96,44 @@ def make_policy_mirror(
     if why is not None:
         raise ConfigError("algo.symmetry", symmetry, why)
     return PolicyMirror(mirror, normalizer)
+
+
+def symmetry_loss(
+    mean: torch.Tensor, image_mean: torch.Tensor, reflect_action: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """The mirror-symmetry loss (Yu, Turk and Liu 2018, "Learning Symmetric and Low-Energy
+    Locomotion") on m samples:
+
+        L_sym = (1/m) sum_b |mu_theta(s_b) - M_a mu_theta(M_s s_b)|^2
+
+    mean [m, A] = mu_theta(s), image_mean [m, A] = mu_theta(M_s s) (both with grad), and
+    ``reflect_action`` a [.., A] -> M_a a (joints swapped with their partners, lateral ones
+    negated; M_a is its own inverse). It is 0 exactly when the policy's mean acts on a mirrored
+    state as the mirror of how it acts on the state, which a symmetric task's best policy does.
+    """
+    return (mean - reflect_action(image_mean)).square().sum(-1).mean()
+
+
+def symmetric_policy_loss(
+    actor: Actor,
+    batch: losses.PolicyBatch,
+    image_obs: torch.Tensor,
+    reflect_action: Callable[[torch.Tensor], torch.Tensor],
+    clip_ratio: float | None,
+    entropy_coef: float,
+    symmetry_coef: float,
+) -> tuple[torch.Tensor, losses.PolicyLossInfo, torch.Tensor]:
+    """:func:`~locomo.rl.losses.policy_loss` + symmetry_coef x :func:`symmetry_loss`
+    (``algo.symmetry=loss``), from one forward pass over the m observations and their mirror
+    images ``image_obs`` [m, O].
+
+    Returns the scalar loss (with grad), the policy loss's diagnostics and L_sym (detached).
+    """
+    m = batch.obs.shape[0]
+    both = actor(torch.cat([batch.obs, image_obs]))
+    if not isinstance(both, Gaussian):
+        raise TypeError(f"the symmetry loss needs a Gaussian policy, not {type(both).__name__}")
+    own = type(both)(both.mean[:m], both.std)
+    loss, info = losses.policy_loss(actor, batch, clip_ratio, entropy_coef, dist=own)
+    sym = symmetry_loss(both.mean[:m], both.mean[m:], reflect_action)
+    return loss + symmetry_coef * sym, info, sym.detach()
