@@ -29,6 +29,11 @@ CASES: dict[str, list[str]] = {
     "walk_reuse_vtrace": [
         "env=inverted_pendulum", "algo=walk", "model.hidden_sizes=[64,64]", "algo.reuse_batches=3",
     ],
+    # the humanoid's mirror images in the update, and the symmetry loss instead
+    "walk_symmetry_augment": [
+        "env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=augment",
+    ],
+    "walk_symmetry_loss": ["env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=loss"],
     "clipped_reuse_truncated": [
         "env=inverted_pendulum", "algo=clipped", "algo.epochs=2", "algo.minibatches=4",
         "algo.reuse_batches=2", "algo.reuse_correction=truncated",
@@ -81,20 +86,23 @@ def run_case(
     from locomo.envs import make_vec_env
     from locomo.rl.algorithm import PolicyGradient
     from locomo.rl.factory import make_learners, seed_everything
+    from locomo.rl.symmetry import make_policy_mirror
     from tests.conftest import compose
 
     cfg = compose(*overrides, "train.num_envs=8", "train.steps_per_iteration=128", "train.device=cpu")
     env = make_vec_env(cfg.env, 1)
     spaces = env.spaces
-    env.close()
     seed_everything(0)
-    actor, critic, _, _ = make_learners(cfg, spaces, torch.device("cpu"))
+    actor, critic, normalizer, _ = make_learners(cfg, spaces, torch.device("cpu"))
+    mirror = make_policy_mirror(cfg.algo.symmetry, env, cfg.env, spaces, normalizer)
+    env.close()
     algorithm = PolicyGradient(
         actor,
         critic,
         cfg.algo,
         torch.Generator().manual_seed(0),
         group,
+        mirror=mirror,
         critic_thread=critic_thread,
         precision=precision,
     )
