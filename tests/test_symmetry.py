@@ -185,3 +185,36 @@ def test_symmetry_loss_needs_a_mirrored_env_and_a_coefficient_of_at_least_zero()
     # Trajectory weights are no obstacle: the loss reads no weight.
     cfg = compose("env=humanoid", "algo=importance", "algo.importance=trajectory", "algo.symmetry=loss")
     assert cfg.algo.symmetry == "loss"
+
+
+def test_both_trains_on_the_images_with_the_symmetry_loss(humanoid):
+    """algo.symmetry=both: the images join the update (minibatches twice the size, as augment) and
+    every row's loss term reads its own image: a sample's is M s, an image's is the sample's s."""
+    from locomo.rl.algorithm import PolicyGradient
+
+    cfg, env = humanoid
+    cfg = cfg.copy()
+    cfg.model.hidden_sizes = [16]
+    cfg.algo.symmetry = "both"
+    torch.manual_seed(0)
+    actor, critic, normalizer, _ = make_learners(cfg, env.spaces, torch.device("cpu"))
+    mirror = make_policy_mirror("both", env, cfg.env, env.spaces, normalizer)
+    algo = PolicyGradient(actor, critic, cfg.algo, torch.Generator().manual_seed(0), mirror=mirror)
+    assert algo.augment and algo.symmetry_loss
+    seen = {}
+    step = algo._step
+
+    def spy(mb, data, adv):
+        seen["data"] = data
+        return step(mb, data, adv)
+
+    algo._step = spy
+    info = algo.update(_random_batch(env.spaces, actor, 8, 2, seed=6))
+    data, B = seen["data"], 16
+    assert data.obs.shape[0] == data.image_obs.shape[0] == 2 * B
+    torch.testing.assert_close(data.image_obs[:B], mirror.obs(data.obs[:B]))
+    assert torch.equal(data.image_obs[B:], data.obs[:B])
+    assert info["is/gradient_steps"] == cfg.algo.epochs * cfg.algo.minibatches
+    assert info["losses/symmetry"] > 0
+    with pytest.raises(ConfigError, match=r"algo\.symmetry='both' is invalid: mirror images need"):
+        compose("algo=importance", "algo.importance=trajectory", "algo.symmetry=both")

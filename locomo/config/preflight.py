@@ -83,12 +83,14 @@ def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEs
     if symmetry == "auto":  # augment on the humanoid envs, which have a mirror map
         symmetry = "augment" if str(cfg.env.id).startswith("Humanoid") else "none"
     update_samples = float(steps) * (kept + 1)
-    if symmetry == "augment":  # the update's samples again as images: the samples and their copy
-        parts["mirror images"] = (
-            update_samples * 2 * 4 * (sizes.obs_dim + sizes.action_dim + SCALARS_PER_STEP)
-        )
-    elif symmetry == "loss":  # the images' observations
-        parts["mirror images"] = update_samples * 4 * sizes.obs_dim
+    images = 0.0
+    if symmetry in ("augment", "both"):  # the update's samples again as images: the samples and their copy
+        update_samples *= 2
+        images += update_samples * 4 * (sizes.obs_dim + sizes.action_dim + SCALARS_PER_STEP)
+    if symmetry in ("loss", "both"):  # the images' observations (of the images too, with both)
+        images += update_samples * 4 * sizes.obs_dim
+    if images:
+        parts["mirror images"] = images
     if cfg.algo.baseline == "optimal":  # per-sample policy gradients, a chunk at a time
         parts["per-sample gradients"] = 4.0 * min(int(cfg.algo.optimal_baseline_chunk), steps) * params
     if cfg.video.enabled and sizes.state_dim:

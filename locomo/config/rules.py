@@ -213,7 +213,7 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
     check_choice("algo.symmetry", algo.symmetry, SYMMETRIES)
     symmetry_coef = getattr(algo, "symmetry_coef", 1.0)  # absent from checkpoints older than the key
     check_positive("algo.symmetry_coef", symmetry_coef, strict=False)
-    if algo.symmetry == "augment" and algo.importance != "per_step":
+    if algo.symmetry in ("augment", "both") and algo.importance != "per_step":
         raise ConfigError(
             "algo.symmetry", algo.symmetry, "mirror images need algo.importance=per_step (weights per step)"
         )

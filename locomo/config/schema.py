@@ -31,7 +31,7 @@ PLOT_KINDS = ("curves", "behavior")
 ACTION_BOUNDS = ("clip", "none")
 LR_SCHEDULES = ("constant", "linear", "adaptive")
 REUSE_CORRECTIONS = ("none", "truncated", "vtrace")
-SYMMETRIES = ("none", "augment", "loss", "auto")
+SYMMETRIES = ("none", "augment", "loss", "both", "auto")
 
 
 @dataclass
@@ -90,11 +90,11 @@ class AlgoConfig:
     reuse_correction: str = "vtrace"
     # none | augment: each update also learns from the left-right mirror image of every sample
     # (the humanoid envs), with its importance weight (locomo/rl/symmetry.py) | loss: the actor's
-    # loss gains symmetry_coef x the mirror-symmetry loss |mu(s) - M mu(M s)|^2 instead | auto:
-    # augment where it applies (an env with a mirror map, the humanoid's, and per-step weights),
-    # none elsewhere
+    # loss gains symmetry_coef x the mirror-symmetry loss |mu(s) - M mu(M s)|^2 instead | both:
+    # augment and loss | auto: augment where it applies (an env with a mirror map, the
+    # humanoid's, and per-step weights), none elsewhere
     symmetry: str = "none"
-    symmetry_coef: float = 1.0  # algo.symmetry=loss: the weight of the mirror-symmetry loss
+    symmetry_coef: float = 1.0  # algo.symmetry=loss or both: the weight of the mirror-symmetry loss
 
 
 @dataclass

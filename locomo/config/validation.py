@@ -136,7 +136,7 @@ def validate_config(cfg: DictConfig) -> None:
     validate_logger(cfg.logger)
     validate_behavior(cfg.behavior)
     validate_video(cfg.video)
-    if cfg.algo.symmetry in ("augment", "loss") and not str(cfg.env.id).startswith("Humanoid"):
+    if cfg.algo.symmetry in ("augment", "loss", "both") and not str(cfg.env.id).startswith("Humanoid"):
         raise ConfigError(
             "algo.symmetry",
             cfg.algo.symmetry,

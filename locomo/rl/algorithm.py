@@ -78,10 +78,11 @@ class PolicyGradient:
         self.generator = generator
         self.group = group
         self.parallel = DataParallel(group, params)
-        # algo.symmetry: every sample's mirror image joins the update (augment), or the actor's
-        # loss gains the mirror-symmetry loss on it (loss)
+        # algo.symmetry: every sample's mirror image joins the update (augment), the actor's loss
+        # gains the mirror-symmetry loss on it (loss), or both
         self.mirror = mirror
-        self.symmetry_loss = mirror is not None and self.cfg.symmetry == "loss"
+        self.augment = mirror is not None and self.cfg.symmetry in ("augment", "both", "auto")
+        self.symmetry_loss = mirror is not None and self.cfg.symmetry in ("loss", "both")
         # The actor and the critic share no parameter, so the critic's forward and backward can
         # run in a second thread beside the actor's (each single-threaded, so the results are
         # those of one thread, bit for bit): a core the update would leave idle. Coarse work
@@ -170,12 +171,16 @@ class PolicyGradient:
             explained = explained_variance(data.values, data.value_targets, self.group)
             critic.update_stats(data.value_targets, self.group)
             data.value_targets = critic.normalize_targets(data.value_targets)
-        if self.symmetry_loss:
+        if self.augment:  # twice the samples in as many steps: minibatches twice the size
             assert self.mirror is not None
-            data.image_obs = self.mirror.obs(data.obs)
-        elif self.mirror is not None:  # twice the samples in as many steps: minibatches twice the size
             data, adv = with_images(data, adv, self.mirror, self._log_prob_now)
             B, minibatch_size = 2 * B, 2 * minibatch_size
+        if self.symmetry_loss:  # each sample's image observation (an image's is its sample's: M M = 1)
+            assert self.mirror is not None
+            half = data.obs.shape[0] // 2
+            own = data.obs[:half] if self.augment else data.obs
+            images = self.mirror.obs(own)
+            data.image_obs = torch.cat([images, own]) if self.augment else images
 
         stats: dict[str, list[float]] = {}
         steps = 0
