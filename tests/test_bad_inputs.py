@@ -73,7 +73,7 @@ CATALOGUE = [
     row("reuse-batches-zero", "train algo.reuse_batches=0", 2, "algo.reuse_batches=0 is invalid: must be an integer >= 1"),
     row("reuse-needs-value", "train env=inverted_pendulum algo=baseline algo.reuse_batches=2", 2, "algo.reuse_batches=2 is invalid: reusing earlier batches needs algo.baseline=value"),
     row("reuse-correction-choice", "train algo.reuse_correction=retrace", 2, "allowed values are none, truncated, vtrace"),
-    row("symmetry-choice", "train algo.symmetry=both", 2, "algo.symmetry='both' is invalid: allowed values are none, augment, auto"),
+    row("symmetry-choice", "train algo.symmetry=mirror", 2, "algo.symmetry='mirror' is invalid: allowed values are none, augment, loss, both, auto"),
     row("symmetry-no-mirror", "train env=walker2d algo.symmetry=augment", 2, "algo.symmetry='augment' is invalid: env 'walker2d' (Walker2d-v5) has no left-right mirror map"),
     row("overlap-needs-value", "train env=inverted_pendulum algo=baseline train.overlap=true", 2, "train.overlap=True is invalid: a batch collected during the update is one update old: weighting it needs algo.baseline=value"),
     row("update-precision-choice", "train train.update_precision=fp16", 2, "train.update_precision='fp16' is invalid: allowed values are auto, float32, bfloat16"),
