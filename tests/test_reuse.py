@@ -278,10 +278,11 @@ def test_memory_estimate_counts_the_kept_batches():
         s: estimate_memory(compose("env=humanoid", f"algo.symmetry={s}"), sizes).parts.get(
             "mirror images", 0.0
         )
-        for s in ("none", "augment", "auto", "loss")
+        for s in ("none", "augment", "auto", "loss", "both", "auto_both")
     }
     samples = compose("env=humanoid").train.steps_per_iteration * compose("env=humanoid").algo.reuse_batches
     assert images["none"] == 0 and images["augment"] == images["auto"] > images["loss"]
+    assert images["both"] == images["auto_both"] == images["augment"] + 2 * images["loss"]
     assert images["loss"] == 4 * samples * sizes.obs_dim
     assert (
         "mirror images"

@@ -218,3 +218,28 @@ def test_both_trains_on_the_images_with_the_symmetry_loss(humanoid):
     assert info["losses/symmetry"] > 0
     with pytest.raises(ConfigError, match=r"algo\.symmetry='both' is invalid: mirror images need"):
         compose("algo=importance", "algo.importance=trajectory", "algo.symmetry=both")
+
+
+def test_auto_both_is_both_on_the_humanoid_and_nothing_elsewhere(humanoid):
+    """algo.symmetry=auto_both (the walking recipe's): images and the loss where the env has a
+    mirror map, and the recipe still runs on an env without one (no mirror, no error)."""
+    from locomo.rl.algorithm import PolicyGradient
+
+    cfg, env = humanoid
+    cfg = cfg.copy()
+    cfg.model.hidden_sizes = [16]
+    cfg.algo.symmetry = "auto_both"
+    actor, critic, normalizer, _ = make_learners(cfg, env.spaces, torch.device("cpu"))
+    mirror = make_policy_mirror("auto_both", env, cfg.env, env.spaces, normalizer)
+    algo = PolicyGradient(actor, critic, cfg.algo, torch.Generator().manual_seed(0), mirror=mirror)
+    assert mirror is not None and algo.augment and algo.symmetry_loss
+    walker = compose("env=walker2d", "algo.symmetry=auto_both")
+    walker_env = make_vec_env(walker.env, 1)
+    try:
+        spaces = walker_env.spaces
+        assert (
+            make_policy_mirror("auto_both", walker_env, walker.env, spaces, RunningMeanStd(spaces.obs_dim))
+            is None
+        )
+    finally:
+        walker_env.close()

@@ -80,8 +80,9 @@ def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEs
         stored = 4 * (sizes.obs_dim + sizes.action_dim + SCALARS_PER_STEP)
         parts["kept batches"] = float(steps) * kept * (stored + per_step)
     symmetry = cfg.algo.get("symmetry", "none")
-    if symmetry == "auto":  # augment on the humanoid envs, which have a mirror map
-        symmetry = "augment" if str(cfg.env.id).startswith("Humanoid") else "none"
+    if symmetry in ("auto", "auto_both"):  # augment (and loss) on the humanoid envs, which have a mirror map
+        chosen = "augment" if symmetry == "auto" else "both"
+        symmetry = chosen if str(cfg.env.id).startswith("Humanoid") else "none"
     update_samples = float(steps) * (kept + 1)
     images = 0.0
     if symmetry in ("augment", "both"):  # the update's samples again as images: the samples and their copy

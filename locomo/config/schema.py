@@ -31,7 +31,7 @@ PLOT_KINDS = ("curves", "behavior")
 ACTION_BOUNDS = ("clip", "none")
 LR_SCHEDULES = ("constant", "linear", "adaptive")
 REUSE_CORRECTIONS = ("none", "truncated", "vtrace")
-SYMMETRIES = ("none", "augment", "loss", "both", "auto")
+SYMMETRIES = ("none", "augment", "loss", "both", "auto", "auto_both")
 
 
 @dataclass
@@ -92,7 +92,7 @@ class AlgoConfig:
     # (the humanoid envs), with its importance weight (locomo/rl/symmetry.py) | loss: the actor's
     # loss gains symmetry_coef x the mirror-symmetry loss |mu(s) - M mu(M s)|^2 instead | both:
     # augment and loss | auto: augment where it applies (an env with a mirror map, the
-    # humanoid's, and per-step weights), none elsewhere
+    # humanoid's, and per-step weights), none elsewhere | auto_both: both where it applies
     symmetry: str = "none"
     symmetry_coef: float = 1.0  # algo.symmetry=loss or both: the weight of the mirror-symmetry loss
 

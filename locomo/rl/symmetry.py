@@ -72,13 +72,15 @@ class PolicyMirror:
 def make_policy_mirror(
     symmetry: str, env: Any, env_cfg: EnvConfig, spaces: SpaceInfo, normalizer: RunningMeanStd
 ) -> PolicyMirror | None:
-    """The :class:`PolicyMirror` of ``env`` for ``algo.symmetry=augment`` or ``loss`` (None for ``none``;
-    for ``auto``, the mirror of the humanoid envs and None for the others).
+    """The :class:`PolicyMirror` of ``env`` for ``algo.symmetry=augment``, ``loss`` or ``both``
+    (None for ``none``; for ``auto`` and ``auto_both``, the mirror of the humanoid envs and None
+    for the others).
 
     ConfigError when the env has no mirror map (not the humanoid, or a model or observation that
     is not mirror-symmetric) or its action bounds are not symmetric.
     """
-    if symmetry == "none" or (symmetry == "auto" and not str(env_cfg.id).startswith("Humanoid")):
+    automatic = symmetry in ("auto", "auto_both")
+    if symmetry == "none" or (automatic and not str(env_cfg.id).startswith("Humanoid")):
         return None
     model = env.mujoco_model() if hasattr(env, "mujoco_model") else None
     why = None
