@@ -279,7 +279,7 @@ class PolicyGradient:
         try:
             batch = self._policy_batch(data, adv, idx, mb_obs, mb_actions)
             with self._nets():
-                if data.image_obs is not None and self.mirror is not None:  # algo.symmetry=loss
+                if data.image_obs is not None and self.mirror is not None:  # the symmetry loss too
                     image_obs = data.image_obs.index_select(0, idx)
                     loss, info, symmetry = symmetric_policy_loss(
                         self.actor, batch, image_obs, self.mirror.action,
