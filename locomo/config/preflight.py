@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from locomo.config.schema import AUTOMATIC_SYMMETRIES, SYMMETRY_PARTS
 from locomo.errors import ConfigError
 
 if TYPE_CHECKING:  # for annotations only: nothing is imported at run time
@@ -80,15 +81,15 @@ def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEs
         stored = 4 * (sizes.obs_dim + sizes.action_dim + SCALARS_PER_STEP)
         parts["kept batches"] = float(steps) * kept * (stored + per_step)
     symmetry = cfg.algo.get("symmetry", "none")
-    if symmetry in ("auto", "auto_both"):  # augment (and loss) on the humanoid envs, which have a mirror map
-        chosen = "augment" if symmetry == "auto" else "both"
-        symmetry = chosen if str(cfg.env.id).startswith("Humanoid") else "none"
+    augment, loss = SYMMETRY_PARTS[symmetry]
+    if symmetry in AUTOMATIC_SYMMETRIES and not str(cfg.env.id).startswith("Humanoid"):
+        augment = loss = False  # only the humanoid envs have a mirror map
     update_samples = float(steps) * (kept + 1)
     images = 0.0
-    if symmetry in ("augment", "both"):  # the update's samples again as images: the samples and their copy
+    if augment:  # the update's samples again as images: the samples and their copy
         update_samples *= 2
         images += update_samples * 4 * (sizes.obs_dim + sizes.action_dim + SCALARS_PER_STEP)
-    if symmetry in ("loss", "both"):  # the images' observations (of the images too, with both)
+    if loss:  # the images' observations (of the images too, with the images)
         images += update_samples * 4 * sizes.obs_dim
     if images:
         parts["mirror images"] = images

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from locomo.config.schema import (
     ACTION_BOUNDS,
     ACTIVATIONS,
+    AUTOMATIC_SYMMETRIES,
     BACKENDS,
     BASELINES,
     DEVICES,
@@ -30,6 +31,7 @@ from locomo.config.schema import (
     RETURNS,
     REUSE_CORRECTIONS,
     SYMMETRIES,
+    SYMMETRY_PARTS,
     UPDATE_PRECISIONS,
     WANDB_MODES,
     WANDB_TAG_MAX,
@@ -213,7 +215,8 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
     check_choice("algo.symmetry", algo.symmetry, SYMMETRIES)
     symmetry_coef = getattr(algo, "symmetry_coef", 1.0)  # absent from checkpoints older than the key
     check_positive("algo.symmetry_coef", symmetry_coef, strict=False)
-    if algo.symmetry in ("augment", "both") and algo.importance != "per_step":
+    images = SYMMETRY_PARTS[algo.symmetry][0] and algo.symmetry not in AUTOMATIC_SYMMETRIES
+    if images and algo.importance != "per_step":
         raise ConfigError(
             "algo.symmetry", algo.symmetry, "mirror images need algo.importance=per_step (weights per step)"
         )

@@ -32,6 +32,17 @@ ACTION_BOUNDS = ("clip", "none")
 LR_SCHEDULES = ("constant", "linear", "adaptive")
 REUSE_CORRECTIONS = ("none", "truncated", "vtrace")
 SYMMETRIES = ("none", "augment", "loss", "both", "auto", "auto_both")
+# algo.symmetry's parts on an env with a mirror map: (mirror images in the update, symmetry loss).
+# The automatic values turn into none on an env without one; the others are refused there.
+SYMMETRY_PARTS = {
+    "none": (False, False),
+    "augment": (True, False),
+    "loss": (False, True),
+    "both": (True, True),
+    "auto": (True, False),
+    "auto_both": (True, True),
+}
+AUTOMATIC_SYMMETRIES = ("auto", "auto_both")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from locomo.config.rules import (
     warn,
 )
 from locomo.config.schema import (
+    AUTOMATIC_SYMMETRIES,
     EVAL_MODES,
     EXPORT_SUFFIXES,
     PLOT_KINDS,
@@ -136,7 +137,8 @@ def validate_config(cfg: DictConfig) -> None:
     validate_logger(cfg.logger)
     validate_behavior(cfg.behavior)
     validate_video(cfg.video)
-    if cfg.algo.symmetry in ("augment", "loss", "both") and not str(cfg.env.id).startswith("Humanoid"):
+    chosen = cfg.algo.symmetry not in ("none", *AUTOMATIC_SYMMETRIES)
+    if chosen and not str(cfg.env.id).startswith("Humanoid"):
         raise ConfigError(
             "algo.symmetry",
             cfg.algo.symmetry,

@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from locomo.config.schema import AlgoConfig
+from locomo.config.schema import SYMMETRY_PARTS, AlgoConfig
 from locomo.distributed import SINGLE, DataParallel, Group, global_mean
 from locomo.guard import check_finite
 from locomo.rl import losses
@@ -81,8 +81,9 @@ class PolicyGradient:
         # algo.symmetry: every sample's mirror image joins the update (augment), the actor's loss
         # gains the mirror-symmetry loss on it (loss), or both
         self.mirror = mirror
-        self.augment = mirror is not None and self.cfg.symmetry in ("augment", "both", "auto", "auto_both")
-        self.symmetry_loss = mirror is not None and self.cfg.symmetry in ("loss", "both", "auto_both")
+        self.augment, self.symmetry_loss = (
+            SYMMETRY_PARTS[self.cfg.symmetry] if mirror is not None else (False, False)
+        )
         # The actor and the critic share no parameter, so the critic's forward and backward can
         # run in a second thread beside the actor's (each single-threaded, so the results are
         # those of one thread, bit for bit): a core the update would leave idle. Coarse work

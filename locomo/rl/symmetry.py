@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from locomo.config.schema import EnvConfig
+from locomo.config.schema import AUTOMATIC_SYMMETRIES, EnvConfig
 from locomo.envs.base import SpaceInfo
 from locomo.envs.mirror import Mirror, humanoid_mirror
 from locomo.errors import ConfigError
@@ -79,7 +79,7 @@ def make_policy_mirror(
     ConfigError when the env has no mirror map (not the humanoid, or a model or observation that
     is not mirror-symmetric) or its action bounds are not symmetric.
     """
-    automatic = symmetry in ("auto", "auto_both")
+    automatic = symmetry in AUTOMATIC_SYMMETRIES
     if symmetry == "none" or (automatic and not str(env_cfg.id).startswith("Humanoid")):
         return None
     model = env.mujoco_model() if hasattr(env, "mujoco_model") else None
