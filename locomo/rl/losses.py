@@ -245,7 +245,7 @@ class StepSums(NamedTuple):
     policy_loss: torch.Tensor  # m x the surrogate loss
     entropy: torch.Tensor  # m x the mean entropy
     value_loss: torch.Tensor  # m x the value loss (0 without a critic)
-    symmetry: torch.Tensor  # m x the mirror-symmetry loss (0 without algo.symmetry=loss)
+    symmetry: torch.Tensor  # m x the mirror-symmetry loss (0 unless algo.symmetry adds it)
 
     @staticmethod
     def of(

@@ -1,4 +1,4 @@
-"""Left-right symmetry in the units the policy sees (``algo.symmetry=augment`` and ``loss``).
+"""Left-right symmetry in the units the policy sees (``algo.symmetry``: augment, loss, both).
 
 The humanoid's task is symmetric under the reflection y -> -y: a step (s, a) with advantage A has
 a mirror image (M s, M a) with the same advantage, since forward velocity, height, control and
@@ -13,7 +13,8 @@ its clip range centred on pi_k(M a|M s) / mu(a|s) (:mod:`locomo.rl.losses`).
 
 ``algo.symmetry=loss`` instead asks the policy's mean to be symmetric: the actor's loss gains
 symmetry_coef x |mu(s) - M mu(M s)|^2 (:func:`symmetry_loss`), on the update's own
-samples, so the critic and the weights see only real steps.
+samples, so the critic and the weights see only real steps; ``both`` does both (with
+``auto_both``, where the env has a mirror map).
 
 Humanoid-v5's model is not exactly symmetric (``right_hip_y``'s armature and ``left_knee``'s
 stiffness differ from their partners': :func:`locomo.envs.reflection.asymmetries`), so an image is a
@@ -126,7 +127,7 @@ def symmetric_policy_loss(
     symmetry_coef: float,
 ) -> tuple[torch.Tensor, losses.PolicyLossInfo, torch.Tensor]:
     """:func:`~locomo.rl.losses.policy_loss` + symmetry_coef x :func:`symmetry_loss`
-    (``algo.symmetry=loss``), from one forward pass over the m observations and their mirror
+    (``algo.symmetry=loss`` or ``both``), from one forward pass over the m observations and their mirror
     images ``image_obs`` [m, O].
 
     Returns the scalar loss (with grad), the policy loss's diagnostics and L_sym (detached).
