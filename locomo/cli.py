@@ -24,10 +24,31 @@ import sys
 # heavy (Gymnasium is registered lazily, see locomo/__init__.py), so no moment of a start is left
 # unguarded but the interpreter's own start and the console script's ``import re``.
 try:
+    import contextlib
+    import signal
+
+    # A library may also swallow the Ctrl-C of an import: a bare ``except:`` around an optional
+    # import of its own, or ctypes, which turns an interrupt inside a conversion into an
+    # ``ArgumentError``. The start would then go on and train as if nothing had come. So every
+    # SIGINT of the start-up is also counted here, and :func:`end_start_up` stops on the count.
+    _start_up_sigints: list[int] = []
+
+    def _count_sigint(signum: int, frame: object) -> None:
+        _start_up_sigints.append(signum)
+        signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as always
+
+    def _watch_sigint() -> None:
+        """Count SIGINTs from now until :func:`end_start_up` (unless SIGINT is ignored, as in a
+        shell's background job, or this is not the main thread)."""
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            with contextlib.suppress(ValueError):  # not the main thread: signals are not its to handle
+                signal.signal(signal.SIGINT, _count_sigint)
+
+    _watch_sigint()
+
     import functools
     import logging
     import os
-    import signal
     from collections.abc import Callable, Iterator
     from contextlib import contextmanager
     from pathlib import Path
@@ -81,6 +102,25 @@ except BaseException as _exc:
     except OSError:  # the terminal is gone: the exit status must still be 130
         pass
     sys.exit(130)
+
+
+def start_up_interrupted() -> bool:
+    """Whether a SIGINT came during the start-up, even one that a library swallowed; the count is
+    read once (a later in-process start begins with none)."""
+    seen = bool(_start_up_sigints)
+    _start_up_sigints.clear()
+    return seen
+
+
+def end_start_up() -> None:
+    """The start-up is over: SIGINT goes back to Python's own handler (the training loop installs
+    its own), and a Ctrl-C of the start-up that did not stop it, because a library swallowed it,
+    stops it now."""
+    if signal.getsignal(signal.SIGINT) is _count_sigint:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if start_up_interrupted():
+        raise KeyboardInterrupt
+
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
@@ -212,6 +252,8 @@ def check_mujoco_import(command: str) -> None:
         interrupt = interrupt_behind(exc)
         if interrupt is not None:  # Ctrl-C during the import is no broken library: stop, do not go on
             raise interrupt from None
+        if start_up_interrupted():  # the same, come out as e.g. ctypes' ArgumentError
+            raise KeyboardInterrupt from None
         for name in [m for m in sys.modules if m.split(".")[0] in ("mujoco", "OpenGL")]:
             del sys.modules[name]  # a half-imported module would fail again
         problem = f"MUJOCO_GL={value} does not work here ({first_line(exc)})"
@@ -308,6 +350,7 @@ def main() -> None:
     # PyOpenGL logs an INFO line on import, which Hydra's job logging would print.
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     in_job = False  # until Hydra's app starts, locomo has read files only (configs, checkpoints)
+    _watch_sigint()  # already on since the imports, unless an earlier start in this process ended it
     try:
         with stop_signals_as_exception(command):
             register_configs()
@@ -334,14 +377,18 @@ def main() -> None:
             launch = module.prepare(args) if hasattr(module, "prepare") else Launch(tuple(args))
             if not print_only:  # a start that only prints creates no run dir
                 check_run_dir(launch, getattr(module, "OUTPUT_ROOTS", None))
+            end_start_up()
             in_job = True
             run_hydra_app(command, module, launch)
-    except USER_ERRORS as exc:  # raised before Hydra starts (resume, run dir, MUJOCO_GL)
-        exit_for(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM outside the training loop, or a second signal in it
         quiet = "interrupted; the checkpoints already on disk are kept"
         message = str(exc) or (quiet if in_job else "interrupted while starting up; nothing was written")
         say(f"locomo: {message}")
         sys.exit(getattr(exc, "exit_status", 130))
-    except Exception as exc:  # before Hydra's job (no run dir yet): one line, the traceback to a file
-        report_unexpected(exc, None)
+    except Exception as exc:  # before Hydra's job (no run dir yet)
+        if not in_job and start_up_interrupted():  # a Ctrl-C that a library turned into its own failure
+            say("locomo: interrupted while starting up; nothing was written")
+            sys.exit(130)
+        if isinstance(exc, USER_ERRORS):  # resume, run dir, MUJOCO_GL: one line
+            exit_for(exc)
+        report_unexpected(exc, None)  # one line, the traceback to a file

@@ -210,6 +210,36 @@ def test_ctrl_c_early_in_a_real_start_is_one_line_and_130(tmp_path: Path):
     assert not list(tmp_path.rglob("metrics.jsonl"))
 
 
+@pytest.mark.parametrize("swallowed_as", ["bare except", "ctypes ArgumentError"])
+def test_a_ctrl_c_that_a_library_swallows_during_start_up_still_stops_it(tmp_path: Path, swallowed_as: str):
+    """A real SIGINT in the start-up that a library swallows (a bare ``except:`` around an import
+    of its own; ctypes' ``ArgumentError`` in PyOpenGL's calls, which ``import mujoco`` makes with
+    MUJOCO_GL=egl): one line, exit 130, no training, not a warning and a finished run."""
+    swallow = {
+        "bare except": "    try:\n        sigint()\n    except:\n        pass\n",
+        "ctypes ArgumentError": "    try:\n        sigint()\n    except BaseException as exc:\n"
+        "        raise ctypes.ArgumentError('argument 1: KeyboardInterrupt') from None\n",
+    }[swallowed_as]
+    code = (
+        "import ctypes, os, signal, sys, time\n"
+        "import locomo.cli\n"
+        "def sigint():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(1)\n"
+        "def library_import(command):\n"
+        f"{swallow}"
+        "locomo.cli.check_mujoco_import = library_import\n"
+        f"sys.argv = ['locomo', 'train', {', '.join(repr(a) for a in PENDULUM_RUN)}, 'train.iterations=1']\n"
+        "locomo.cli.main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip() == "locomo: interrupted while starting up; nothing was written"
+    assert not list(tmp_path.rglob("metrics.jsonl"))
+
+
 def test_a_failure_that_hides_an_interrupt_is_reported_as_the_interrupt(capsys: pytest.CaptureFixture[str]):
     """E.g. torch's extension initialising when Ctrl-C comes: not an "unexpected failure" (exit 1)."""
     from locomo.cli import report_unexpected

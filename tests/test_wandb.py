@@ -87,6 +87,13 @@ def test_offline_run_holds_name_tags_model_artifact_and_summary(wandb_home, caps
     run_dir = wandb_home / "run"
     runner = Runner(compose(*RUN), run_dir)
     metrics = runner.run()
+    # `run.finish()` only tells wandb-core that the run is done (the request is published, not
+    # answered): the core closes and flushes the run's transaction log after that, so read too
+    # early it can hold the header alone. A CLI run is complete at exit, where W&B's atexit hook
+    # waits for the core; in process, `wandb.teardown()` is that wait.
+    import wandb
+
+    wandb.teardown()
 
     # One line says where the offline run is and how to upload it.
     err = capsys.readouterr().err
