@@ -29,11 +29,13 @@ CASES: dict[str, list[str]] = {
     "walk_reuse_vtrace": [
         "env=inverted_pendulum", "algo=walk", "model.hidden_sizes=[64,64]", "algo.reuse_batches=3",
     ],
-    # the humanoid's mirror images in the update, and the symmetry loss instead
+    # the humanoid's mirror images in the update, the symmetry loss instead, and both (minibatches
+    # of sample-image pairs, the recipe's)
     "walk_symmetry_augment": [
         "env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=augment",
     ],
     "walk_symmetry_loss": ["env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=loss"],
+    "walk_symmetry_both": ["env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=both"],
     "clipped_reuse_truncated": [
         "env=inverted_pendulum", "algo=clipped", "algo.epochs=2", "algo.minibatches=4",
         "algo.reuse_batches=2", "algo.reuse_correction=truncated",

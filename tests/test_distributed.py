@@ -81,7 +81,7 @@ def test_two_ranks_update_the_weights_as_one_process(two_rank_results, case: str
             torch.testing.assert_close(two[part][name], value, rtol=1e-5, atol=1e-5, msg=f"{part}.{name}")
     for key in ("is/approx_kl", "is/ess", "is/weight_max", "losses/policy", "losses/baseline"):
         assert two["info"][key] == pytest.approx(one["info"][key], rel=1e-4, abs=1e-6), key
-    if case == "walk_symmetry_loss":
+    if case in ("walk_symmetry_loss", "walk_symmetry_both"):
         assert two["info"]["losses/symmetry"] == pytest.approx(one["info"]["losses/symmetry"], rel=1e-4)
     if case == "clipped_kl_stop":
         assert two["info"]["is/early_stop"] == one["info"]["is/early_stop"] == 1.0
