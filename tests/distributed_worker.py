@@ -29,8 +29,7 @@ CASES: dict[str, list[str]] = {
     "walk_reuse_vtrace": [
         "env=inverted_pendulum", "algo=walk", "model.hidden_sizes=[64,64]", "algo.reuse_batches=3",
     ],
-    # the humanoid's mirror images in the update, the symmetry loss instead, and both (minibatches
-    # of sample-image pairs, the recipe's)
+    # the humanoid's mirror images in the update, the symmetry loss instead, and both (the recipe's)
     "walk_symmetry_augment": [
         "env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=augment",
     ],

@@ -272,8 +272,8 @@ def test_memory_estimate_counts_the_kept_batches():
     assert extra > 3 * per_batch
     huge = compose("env=humanoid", "algo.reuse_batches=1000000", "train.steps_per_iteration=65536")
     assert estimate_memory(huge, sizes).blame == "algo.reuse_batches"
-    # Mirror images: the update's samples again (augment, auto, and both, whose symmetry loss reads
-    # them in the minibatch), or their observations (loss); none where the env has no mirror map.
+    # Mirror images: the update's samples again (augment, the recipe's auto on the humanoid), or
+    # their observations (loss); none where the env has no mirror map.
     images = {
         s: estimate_memory(compose("env=humanoid", f"algo.symmetry={s}"), sizes).parts.get(
             "mirror images", 0.0
@@ -282,7 +282,7 @@ def test_memory_estimate_counts_the_kept_batches():
     }
     samples = compose("env=humanoid").train.steps_per_iteration * compose("env=humanoid").algo.reuse_batches
     assert images["none"] == 0 and images["augment"] == images["auto"] > images["loss"]
-    assert images["both"] == images["auto_both"] == images["augment"]
+    assert images["both"] == images["auto_both"] == images["augment"] + 2 * images["loss"]
     assert images["loss"] == 4 * samples * sizes.obs_dim
     assert (
         "mirror images"

@@ -89,7 +89,7 @@ def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEs
     if augment:  # the update's samples again as images: the samples and their copy
         update_samples *= 2
         images += update_samples * 4 * (sizes.obs_dim + sizes.action_dim + SCALARS_PER_STEP)
-    if loss and not augment:  # the images' observations (with the images, they are in the update)
+    if loss:  # the images' observations (of the images too, with the images)
         images += update_samples * 4 * sizes.obs_dim
     if images:
         parts["mirror images"] = images

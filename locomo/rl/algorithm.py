@@ -176,24 +176,19 @@ class PolicyGradient:
             assert self.mirror is not None
             data, adv = with_images(data, adv, self.mirror, self._log_prob_now)
             B, minibatch_size = 2 * B, 2 * minibatch_size
-        # The symmetry loss reads each sample's image. With the images in the update (both), a
-        # minibatch holds pairs: its samples, then their images, so the one forward pass of the
-        # policy's loss serves the symmetry loss too. Without them (loss), the images'
-        # observations are forwarded beside the minibatch's.
-        paired = self.augment and self.symmetry_loss
-        if self.symmetry_loss and not paired:
+        if self.symmetry_loss:  # each sample's image observation (an image's is its sample's: M M = 1)
             assert self.mirror is not None
-            data.image_obs = self.mirror.obs(data.obs)
+            half = data.obs.shape[0] // 2
+            own = data.obs[:half] if self.augment else data.obs
+            images = self.mirror.obs(own)
+            data.image_obs = torch.cat([images, own]) if self.augment else images
 
         stats: dict[str, list[float]] = {}
         steps = 0
         stop = False
         for epoch in range(cfg.epochs):
             pending_kl: list[Future[float]] = []
-            perm = torch.randperm(B // 2 if paired else B, generator=self.generator, device="cpu")
-            if paired:  # minibatch k: its pairs' samples, then their images (sample b's is b + B/2)
-                pairs = perm[: minibatches * (minibatch_size // 2)].view(minibatches, -1)
-                perm = torch.cat([pairs, pairs + B // 2], dim=1).view(-1)
+            perm = torch.randperm(B, generator=self.generator, device="cpu")
             perm = self.parallel.local_index(perm, envs).to(data.obs.device)
             for k in range(minibatches):
                 idx = self.parallel.own(perm[k * minibatch_size : (k + 1) * minibatch_size])
@@ -285,9 +280,8 @@ class PolicyGradient:
         try:
             batch = self._policy_batch(data, adv, idx, mb_obs, mb_actions)
             with self._nets():
-                if self.symmetry_loss and self.mirror is not None:
-                    # the images' observations, or None: the minibatch's second half (paired)
-                    image_obs = None if data.image_obs is None else data.image_obs.index_select(0, idx)
+                if data.image_obs is not None and self.mirror is not None:  # the symmetry loss too
+                    image_obs = data.image_obs.index_select(0, idx)
                     loss, info, symmetry = symmetric_policy_loss(
                         self.actor, batch, image_obs, self.mirror.action,
                         cfg.clip_ratio, cfg.entropy_coef, cfg.symmetry_coef,

@@ -120,32 +120,23 @@ def symmetry_loss(
 def symmetric_policy_loss(
     actor: Actor,
     batch: losses.PolicyBatch,
-    image_obs: torch.Tensor | None,
+    image_obs: torch.Tensor,
     reflect_action: Callable[[torch.Tensor], torch.Tensor],
     clip_ratio: float | None,
     entropy_coef: float,
     symmetry_coef: float,
 ) -> tuple[torch.Tensor, losses.PolicyLossInfo, torch.Tensor]:
     """:func:`~locomo.rl.losses.policy_loss` + symmetry_coef x :func:`symmetry_loss`
-    (``algo.symmetry`` loss, both or auto_both), from one forward pass of the policy.
-
-    ``image_obs`` [m, O]: the mirror images of the m observations, forwarded with them
-    (``loss``); or None, when the batch is m = 2k pairs, its first k samples followed by their
-    k images (``both``): then the batch's own forward pass serves both losses. Each row's term
-    |mu(s) - M mu(M s)|^2 is its partner's (M is orthogonal and its own inverse), so the
-    mean over the k pairs is the mean over the 2k rows.
+    (``algo.symmetry=loss`` or ``both``), from one forward pass over the m observations and their mirror
+    images ``image_obs`` [m, O].
 
     Returns the scalar loss (with grad), the policy loss's diagnostics and L_sym (detached).
     """
     m = batch.obs.shape[0]
-    dist = actor(batch.obs if image_obs is None else torch.cat([batch.obs, image_obs]))
-    if not isinstance(dist, Gaussian):
-        raise TypeError(f"the symmetry loss needs a Gaussian policy, not {type(dist).__name__}")
-    if image_obs is None:
-        k = m // 2
-        own, mean, image_mean = dist, dist.mean[:k], dist.mean[k:]
-    else:
-        own, mean, image_mean = type(dist)(dist.mean[:m], dist.std), dist.mean[:m], dist.mean[m:]
+    both = actor(torch.cat([batch.obs, image_obs]))
+    if not isinstance(both, Gaussian):
+        raise TypeError(f"the symmetry loss needs a Gaussian policy, not {type(both).__name__}")
+    own = type(both)(both.mean[:m], both.std)
     loss, info = losses.policy_loss(actor, batch, clip_ratio, entropy_coef, dist=own)
-    sym = symmetry_loss(mean, image_mean, reflect_action)
+    sym = symmetry_loss(both.mean[:m], both.mean[m:], reflect_action)
     return loss + symmetry_coef * sym, info, sym.detach()
