@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import sys
 
+# What a Ctrl-C before Hydra's job says (before any import, so that the guard below can say it).
+INTERRUPTED_STARTING = "interrupted while starting up; nothing was written"
+
 # Ctrl-C while the imports below run (about half a second of every start: Hydra, OmegaConf, the
 # commands' registry) would print an import traceback: one line and exit 130 instead, as for an
 # interrupt later in the start-up. Every import is inside the guard (``import sys`` above, a
@@ -97,7 +100,7 @@ except BaseException as _exc:
     if _seen is None:
         raise
     try:
-        sys.stderr.write("locomo: interrupted while starting up; nothing was written\n")
+        sys.stderr.write(f"locomo: {INTERRUPTED_STARTING}\n")
         sys.stderr.flush()
     except OSError:  # the terminal is gone: the exit status must still be 130
         pass
@@ -382,12 +385,12 @@ def main() -> None:
             run_hydra_app(command, module, launch)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM outside the training loop, or a second signal in it
         quiet = "interrupted; the checkpoints already on disk are kept"
-        message = str(exc) or (quiet if in_job else "interrupted while starting up; nothing was written")
+        message = str(exc) or (quiet if in_job else INTERRUPTED_STARTING)
         say(f"locomo: {message}")
         sys.exit(getattr(exc, "exit_status", 130))
     except Exception as exc:  # before Hydra's job (no run dir yet)
         if not in_job and start_up_interrupted():  # a Ctrl-C that a library turned into its own failure
-            say("locomo: interrupted while starting up; nothing was written")
+            say(f"locomo: {INTERRUPTED_STARTING}")
             sys.exit(130)
         if isinstance(exc, USER_ERRORS):  # resume, run dir, MUJOCO_GL: one line
             exit_for(exc)
