@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,17 +147,34 @@ def torchrun_args(*args: str, nproc: int = 2) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
 
 
+# What a rank prints when C++ aborts it as its process ends (a std::thread still joinable at exit,
+# no Python frame left): seen in about 1 of 40 torchrun jobs on CPU with gloo, not reproduced on demand.
+CPP_ABORT = "terminate called without an active exception"
+
+
 def torchrun(*args: str, cwd: Path, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node=<nproc> <args>`` in the CLI's environment."""
-    return subprocess.run(
-        torchrun_args(*args, nproc=nproc),
-        cwd=cwd,
-        # A rank that crashes in C++ (SIGABRT, SIGSEGV) shows its Python stack too.
-        env=cli_env({"PYTHONFAULTHANDLER": "1"}),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """``torchrun --standalone --nproc_per_node=<nproc> <args>`` in the CLI's environment.
+
+    A job whose rank C++ aborted (:data:`CPP_ABORT`) is said (a warning, with its stderr) and run
+    once more: that abort is not locomo's outcome to assert on, and a second one fails the test.
+    """
+
+    def once() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            torchrun_args(*args, nproc=nproc),
+            cwd=cwd,
+            # A rank that crashes in C++ (SIGABRT, SIGSEGV) shows its Python stack too.
+            env=cli_env({"PYTHONFAULTHANDLER": "1"}),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    proc = once()
+    if proc.returncode != 0 and CPP_ABORT in proc.stderr:
+        warnings.warn(f"a torchrun rank aborted in C++, run again: {proc.stderr[-1500:]}", stacklevel=2)
+        proc = once()
+    return proc
 
 
 def wait_for(
