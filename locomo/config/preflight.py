@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from locomo.config.schema import AUTOMATIC_SYMMETRIES, SYMMETRY_PARTS
+from locomo.config.schema import AUTOMATIC_SYMMETRIES, SYMMETRY_PARTS, has_mirror_map
 from locomo.errors import ConfigError
 
 if TYPE_CHECKING:  # for annotations only: nothing is imported at run time
@@ -82,8 +82,8 @@ def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEs
         parts["kept batches"] = float(steps) * kept * (stored + per_step)
     symmetry = cfg.algo.get("symmetry", "none")
     augment, loss = SYMMETRY_PARTS[symmetry]
-    if symmetry in AUTOMATIC_SYMMETRIES and not str(cfg.env.id).startswith("Humanoid"):
-        augment = loss = False  # only the humanoid envs have a mirror map
+    if symmetry in AUTOMATIC_SYMMETRIES and not has_mirror_map(cfg.env.id):
+        augment = loss = False
     update_samples = float(steps) * (kept + 1)
     images = 0.0
     if augment:  # the update's samples again as images: the samples and their copy

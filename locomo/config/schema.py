@@ -45,6 +45,11 @@ SYMMETRY_PARTS = {
 AUTOMATIC_SYMMETRIES = ("auto", "auto_both")
 
 
+def has_mirror_map(env_id: object) -> bool:
+    """Whether the env (its Gymnasium id) has a left-right mirror map: the humanoid envs."""
+    return str(env_id).startswith("Humanoid")
+
+
 @dataclass
 class EnvConfig:
     name: str = "humanoid"  # locomo's name for the task (the `env=` group option)

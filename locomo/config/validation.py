@@ -40,6 +40,7 @@ from locomo.config.schema import (
     RenderConfig,
     ReplayConfig,
     VarianceConfig,
+    has_mirror_map,
 )
 from locomo.errors import ConfigError
 from locomo.paths import check_path
@@ -138,7 +139,7 @@ def validate_config(cfg: DictConfig) -> None:
     validate_behavior(cfg.behavior)
     validate_video(cfg.video)
     chosen = cfg.algo.symmetry not in ("none", *AUTOMATIC_SYMMETRIES)
-    if chosen and not str(cfg.env.id).startswith("Humanoid"):
+    if chosen and not has_mirror_map(cfg.env.id):
         raise ConfigError(
             "algo.symmetry",
             cfg.algo.symmetry,

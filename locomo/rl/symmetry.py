@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from locomo.config.schema import AUTOMATIC_SYMMETRIES, EnvConfig
+from locomo.config.schema import AUTOMATIC_SYMMETRIES, EnvConfig, has_mirror_map
 from locomo.envs.base import SpaceInfo
 from locomo.envs.mirror import Mirror, humanoid_mirror
 from locomo.errors import ConfigError
@@ -81,11 +81,11 @@ def make_policy_mirror(
     is not mirror-symmetric) or its action bounds are not symmetric.
     """
     automatic = symmetry in AUTOMATIC_SYMMETRIES
-    if symmetry == "none" or (automatic and not str(env_cfg.id).startswith("Humanoid")):
+    if symmetry == "none" or (automatic and not has_mirror_map(env_cfg.id)):
         return None
     model = env.mujoco_model() if hasattr(env, "mujoco_model") else None
     why = None
-    if model is None or not str(env_cfg.id).startswith("Humanoid"):
+    if model is None or not has_mirror_map(env_cfg.id):
         why = f"env {env_cfg.name!r} ({env_cfg.id}) has no left-right mirror map; the humanoid envs have"
     else:
         try:
