@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +31,22 @@ def free_display() -> tuple[str, Path]:
     raise RuntimeError("no free X display number")
 
 
-@needs_xvfb
-@pytest.mark.slow
-def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
-    from PIL import ImageGrab
+@contextmanager
+def xvfb(*extra: str) -> Iterator[str]:
+    """A real X server (Xvfb) on a free display number for the duration; yields ``:N``."""
+    display, socket = free_display()
+    server = subprocess.Popen(
+        ["Xvfb", display, "-screen", "0", "1024x768x24", *extra], stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(socket.exists, 15, proc=server, poll=0.25, what="Xvfb")
+        yield display
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
+
+def trained_pendulum(tmp_path: Path) -> Path:
     trained = run_locomo(
         "train",
         *TINY,
@@ -43,16 +57,19 @@ def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
         cwd=tmp_path,
     )
     assert trained.returncode == 0, trained.stderr
-    display, socket = free_display()
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24"], stderr=subprocess.DEVNULL)
-    replay = None
-    try:
-        wait_for(socket.exists, 15, poll=0.25, what="Xvfb")
+    return tmp_path / "run"
+
+
+@needs_xvfb
+@pytest.mark.slow
+def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
+    from PIL import ImageGrab
+
+    run = trained_pendulum(tmp_path)
+    with xvfb() as display:
         on_display = {"DISPLAY": display, "MUJOCO_GL": "glfw"}
         env = cli_env(on_display)
-        replay = start_locomo(
-            "replay", f"checkpoint={tmp_path / 'run'}", "viewer=window", cwd=tmp_path, env=on_display
-        )
+        replay = start_locomo("replay", f"checkpoint={run}", "viewer=window", cwd=tmp_path, env=on_display)
 
         def viewer_window() -> str:
             found = subprocess.run(
@@ -60,25 +77,49 @@ def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
             )
             return found.stdout.strip()
 
-        assert wait_for(viewer_window, 90, poll=0.25, what="the viewer window")
-        time.sleep(2.0)  # let it draw a few frames of the episode
-        screen = np.asarray(ImageGrab.grab(xdisplay=display))
-        assert replay.poll() is None, replay.communicate()  # still playing: it loops until closed
-        # The window shows the scene and the viewer's panels: far from a blank screen.
-        assert screen.std() > 10.0
-        assert len(np.unique(screen.reshape(-1, 3), axis=0)) > 50
-    finally:
-        if replay is not None:
+        try:
+            # proc: a replay that exits instead of opening the window fails at once, with its stderr
+            assert wait_for(viewer_window, 90, proc=replay, poll=0.25, what="the viewer window")
+            time.sleep(2.0)  # let it draw a few frames of the episode
+            screen = np.asarray(ImageGrab.grab(xdisplay=display))
+            assert replay.poll() is None, replay.communicate()  # still playing: it loops until closed
+        finally:
             replay.terminate()
             out, err = replay.communicate(timeout=30)
-        xvfb.terminate()
-        xvfb.wait(timeout=10)
+            if sys.exc_info()[0] is not None:  # say what the replay printed beside the failure
+                print(f"replay exit {replay.returncode}\nstdout:\n{out}\nstderr:\n{err}")
+    # The window shows the scene and the viewer's panels: far from a blank screen.
+    assert screen.std() > 10.0
+    assert len(np.unique(screen.reshape(-1, 3), axis=0)) > 50
     # It simulated the episode and said what it got before opening the window.
     assert "(deterministic): return" in out, (out, err)
     assert "Traceback" not in err, err
     # SIGTERM closes the window in order and exits with one line, not a hang or an X error.
     assert replay.returncode == 143, (replay.returncode, err)
     assert "stopped by SIGTERM" in err and "X Error" not in err, err
+
+
+@needs_xvfb
+def test_a_display_without_opengl_is_one_line_and_auto_writes_a_video(tmp_path: Path):
+    """An X server without GLX (as ``ssh -X`` to some machines gives): GLFW initialises, but the
+    viewer's window cannot get an OpenGL context, and MuJoCo would fail on it in C++ ("could not
+    create window", exit 1). ``window``: one line before the episode runs; ``auto``: a video."""
+    run = trained_pendulum(tmp_path)
+    with xvfb("-extension", "GLX") as display:
+        on_display = {"DISPLAY": display, "WAYLAND_DISPLAY": None}
+        window = run_locomo("replay", f"checkpoint={run}", "viewer=window", cwd=tmp_path, env=on_display)
+        video = tmp_path / "auto.mp4"
+        args = ("viewer=auto", "width=64", "height=48", f"output={video}")
+        auto = run_locomo("replay", f"checkpoint={run}", *args, cwd=tmp_path, env=on_display)
+    assert window.returncode == 2, window.stderr
+    assert window.stderr.splitlines() == [
+        f"locomo: error: viewer='window' is invalid: no usable display (DISPLAY='{display}': GLX: GLX "
+        "extension not found); use viewer=auto or video"
+    ]
+    assert "replay" not in window.stdout  # refused before the episode ran
+    assert auto.returncode == 0, auto.stderr
+    assert f"locomo: no usable display (DISPLAY='{display}': GLX: GLX extension not found): " in auto.stderr
+    assert video.stat().st_size > 0 and not (tmp_path / "MUJOCO_LOG.TXT").exists()
 
 
 def test_an_unreachable_display_is_one_line_and_auto_writes_a_video(

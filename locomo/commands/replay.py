@@ -31,10 +31,12 @@ def display_problem() -> str | None:
     """None where a window can open (macOS, Windows, Linux with a reachable X11 / Wayland
     display); else why not, in a few words.
 
-    A display that is set but cannot be reached (``DISPLAY=:99`` with no X server there) must be
-    found here: MuJoCo's viewer fails on it inside C++, where Python cannot catch it (a raw
-    ``GLFWError``, "could not initialize GLFW" in ``MUJOCO_LOG.TXT`` in the working directory, exit
-    1). So GLFW, the library the viewer opens its window with, is initialised once first.
+    A display that is set but cannot be reached (``DISPLAY=:99`` with no X server there), or one
+    that cannot give the window an OpenGL context (an X server without GLX, as ``ssh -X`` to some
+    servers gives), must be found here: MuJoCo's viewer fails on either inside C++, where Python
+    cannot catch it (a raw ``GLFWError``, "could not initialize GLFW" or "could not create window"
+    in ``MUJOCO_LOG.TXT`` in the working directory, exit 1). So GLFW, the library the viewer opens
+    its window with, is initialised once first and opens a hidden window with a context.
     """
     if platform.system() != "Linux":
         return None
@@ -42,19 +44,28 @@ def display_problem() -> str | None:
     if not any(shown.values()):
         return "no display (DISPLAY is unset)"
     where = ", ".join(f"{key}={value!r}" for key, value in shown.items() if value)
+    window = None
     try:
         import glfw
 
         with warnings.catch_warnings(record=True) as caught:  # GLFW reports why as a warning
             warnings.simplefilter("always")
             ready = glfw.init()
+            if ready:
+                try:
+                    glfw.window_hint(glfw.VISIBLE, glfw.FALSE)
+                    window = glfw.create_window(16, 16, "locomo: display check", None, None)
+                    if window:
+                        glfw.destroy_window(window)
+                finally:
+                    glfw.terminate()  # the viewer initialises GLFW again itself
     except Exception as exc:  # no GLFW library, or glfw set to raise its errors
         return f"no usable display ({where}: {first_line(exc)})"
-    if ready:
-        glfw.terminate()  # the viewer initialises GLFW again itself
+    if ready and window:
         return None
     reasons = [re.sub(r"^\(\d+\) b?'?(.*?)'?$", r"\1", str(w.message)) for w in caught]
-    return f"no usable display ({where}: {'; '.join(reasons) or 'GLFW could not initialise'})"
+    failed = "GLFW could not initialise" if not ready else "GLFW could not open an OpenGL window"
+    return f"no usable display ({where}: {'; '.join(reasons) or failed})"
 
 
 def play_in_viewer(model: Any, episode: Rollout, title: str) -> None:
