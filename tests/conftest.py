@@ -189,7 +189,8 @@ def wait_for(
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited early ({proc.returncode}): {proc.stderr.read()}")
+            said = proc.stderr.read() if proc.stderr is not None else "(stderr not captured)"
+            raise AssertionError(f"process exited early ({proc.returncode}): {said}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(poll)

@@ -35,9 +35,9 @@ def free_display() -> tuple[str, Path]:
 def xvfb(*extra: str) -> Iterator[str]:
     """A real X server (Xvfb) on a free display number for the duration; yields ``:N``."""
     display, socket = free_display()
-    server = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", "1024x768x24", *extra], stderr=subprocess.PIPE
-    )
+    # Not a pipe: a long-lived server's log could fill one and block it.
+    command = ["Xvfb", display, "-screen", "0", "1024x768x24", *extra]
+    server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     try:
         wait_for(socket.exists, 15, proc=server, poll=0.25, what="Xvfb")
         yield display
