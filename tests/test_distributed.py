@@ -73,8 +73,12 @@ def test_two_ranks_update_the_weights_as_one_process(two_rank_results, case: str
         for name, value in (one[part] or {}).items():
             # Float32 summation in another order: the weights agree to a few ulps.
             torch.testing.assert_close(two[part][name], value, rtol=1e-5, atol=1e-5, msg=f"{part}.{name}")
-    for key in ("is/approx_kl", "is/ess", "is/weight_max", "losses/policy", "losses/baseline"):
+    for key in ("is/approx_kl", "is/ess", "is/weight_max", "losses/baseline"):
         assert two["info"][key] == pytest.approx(one["info"][key], rel=1e-4, abs=1e-6), key
+    # The policy loss is a mean of O(1) terms (normalised advantages x ratios) that cancel to ~0.01,
+    # so float32 sums in another order move it by up to ~n x eps x mean|term| (128 samples: ~8e-6)
+    # in absolute terms, far beyond 1e-4 of its value (CI saw 6.2e-6 with the recipe's KL target 0.016).
+    assert two["info"]["losses/policy"] == pytest.approx(one["info"]["losses/policy"], rel=1e-4, abs=2e-5)
     if case in ("walk_symmetry_loss", "walk_symmetry_both"):
         assert two["info"]["losses/symmetry"] == pytest.approx(one["info"]["losses/symmetry"], rel=1e-4)
     if case == "clipped_kl_stop":
