@@ -46,7 +46,10 @@ def xvfb(*extra: str) -> Iterator[str]:
         server.wait(timeout=10)
 
 
-def trained_pendulum(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def pendulum_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny pendulum run for the replays of this module (they write nothing into it)."""
+    cwd = tmp_path_factory.mktemp("pendulum")
     trained = run_locomo(
         "train",
         *TINY,
@@ -54,18 +57,18 @@ def trained_pendulum(tmp_path: Path) -> Path:
         "logger.wandb.mode=disabled",
         "video.enabled=false",
         "hydra.run.dir=run",
-        cwd=tmp_path,
+        cwd=cwd,
     )
     assert trained.returncode == 0, trained.stderr
-    return tmp_path / "run"
+    return cwd / "run"
 
 
 @needs_xvfb
 @pytest.mark.slow
-def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
+def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path, pendulum_run: Path):
     from PIL import ImageGrab
 
-    run = trained_pendulum(tmp_path)
+    run = pendulum_run
     with xvfb() as display:
         on_display = {"DISPLAY": display, "MUJOCO_GL": "glfw"}
         env = cli_env(on_display)
@@ -100,11 +103,11 @@ def test_replay_opens_the_interactive_viewer_on_a_display(tmp_path: Path):
 
 
 @needs_xvfb
-def test_a_display_without_opengl_is_one_line_and_auto_writes_a_video(tmp_path: Path):
+def test_a_display_without_opengl_is_one_line_and_auto_writes_a_video(tmp_path: Path, pendulum_run: Path):
     """An X server without GLX (as ``ssh -X`` to some machines gives): GLFW initialises, but the
     viewer's window cannot get an OpenGL context, and MuJoCo would fail on it in C++ ("could not
     create window", exit 1). ``window``: one line before the episode runs; ``auto``: a video."""
-    run = trained_pendulum(tmp_path)
+    run = pendulum_run
     with xvfb("-extension", "GLX") as display:
         on_display = {"DISPLAY": display, "WAYLAND_DISPLAY": None}
         window = run_locomo("replay", f"checkpoint={run}", "viewer=window", cwd=tmp_path, env=on_display)
