@@ -131,6 +131,7 @@ CATALOGUE = [
     row("resume-missing", "train resume={files}/no_such_run", 2, "no such run directory or checkpoint file", category="checkpoint"),
     row("init-from-missing", f"train {PENDULUM} train.init_from={{files}}/no_such_run", 2, "train.init_from=", category="checkpoint"),
     row("init-from-other-env", f"train {FAST} train.init_from={{run}}", 2, "it does not fit this run's networks (checkpoint was trained on env 'inverted_pendulum'", category="checkpoint"),
+    row("init-from-walker-other-nets", "train env=humanoid logger.wandb.mode=disabled logger.progress=false train.num_envs=2 train.steps_per_iteration=32 model.hidden_sizes=[256,128,64] train.init_from=walker", 2, "its networks were built with model.hidden_sizes=[512,256,128]: add that to this run", category="checkpoint"),
     row("resume-empty-dir", "train resume={files}/empty_dir", 2, "no checkpoint in directory", category="checkpoint"),
     row("resume-not-checkpoint", "train resume={files}/text.pt", 2, "the file is truncated or not a checkpoint", category="checkpoint"),
     row("resume-truncated", "train resume={files}/truncated.pt", 2, "the file is truncated or not a checkpoint", category="checkpoint"),

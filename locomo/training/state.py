@@ -188,14 +188,32 @@ def start_from(
             fresh.append("reward scaler")
     except (CheckpointError, KeyError, RuntimeError, ValueError, TypeError) as exc:
         detail = load_error_reason(exc)
+        hint = "start from a checkpoint of the same env, model.* and algo.baseline"
+        differ = _model_keys_differing(state, cfg)
+        if differ:  # e.g. the shipped walker (512-256-128) under model.hidden_sizes=[256,128,64]
+            hint = f"its networks were built with {' '.join(differ)}: add that to this run"
         raise CheckpointError(
-            f"train.init_from={source}: it does not fit this run's networks ({detail}); start from a "
-            "checkpoint of the same env, model.* and algo.baseline"
+            f"train.init_from={source}: it does not fit this run's networks ({detail}); {hint}"
         ) from exc
     if announce:
         started = f"; not in it, so new: {', '.join(fresh)}" if fresh else ""
         print(f"locomo: starting from the policy in train.init_from={source}{started}")
     return fresh
+
+
+def _model_keys_differing(state: dict[str, Any], cfg: DictConfig) -> list[str]:
+    """``key=value`` of the checkpoint's network-shaping model keys that differ from ``cfg``'s."""
+    saved = state.get("config")
+    model = saved.get("model") if isinstance(saved, dict) else None
+    if not isinstance(model, dict):
+        return []
+    ours, out = to_container(cfg)["model"], []
+    for key in ("hidden_sizes", "activation"):
+        value = model.get(key)
+        if value is not None and value != ours.get(key):
+            shown = f"[{','.join(str(v) for v in value)}]" if isinstance(value, list) else str(value)
+            out.append(f"model.{key}={shown}")
+    return out
 
 
 def check_start(state: dict[str, Any], cfg: DictConfig) -> None:
