@@ -393,6 +393,16 @@ def upgrade_saved_config(saved: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def saved_model_differences(saved: Any, model: DictConfig) -> dict[str, Any]:
+    """A checkpoint's saved config's ``model.*`` values that differ from ``model``'s (the keys
+    ``model`` has; keys the checkpoint predates count as :data:`LEGACY_DEFAULTS` give them)."""
+    stored = upgrade_saved_config(saved if isinstance(saved, dict) else {}).get("model")
+    mine = OmegaConf.to_container(model, resolve=True)
+    if not isinstance(stored, dict) or not isinstance(mine, dict):
+        return {}
+    return {key: value for key, value in stored.items() if key in mine and mine[key] != value}
+
+
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain Python types (for checkpoints and W&B)."""
     container = OmegaConf.to_container(cfg, resolve=True)

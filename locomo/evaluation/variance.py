@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from locomo.config.schema import AlgoConfig, upgrade_saved_config
+from locomo.config.schema import AlgoConfig, saved_model_differences
 from locomo.envs import TorchVecEnv, make_vec_env
 from locomo.errors import ConfigError
 from locomo.evaluation.episodes import shipped_checkpoint
@@ -75,12 +75,7 @@ def checkpoint_state(cfg: DictConfig) -> dict[str, Any]:
 def with_checkpoint_model(cfg: DictConfig, state: dict[str, Any]) -> DictConfig:
     """``cfg`` with the checkpoint's own ``model.*`` (its policy's layers), as every command that
     loads a checkpoint builds it; a note names the settings that differ from the composed ones."""
-    stored = upgrade_saved_config(state.get("config") or {}).get("model")
-    if not isinstance(stored, dict):
-        return cfg
-    mine = OmegaConf.to_container(cfg.model)
-    assert isinstance(mine, dict)
-    changed = {key: value for key, value in stored.items() if key in mine and mine[key] != value}
+    changed = saved_model_differences(state.get("config"), cfg.model)
     if not changed:
         return cfg
     shown = " ".join(f"model.{key}={value}" for key, value in changed.items())

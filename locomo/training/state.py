@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from locomo.config.schema import to_container
+from locomo.config.schema import saved_model_differences, to_container
 from locomo.envs import EpisodeRecord, SpaceInfo, TorchVecEnv, make_vec_env
 from locomo.errors import say
 from locomo.rl.buffer import RolloutBatch
@@ -202,18 +202,13 @@ def start_from(
 
 
 def _model_keys_differing(state: dict[str, Any], cfg: DictConfig) -> list[str]:
-    """``key=value`` of the checkpoint's network-shaping model keys that differ from ``cfg``'s."""
-    saved = state.get("config")
-    model = saved.get("model") if isinstance(saved, dict) else None
-    if not isinstance(model, dict):
-        return []
-    ours, out = to_container(cfg)["model"], []
-    for key in ("hidden_sizes", "activation"):
-        value = model.get(key)
-        if value is not None and value != ours.get(key):
-            shown = f"[{','.join(str(v) for v in value)}]" if isinstance(value, list) else str(value)
-            out.append(f"model.{key}={shown}")
-    return out
+    """``model.key=value`` of the checkpoint's network-shaping settings that differ from ``cfg``'s."""
+    changed = saved_model_differences(state.get("config"), cfg.model)
+    return [
+        f"model.{key}=" + (f"[{','.join(str(v) for v in value)}]" if isinstance(value, list) else str(value))
+        for key, value in changed.items()
+        if key in ("hidden_sizes", "activation")
+    ]
 
 
 def check_start(state: dict[str, Any], cfg: DictConfig) -> None:
