@@ -35,6 +35,11 @@ CASES: dict[str, list[str]] = {
     ],
     "walk_symmetry_loss": ["env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=loss"],
     "walk_symmetry_both": ["env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=both"],
+    # both, each minibatch's images beside their samples (the symmetry loss reads their forward pass)
+    "walk_symmetry_pairs": [
+        "env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=both",
+        "algo.symmetry_pairs=true",
+    ],
     "clipped_reuse_truncated": [
         "env=inverted_pendulum", "algo=clipped", "algo.epochs=2", "algo.minibatches=4",
         "algo.reuse_batches=2", "algo.reuse_correction=truncated",

@@ -171,6 +171,36 @@ def test_importance_weights_are_exactly_one_on_first_pass(importance: str):
     assert info["is/approx_kl"] > 0.0
 
 
+def test_the_kl_after_each_step_is_read_from_the_next_minibatch():
+    """What the adaptive lr reads: the approx KL after step j is measured on minibatch j + 1 by
+    its own loss, before its step (the stepped policy), and after an epoch's last step by one
+    more pass over that minibatch: one extra pass per epoch, none per step."""
+    torch.manual_seed(0)
+    actor = GaussianActor(OBS, ACT, [8], "tanh", init_log_std=0.0).double()
+    batch = make_batch(actor)
+    cfg = algo_cfg(baseline="mean", epochs=2, minibatches=4, clip_ratio=0.2, lr_schedule="adaptive")
+    algo = PolicyGradient(actor, None, cfg, torch.Generator().manual_seed(0))
+    before, extra = [], []
+    step, measure = algo._step, algo._kl_after_step
+
+    def spy_step(mb, data, adv):
+        info, after = step(mb, data, adv)
+        before.append(info["approx_kl"])
+        return info, after
+
+    def spy_measure(*args):
+        extra.append(measure(*args))
+        return extra[-1]
+
+    algo._step, algo._kl_after_step = spy_step, spy_measure
+    info = algo.update(batch)
+    assert len(before) == 8 and len(extra) == 2  # one extra pass per epoch
+    assert before[0] == 0.0  # the first step's own minibatch, before any step: not read
+    read = before[1:4] + extra[:1] + before[5:8] + extra[1:]
+    assert all(kl > 0.0 for kl in read)
+    assert info["is/approx_kl"] == pytest.approx(sum(read) / len(read), rel=1e-12)
+
+
 def test_per_step_and_trajectory_weights_match_direct_computation():
     gen = torch.Generator().manual_seed(0)
     new = torch.randn(T * N, generator=gen, dtype=torch.float64)

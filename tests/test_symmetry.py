@@ -243,3 +243,82 @@ def test_auto_both_is_both_on_the_humanoid_and_nothing_elsewhere(humanoid):
         )
     finally:
         walker_env.close()
+
+
+def test_paired_symmetry_loss_is_the_loss_on_the_same_rows_with_one_forward_pass(humanoid):
+    """algo.symmetry_pairs: on p samples followed by their p images, the loss read from their own
+    forward pass (image_obs None) equals the one with a second pass over each row's image, in
+    value and gradient: a pair's two symmetry terms are equal."""
+    from locomo.rl import losses
+
+    cfg, env = humanoid
+    cfg = cfg.copy()
+    cfg.model.hidden_sizes = [16]
+    torch.manual_seed(0)
+    actor, _, normalizer, _ = make_learners(cfg, env.spaces, torch.device("cpu"))
+    mirror = make_policy_mirror("both", env, cfg.env, env.spaces, normalizer)
+    with torch.no_grad():  # far from symmetric, so the loss and its gradient are not ~0
+        last = [m for m in actor.mean_net if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.add_(0.05 * torch.randn(last.weight.shape, generator=torch.Generator().manual_seed(5)))
+    gen = torch.Generator().manual_seed(1)
+    p, A = 6, env.spaces.action_dim
+    own = torch.randn(p, env.spaces.obs_dim, generator=gen)
+    actions = torch.randn(p, A, generator=gen).clamp(-1, 1)
+    obs = torch.cat([own, mirror.obs(own)])
+    acts = torch.cat([actions, mirror.action(actions)])
+    with torch.no_grad():
+        behaviour = actor(obs).log_prob(acts) - 0.1
+    batch = losses.PolicyBatch(obs, acts, torch.randn(2 * p, generator=gen), behaviour, None, None, None)
+
+    def loss_and_grads(image_obs):
+        actor.zero_grad()
+        loss, _, sym = symmetric_policy_loss(actor, batch, image_obs, mirror.action, 0.2, 0.0, 1.0)
+        loss.backward()
+        return loss.detach(), sym, [q.grad.clone() for q in actor.parameters()]
+
+    paired = loss_and_grads(None)
+    twice = loss_and_grads(torch.cat([obs[p:], obs[:p]]))  # each row's image, as with_images lays them
+    assert paired[1] > 0.01
+    torch.testing.assert_close(paired[0], twice[0])
+    torch.testing.assert_close(paired[1], twice[1])
+    for a, b in zip(paired[2], twice[2], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_pairs_put_each_sample_and_its_image_in_one_minibatch(humanoid):
+    """algo.symmetry_pairs: every minibatch is p samples then their p images, all samples visited
+    once per epoch, no image observations stored; the flag needs algo.symmetry=both or auto_both."""
+    from locomo.rl.algorithm import PolicyGradient
+
+    cfg, env = humanoid
+    cfg = cfg.copy()
+    cfg.model.hidden_sizes = [16]
+    cfg.algo.symmetry = "both"
+    cfg.algo.symmetry_pairs = True
+    torch.manual_seed(0)
+    actor, critic, normalizer, _ = make_learners(cfg, env.spaces, torch.device("cpu"))
+    mirror = make_policy_mirror("both", env, cfg.env, env.spaces, normalizer)
+    algo = PolicyGradient(actor, critic, cfg.algo, torch.Generator().manual_seed(0), mirror=mirror)
+    assert algo.pairs
+    seen = []
+    step = algo._step
+
+    def spy(mb, data, adv):
+        seen.append((mb.index.clone(), data))
+        return step(mb, data, adv)
+
+    algo._step = spy
+    info = algo.update(_random_batch(env.spaces, actor, 8, 2, seed=6))
+    B = 16
+    assert len(seen) == info["is/gradient_steps"] == cfg.algo.epochs * cfg.algo.minibatches
+    for index, data in seen:
+        assert data.image_obs is None and data.obs.shape[0] == 2 * B
+        p = index.numel() // 2
+        assert index.numel() == 2 * B // cfg.algo.minibatches
+        assert torch.equal(index[p:], index[:p] + B) and bool((index[:p] < B).all())
+    epoch = torch.cat([index[: index.numel() // 2] for index, _ in seen[: cfg.algo.minibatches]])
+    assert sorted(epoch.tolist()) == list(range(B))
+    assert info["losses/symmetry"] > 0
+    needs = r"algo\.symmetry_pairs=True is invalid: .*needs algo\.symmetry=both"
+    with pytest.raises(ConfigError, match=needs):
+        compose("env=humanoid", "algo.symmetry=augment", "algo.symmetry_pairs=true")

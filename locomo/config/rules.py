@@ -215,6 +215,14 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
     check_choice("algo.symmetry", algo.symmetry, SYMMETRIES)
     symmetry_coef = getattr(algo, "symmetry_coef", 1.0)  # absent from checkpoints older than the key
     check_positive("algo.symmetry_coef", symmetry_coef, strict=False)
+    pairs = getattr(algo, "symmetry_pairs", False)  # absent from checkpoints older than the key
+    if not isinstance(pairs, bool):
+        raise ConfigError("algo.symmetry_pairs", pairs, "must be true or false")
+    if pairs and SYMMETRY_PARTS[algo.symmetry] != (True, True):
+        raise ConfigError(
+            "algo.symmetry_pairs", pairs, f"pairs a sample with its image for the symmetry loss: needs "
+            f"algo.symmetry=both or auto_both, not {algo.symmetry}"
+        )  # fmt: skip
     images = SYMMETRY_PARTS[algo.symmetry][0] and algo.symmetry not in AUTOMATIC_SYMMETRIES
     if images and algo.importance != "per_step":
         raise ConfigError(

@@ -84,6 +84,9 @@ class PolicyGradient:
         self.augment, self.symmetry_loss = (
             SYMMETRY_PARTS[self.cfg.symmetry] if mirror is not None else (False, False)
         )
+        # algo.symmetry_pairs: each minibatch draws p samples and their p images, whose forward
+        # pass the symmetry loss reads (no second pass over image observations)
+        self.pairs = self.augment and self.symmetry_loss and getattr(self.cfg, "symmetry_pairs", False)
         # The actor and the critic share no parameter, so the critic's forward and backward can
         # run in a second thread beside the actor's (each single-threaded, so the results are
         # those of one thread, bit for bit): a core the update would leave idle. Coarse work
@@ -176,7 +179,8 @@ class PolicyGradient:
             assert self.mirror is not None
             data, adv = with_images(data, adv, self.mirror, self._log_prob_now)
             B, minibatch_size = 2 * B, 2 * minibatch_size
-        if self.symmetry_loss:  # each sample's image observation (an image's is its sample's: M M = 1)
+        if self.symmetry_loss and not self.pairs:
+            # each sample's image observation (an image's is its sample's: M M = 1)
             assert self.mirror is not None
             half = data.obs.shape[0] // 2
             own = data.obs[:half] if self.augment else data.obs
@@ -187,21 +191,35 @@ class PolicyGradient:
         steps = 0
         stop = False
         for epoch in range(cfg.epochs):
-            pending_kl: list[Future[float]] = []
-            perm = torch.randperm(B, generator=self.generator, device="cpu")
+            # The approx KL after each step, what the adaptive step size reads: after step j,
+            # measured on minibatch j + 1 before its step (its loss's pass reads the stepped
+            # policy anyway), after the epoch's last step by one more pass over its minibatch.
+            epoch_kl: list[float] = []
+            measure_last: Callable[[], float] | None = None
+            # with pairs, a permutation of the samples; each minibatch takes their images too
+            drawn = B // 2 if self.pairs else B
+            perm = torch.randperm(drawn, generator=self.generator, device="cpu")
             perm = self.parallel.local_index(perm, envs).to(data.obs.device)
             for k in range(minibatches):
-                idx = self.parallel.own(perm[k * minibatch_size : (k + 1) * minibatch_size])
+                if self.pairs:
+                    half = minibatch_size // 2
+                    own = self.parallel.own(perm[k * half : (k + 1) * half])
+                    idx = torch.cat([own, own + data.obs.shape[0] // 2])  # with_images: images follow
+                else:
+                    idx = self.parallel.own(perm[k * minibatch_size : (k + 1) * minibatch_size])
                 minibatch = Minibatch(idx, minibatch_size, f"(epoch {epoch + 1}, minibatch {k + 1})")
-                info, kl_after = self._step(minibatch, data, adv)
+                info, measure = self._step(minibatch, data, adv)
                 for key, value in info.items():
                     stats.setdefault(key, []).append(value)
-                pending_kl.append(kl_after)
+                if k > 0 or not info["applied"]:  # the KL after the last step taken
+                    epoch_kl.append(info["approx_kl"])
                 if not info["applied"]:  # algo.target_kl reached: this step and the rest are not taken
                     stop = True
                     break
                 steps += 1
-            epoch_kl = [kl.result() for kl in pending_kl]
+                measure_last = measure
+            if not stop and measure_last is not None:
+                epoch_kl.append(measure_last())
             stats.setdefault("kl_after", []).extend(epoch_kl)
             if cfg.lr_schedule == "adaptive" and epoch_kl:
                 self._set_lr(adaptive_lr(self.lr, sum(epoch_kl) / len(epoch_kl), cfg.kl_threshold))
@@ -211,9 +229,10 @@ class PolicyGradient:
 
     def _step(
         self, mb: Minibatch, data: UpdateData, adv: Advantages
-    ) -> tuple[dict[str, float], Future[float]]:
+    ) -> tuple[dict[str, float], Callable[[], float]]:
         """One gradient step on minibatch ``mb`` of the flat ``data``; its diagnostics, over every
-        rank's samples, and the approx KL after it (a future: :meth:`_kl_after_step`). No step
+        rank's samples (``approx_kl``: before the step), and a call that measures the approx KL
+        after it on this minibatch (:meth:`_kl_after_step`). No step
         (``applied`` 0) when ``algo.target_kl`` is set and the policy has already moved further
         than it from where the update started, measured on this minibatch before the step."""
         cfg = self.cfg
@@ -242,16 +261,6 @@ class PolicyGradient:
         applied = cfg.target_kl is None or out["approx_kl"] <= cfg.target_kl
         if applied:
             self.optimizer.step()
-        # With no step taken the policy stands where this minibatch measured it before. The
-        # measurement reads the stepped policy only: in the critic's thread (queued before the
-        # next minibatch's critic half, which the next step waits for) it runs beside the next
-        # minibatch's actor half. Not in a job of several ranks, whose collectives keep one order.
-        if not applied:
-            kl_after = self._done(out["approx_kl"])
-        elif self.parallel.active:
-            kl_after = self._done(self._kl_after_step(mb_obs, mb_actions, data, idx))
-        else:
-            kl_after = self._beside(partial(self._kl_after_step, mb_obs, mb_actions, data, idx))
         out.update(
             clip_fraction=totals["clipped"] / n,
             policy_loss=totals["policy_loss"] / n,
@@ -263,7 +272,7 @@ class PolicyGradient:
             out["value_loss"] = totals["value_loss"] / n
         if self.symmetry_loss:
             out["symmetry_loss"] = totals["symmetry"] / n
-        return out, kl_after
+        return out, partial(self._kl_after_step, mb_obs, mb_actions, data, idx)
 
     def _backward(
         self, mb: Minibatch, data: UpdateData, adv: Advantages, mb_obs: torch.Tensor, mb_actions: torch.Tensor
@@ -280,8 +289,12 @@ class PolicyGradient:
         try:
             batch = self._policy_batch(data, adv, idx, mb_obs, mb_actions)
             with self._nets():
-                if data.image_obs is not None and self.mirror is not None:  # the symmetry loss too
-                    image_obs = data.image_obs.index_select(0, idx)
+                if self.symmetry_loss and self.mirror is not None:  # the symmetry loss too
+                    # with pairs, the images are the minibatch's second half
+                    image_obs = None
+                    if not self.pairs:
+                        assert data.image_obs is not None
+                        image_obs = data.image_obs.index_select(0, idx)
                     loss, info, symmetry = symmetric_policy_loss(
                         self.actor, batch, image_obs, self.mirror.action,
                         cfg.clip_ratio, cfg.entropy_coef, cfg.symmetry_coef,
@@ -339,7 +352,8 @@ class PolicyGradient:
     ) -> float:
         """Approx KL(pi_k || pi_theta) on the minibatch with the step applied (every rank's samples).
 
-        What the adaptive step size reads: measured before the step, the first minibatch of an
+        What the adaptive step size reads after an epoch's last step (the others' are the next
+        minibatch's, measured by its loss): measured before the step, the first minibatch of an
         update would always read 0."""
         zero = torch.zeros((), dtype=torch.float64, device=data.obs.device)
         sums = losses.KlSums(zero, zero)

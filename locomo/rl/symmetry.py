@@ -120,7 +120,7 @@ def symmetry_loss(
 def symmetric_policy_loss(
     actor: Actor,
     batch: losses.PolicyBatch,
-    image_obs: torch.Tensor,
+    image_obs: torch.Tensor | None,
     reflect_action: Callable[[torch.Tensor], torch.Tensor],
     clip_ratio: float | None,
     entropy_coef: float,
@@ -130,13 +130,24 @@ def symmetric_policy_loss(
     (``algo.symmetry=loss`` or ``both``), from one forward pass over the m observations and their mirror
     images ``image_obs`` [m, O].
 
+    ``image_obs`` None (``algo.symmetry_pairs``): the m = 2p samples are p samples followed by
+    their p images, so the loss's images are the batch's own rows and one forward pass over m
+    rows serves both losses. L_sym is then the mean over the p pairs, the same value as the mean
+    over all 2p rows, since a pair's two terms are equal (M_a is orthogonal and its own inverse:
+    |mu(M s) - M_a mu(s)| = |M_a mu(M s) - mu(s)|).
+
     Returns the scalar loss (with grad), the policy loss's diagnostics and L_sym (detached).
     """
     m = batch.obs.shape[0]
-    both = actor(torch.cat([batch.obs, image_obs]))
+    both = actor(batch.obs if image_obs is None else torch.cat([batch.obs, image_obs]))
     if not isinstance(both, Gaussian):
         raise TypeError(f"the symmetry loss needs a Gaussian policy, not {type(both).__name__}")
-    own = type(both)(both.mean[:m], both.std)
-    loss, info = losses.policy_loss(actor, batch, clip_ratio, entropy_coef, dist=own)
-    sym = symmetry_loss(both.mean[:m], both.mean[m:], reflect_action)
+    if image_obs is None:
+        p = m // 2
+        loss, info = losses.policy_loss(actor, batch, clip_ratio, entropy_coef, dist=both)
+        sym = symmetry_loss(both.mean[:p], both.mean[p:], reflect_action)
+    else:
+        own = type(both)(both.mean[:m], both.std)
+        loss, info = losses.policy_loss(actor, batch, clip_ratio, entropy_coef, dist=own)
+        sym = symmetry_loss(both.mean[:m], both.mean[m:], reflect_action)
     return loss + symmetry_coef * sym, info, sym.detach()
