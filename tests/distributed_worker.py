@@ -34,7 +34,10 @@ CASES: dict[str, list[str]] = {
         "env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=augment",
     ],
     "walk_symmetry_loss": ["env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=loss"],
-    "walk_symmetry_both": ["env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=both"],
+    "walk_symmetry_both": [
+        "env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=both",
+        "algo.symmetry_pairs=false",
+    ],
     # both, each minibatch's images beside their samples (the symmetry loss reads their forward pass)
     "walk_symmetry_pairs": [
         "env=humanoid", "algo=walk", "model.hidden_sizes=[32]", "algo.symmetry=both",

@@ -87,7 +87,7 @@ CATALOGUE = [
     row("cuda-unavailable", "train train.device=cuda", 2, "train.device='cuda' is invalid: CUDA is not available", skip_if_cuda=True),
     row("activation-choice", "train model.activation=sigmoid", 2, "allowed values are tanh, relu, elu"),
     row("symmetry-coef-negative", "train algo.symmetry=loss algo.symmetry_coef=-1", 2, "algo.symmetry_coef=-1.0 is invalid: must be >= 0"),
-    row("symmetry-pairs-without-both", "train algo.symmetry=augment algo.symmetry_pairs=true", 2, "algo.symmetry_pairs=True is invalid: pairs a sample with its image for the symmetry loss: needs algo.symmetry=both or auto_both, not augment"),
+    row("symmetry-pairs-not-bool", "train algo.symmetry_pairs=maybe", 2, "algo.symmetry_pairs='maybe' is invalid: must be true or false; e.g. algo.symmetry_pairs=true (its value without this override)"),
     row("max-log-std-range", "train model.max_log_std=9", 2, "model.max_log_std=9.0 is invalid: must be in [-5, 5] (a std of e^-5"),
     row("hidden-sizes-empty", "train model.hidden_sizes=[]", 2, "model.hidden_sizes=[] is invalid: must be a non-empty list"),
     row("wandb-mode-choice", "train logger.wandb.mode=sometimes", 2, "allowed values are auto, online, offline, disabled"),

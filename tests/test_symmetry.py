@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from locomo.config.rules import validate_algo
 from locomo.envs import make_vec_env
 from locomo.envs.mirror import humanoid_mirror
 from locomo.errors import ConfigError
@@ -196,6 +198,7 @@ def test_both_trains_on_the_images_with_the_symmetry_loss(humanoid):
     cfg = cfg.copy()
     cfg.model.hidden_sizes = [16]
     cfg.algo.symmetry = "both"
+    cfg.algo.symmetry_pairs = False  # each row's image observation stored beside the rows
     torch.manual_seed(0)
     actor, critic, normalizer, _ = make_learners(cfg, env.spaces, torch.device("cpu"))
     mirror = make_policy_mirror("both", env, cfg.env, env.spaces, normalizer)
@@ -287,7 +290,7 @@ def test_paired_symmetry_loss_is_the_loss_on_the_same_rows_with_one_forward_pass
 
 def test_pairs_put_each_sample_and_its_image_in_one_minibatch(humanoid):
     """algo.symmetry_pairs: every minibatch is p samples then their p images, all samples visited
-    once per epoch, no image observations stored; the flag needs algo.symmetry=both or auto_both."""
+    once per epoch, no image observations stored; with the loss or the images off the flag does nothing."""
     from locomo.rl.algorithm import PolicyGradient
 
     cfg, env = humanoid
@@ -319,6 +322,11 @@ def test_pairs_put_each_sample_and_its_image_in_one_minibatch(humanoid):
     epoch = torch.cat([index[: index.numel() // 2] for index, _ in seen[: cfg.algo.minibatches]])
     assert sorted(epoch.tolist()) == list(range(B))
     assert info["losses/symmetry"] > 0
-    needs = r"algo\.symmetry_pairs=True is invalid: .*needs algo\.symmetry=both"
-    with pytest.raises(ConfigError, match=needs):
-        compose("env=humanoid", "algo.symmetry=augment", "algo.symmetry_pairs=true")
+    # without the loss (or the images) there is nothing to pair: the key has no effect, so
+    # `algo=walk algo.symmetry=augment` removes the loss with one key
+    augment = compose("env=humanoid", "algo=walk", "algo.symmetry=augment")
+    assert augment.algo.symmetry_pairs is True
+    mirror = make_policy_mirror("augment", env, cfg.env, env.spaces, normalizer)
+    assert not PolicyGradient(actor, critic, augment.algo, torch.Generator(), mirror=mirror).pairs
+    with pytest.raises(ConfigError, match=r"algo\.symmetry_pairs=2 is invalid: must be true or false"):
+        validate_algo(OmegaConf.create({**OmegaConf.to_container(augment.algo), "symmetry_pairs": 2}))

@@ -218,11 +218,8 @@ def validate_algo(algo: DictConfig | AlgoConfig) -> None:
     pairs = getattr(algo, "symmetry_pairs", False)  # absent from checkpoints older than the key
     if not isinstance(pairs, bool):
         raise ConfigError("algo.symmetry_pairs", pairs, "must be true or false")
-    if pairs and SYMMETRY_PARTS[algo.symmetry] != (True, True):
-        raise ConfigError(
-            "algo.symmetry_pairs", pairs, f"pairs a sample with its image for the symmetry loss: needs "
-            f"algo.symmetry=both or auto_both, not {algo.symmetry}"
-        )  # fmt: skip
+    # where the images or the loss are off, pairs have nothing to pair and the key has no effect, so
+    # that `algo=walk algo.symmetry=augment` removes one ingredient with one key
     images = SYMMETRY_PARTS[algo.symmetry][0] and algo.symmetry not in AUTOMATIC_SYMMETRIES
     if images and algo.importance != "per_step":
         raise ConfigError(

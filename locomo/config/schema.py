@@ -111,8 +111,9 @@ class AlgoConfig:
     # humanoid's, and per-step weights), none elsewhere | auto_both: both where it applies
     symmetry: str = "none"
     symmetry_coef: float = 1.0  # algo.symmetry=loss or both: the weight of the mirror-symmetry loss
-    # algo.symmetry=both or auto_both: every minibatch holds its samples' mirror images, so the
-    # symmetry loss reads the images' own forward pass (one pass over the minibatch, not two)
+    # with the images and the loss both on (algo.symmetry=both, or auto_both where it applies), every
+    # minibatch holds its samples' mirror images, so the symmetry loss reads the images' own forward
+    # pass (one pass over the minibatch, not two); no effect otherwise
     symmetry_pairs: bool = False
 
 
