@@ -142,12 +142,9 @@ def symmetric_policy_loss(
     both = actor(batch.obs if image_obs is None else torch.cat([batch.obs, image_obs]))
     if not isinstance(both, Gaussian):
         raise TypeError(f"the symmetry loss needs a Gaussian policy, not {type(both).__name__}")
-    if image_obs is None:
-        p = m // 2
-        loss, info = losses.policy_loss(actor, batch, clip_ratio, entropy_coef, dist=both)
-        sym = symmetry_loss(both.mean[:p], both.mean[p:], reflect_action)
-    else:
-        own = type(both)(both.mean[:m], both.std)
-        loss, info = losses.policy_loss(actor, batch, clip_ratio, entropy_coef, dist=own)
-        sym = symmetry_loss(both.mean[:m], both.mean[m:], reflect_action)
+    # the rows whose images follow them: all m, or with pairs the first p = m / 2
+    k = m // 2 if image_obs is None else m
+    own = both if image_obs is None else type(both)(both.mean[:m], both.std)
+    loss, info = losses.policy_loss(actor, batch, clip_ratio, entropy_coef, dist=own)
+    sym = symmetry_loss(both.mean[:k], both.mean[k:], reflect_action)
     return loss + symmetry_coef * sym, info, sym.detach()
