@@ -90,6 +90,7 @@ CATALOGUE = [
     row("symmetry-pairs-not-bool", "train algo.symmetry_pairs=maybe", 2, "algo.symmetry_pairs='maybe' is invalid: must be true or false; e.g. algo.symmetry_pairs=true (its value without this override)"),
     row("max-log-std-range", "train model.max_log_std=9", 2, "model.max_log_std=9.0 is invalid: must be in [-5, 5] (a std of e^-5"),
     row("hidden-sizes-empty", "train model.hidden_sizes=[]", 2, "model.hidden_sizes=[] is invalid: must be a non-empty list"),
+    row("critic-hidden-sizes-zero", "train model.critic_hidden_sizes=[64,0]", 2, "model.critic_hidden_sizes=[64, 0] is invalid: must be a non-empty list of widths >= 1"),
     row("wandb-mode-choice", "train logger.wandb.mode=sometimes", 2, "allowed values are auto, online, offline, disabled"),
     row("seed-negative", "train seed=-1", 2, "seed=-1 is invalid: must be >= 0"),
     row("backend-choice", "train env.backend=warp", 2, "allowed values are gymnasium, batched"),

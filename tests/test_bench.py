@@ -8,6 +8,7 @@ import pytest
 
 from locomo.benchmarks.default_job import SPLIT_PARTS
 from locomo.commands.bench import REQUIRED_KEYS
+from locomo.config.schema import critic_widths
 from tests.conftest import compose
 
 OPTIONAL = ("gymnasium_async", "envpool", "sb3_ppo")  # null when not installed or skipped
@@ -43,6 +44,7 @@ def test_bench_quick_writes_the_table_as_json(locomo_cli):
     assert workload["num_envs"] == default.train.num_envs
     assert workload["steps_per_iteration"] == default.train.steps_per_iteration
     assert workload["hidden_sizes"] == list(default.model.hidden_sizes)
+    assert workload["critic_hidden_sizes"] == critic_widths(default.model)
     assert workload["reuse_batches"] == default.algo.reuse_batches
     assert table["ratios"]["locomo_train_default/raw_physics"] > 0
     assert table["raw_physics_default"] > 0

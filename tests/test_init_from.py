@@ -94,3 +94,39 @@ def test_export_of_a_fine_tuned_run_names_what_it_started_from_without_machine_p
     assert "train.init_from=first/checkpoints/iter_000002.pt" in record["training_command"]
     assert record["started_from"]["source"] == "first/checkpoints/iter_000002.pt"
     assert record["started_from"]["training_command"].startswith("locomo train env=inverted_pendulum")
+
+
+def test_the_critic_can_be_narrower_than_the_policy_and_its_checkpoints_resume_and_start_runs(tmp_path: Path):
+    """``model.critic_hidden_sizes``: the value net's own widths, kept in checkpoints (resume and
+    eval rebuild it), and named in the one-line error of a run that starts from it with others."""
+    policy = ("algo=walk", "train.overlap=false", "model.hidden_sizes=[32,32]")
+    narrow = (*policy, "model.critic_hidden_sizes=[8]")
+    first = make_runner(tmp_path / "first", *narrow, "train.iterations=2")
+    assert next(p.shape for p in first.actor.parameters() if p.dim() == 2) == (32, 4)
+    assert first.critic is not None
+    assert [tuple(p.shape) for p in first.critic.parameters() if p.dim() == 2] == [(8, 4), (1, 8)]
+    first.run()
+    resumed = compose(*PENDULUM_RUN, *narrow, "train.iterations=3")
+    again = Runner(resumed, tmp_path / "first", resume=load(tmp_path / "first"))
+    assert again.iteration == 2
+    again.run()
+    checkpoint = f"checkpoint={tmp_path / 'first'}"
+    evaluated = run_locomo("eval", checkpoint, "episodes=1", "output=e.json", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    refused = run_locomo(
+        "train", *PENDULUM_RUN, *policy, f"train.init_from={tmp_path / 'first'}", "train.iterations=1",
+        "hydra.run.dir=second", cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    hint = "its networks were built with model.critic_hidden_sizes=[8]: add that to this run"
+    assert hint in refused.stderr
+
+
+def test_a_checkpoint_older_than_critic_hidden_sizes_builds_its_critic_at_the_policy_widths():
+    from locomo.config.schema import critic_widths, upgrade_saved_config
+
+    old = {"model": {"hidden_sizes": [64, 32], "activation": "tanh"}}  # saved before the key existed
+    model = upgrade_saved_config(old)["model"]
+    assert model["critic_hidden_sizes"] is None
+    assert critic_widths(compose(*PENDULUM_RUN, "model.hidden_sizes=[64,32]").model) == [64, 32]
+    assert critic_widths(compose(*PENDULUM_RUN, "model.critic_hidden_sizes=[5]").model) == [5]

@@ -32,6 +32,7 @@ from locomo.benchmarks.default_job import (
 )
 from locomo.benchmarks.samplers import ENV_ID, measure_samplers, raw_default_setup, resolve_threads
 from locomo.benchmarks.training import measure_locomo_train, measure_locomo_train_ranks, measure_sb3
+from locomo.config.schema import critic_widths
 from locomo.config.validation import validate_bench
 from locomo.envs.pool import available_cores
 from locomo.errors import ConfigError
@@ -132,6 +133,7 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
         "symmetry": algo.get("symmetry"),  # keys of the default recipe that change the update's work
         "overlap": default_cfg.train.get("overlap"),
         "hidden_sizes": list(model.hidden_sizes),
+        "critic_hidden_sizes": critic_widths(model),
         "activation": model.activation,
         "simulator_threads": raw_default.threads,
         "torch_threads": default_cfg.train.torch_threads,
@@ -233,6 +235,9 @@ def format_default(result: dict[str, Any]) -> list[str]:
     """The table's lines on the default job: its env steps/s and where an iteration's time goes."""
     w, split = result["default_workload"], result["default_iteration_split"]
     hidden = "-".join(str(h) for h in w["hidden_sizes"])
+    critic = w.get("critic_hidden_sizes")
+    if critic is not None and list(critic) != list(w["hidden_sizes"]):
+        hidden += " (critic " + "-".join(str(h) for h in critic) + ")"
     timed = w["iterations"] - 1
     lines = [
         f"the default job (locomo train, algo={w['algo']}): {w['num_envs']} envs, batch "

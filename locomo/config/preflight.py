@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from locomo.config.schema import AUTOMATIC_SYMMETRIES, SYMMETRY_PARTS, has_mirror_map
+from locomo.config.schema import AUTOMATIC_SYMMETRIES, SYMMETRY_PARTS, critic_widths, has_mirror_map
 from locomo.errors import ConfigError
 
 if TYPE_CHECKING:  # for annotations only: nothing is imported at run time
@@ -65,11 +65,11 @@ class MemoryEstimate:
 def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEstimate:
     """Bytes for the rollout buffer and update, the simulators and the video rollouts of ``cfg``."""
     steps, envs = int(cfg.train.steps_per_iteration), int(cfg.train.num_envs)
-    hidden = sum(int(h) for h in cfg.model.hidden_sizes)
+    hidden = sum(critic_widths(cfg.model))
     # Observations twice (buffer + the minibatch gathers), actions, scalars, and the value net's
     # activations over the whole batch (one batched pass after each collection).
     per_step = 4 * (2 * sizes.obs_dim + 2 * sizes.action_dim + SCALARS_PER_STEP + 2 * hidden)
-    params = network_parameters(sizes.obs_dim, sizes.action_dim, cfg.model.hidden_sizes)
+    params = network_parameters(sizes.obs_dim, sizes.action_dim, cfg.model)
     # Parameters, gradients and Adam's two moments, in float32.
     parts = {
         "rollout buffer and update": float(steps) * per_step,
@@ -116,11 +116,15 @@ def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEs
     return MemoryEstimate(parts, blame)
 
 
-def network_parameters(obs_dim: int, action_dim: int, hidden_sizes: Any) -> int:
-    """Parameters of the policy and the value net of ``hidden_sizes`` (the same hidden layers)."""
-    widths = [obs_dim, *(int(h) for h in hidden_sizes)]
-    weights = sum(a * b + b for a, b in itertools.pairwise(widths))
-    return 2 * weights + widths[-1] * (action_dim + 1)
+def network_parameters(obs_dim: int, action_dim: int, model: Any) -> int:
+    """Parameters of the policy (``model.hidden_sizes``) and the value net
+    (``model.critic_hidden_sizes``, or the policy's widths), heads included."""
+
+    def mlp(hidden: list[int], out: int) -> int:
+        widths = [obs_dim, *hidden, out]
+        return sum(a * b + b for a, b in itertools.pairwise(widths))
+
+    return mlp([int(h) for h in model.hidden_sizes], action_dim) + mlp(critic_widths(model), 1)
 
 
 def check_network_memory(model: Any, obs_dim: int, action_dim: int) -> None:
@@ -130,7 +134,7 @@ def check_network_memory(model: Any, obs_dim: int, action_dim: int) -> None:
     float32, with the training estimate's headroom. A stored ``model.hidden_sizes`` edited to
     ``[100000, 100000]`` is refused here instead of allocating 40 GB.
     """
-    need = SAFETY * 4.0 * network_parameters(obs_dim, action_dim, model.hidden_sizes)
+    need = SAFETY * 4.0 * network_parameters(obs_dim, action_dim, model)
     have = available_memory()
     if need > have:
         raise ConfigError(

@@ -254,10 +254,16 @@ def validate_model(model: DictConfig | ModelConfig) -> None:
     max_log_std = getattr(model, "max_log_std", None)  # absent from checkpoints older than the key
     if max_log_std is not None:
         validate_log_std("model.max_log_std", max_log_std)
-    if len(model.hidden_sizes) == 0 or any(h < 1 for h in model.hidden_sizes):
-        raise ConfigError(
-            "model.hidden_sizes", list(model.hidden_sizes), "must be a non-empty list of widths >= 1"
-        )
+    validate_widths("model.hidden_sizes", model.hidden_sizes)
+    critic = getattr(model, "critic_hidden_sizes", None)  # absent from checkpoints older than the key
+    if critic is not None:
+        validate_widths("model.critic_hidden_sizes", critic)
+
+
+def validate_widths(key: str, widths: Any) -> None:
+    """A network's hidden widths (typed as integers by the schema): non-empty, each >= 1."""
+    if len(widths) == 0 or any(h < 1 for h in widths):
+        raise ConfigError(key, list(widths), "must be a non-empty list of widths >= 1")
 
 
 def validate_init_log_std(value: float) -> None:

@@ -120,6 +120,9 @@ class AlgoConfig:
 @dataclass
 class ModelConfig:
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])  # MLP widths (policy and value)
+    # the value net's own widths; null = hidden_sizes. The critic's forward and backward run beside
+    # the actor's in every gradient step, so a narrower one frees a core for the rest of the update
+    critic_hidden_sizes: list[int] | None = None
     activation: str = "tanh"  # tanh | relu | elu
     init_log_std: float = -0.5  # initial state-independent log-std of the Gaussian policy
     normalize_observations: bool = True  # running mean/std observation normalisation
@@ -383,7 +386,7 @@ def register_configs() -> None:
 
 # Keys added after checkpoints were first written, with the value that reproduces how those
 # checkpoints behaved (a key's schema default may differ: it is what a new run gets).
-LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"model": {"action_bounds": "none"}}
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"model": {"action_bounds": "none", "critic_hidden_sizes": None}}
 
 
 def upgrade_saved_config(saved: dict[str, Any]) -> dict[str, Any]:
@@ -395,6 +398,13 @@ def upgrade_saved_config(saved: dict[str, Any]) -> dict[str, Any]:
             section.setdefault(key, value)
         out[group] = section
     return out
+
+
+def critic_widths(model: Any) -> list[int]:
+    """The value net's hidden widths: ``model.critic_hidden_sizes``, or the policy's where it is
+    null (or a stored config predates it)."""
+    own = getattr(model, "critic_hidden_sizes", None)
+    return [int(h) for h in (model.hidden_sizes if own is None else own)]
 
 
 def saved_model_differences(saved: Any, model: DictConfig) -> dict[str, Any]:

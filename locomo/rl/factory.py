@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from locomo.config.schema import critic_widths
 from locomo.distributed import Group
 from locomo.envs import SpaceInfo, TorchVecEnv
 from locomo.envs.pool import available_cores
@@ -78,7 +79,7 @@ def make_learners(
     m = cfg.model
     actor = actor_for(spaces, m)
     critic = (
-        ValueNet(spaces.obs_dim, list(m.hidden_sizes), m.activation, cfg.algo.normalize_values).to(device)
+        ValueNet(spaces.obs_dim, critic_widths(m), m.activation, cfg.algo.normalize_values).to(device)
         if cfg.algo.baseline == "value"
         else None
     )

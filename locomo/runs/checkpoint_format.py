@@ -42,7 +42,7 @@ from locomo.config.rules import (
     validate_train,
     validate_video,
 )
-from locomo.config.schema import LocomoConfig, upgrade_saved_config
+from locomo.config.schema import LocomoConfig, critic_widths, upgrade_saved_config
 from locomo.errors import CheckpointError, ConfigError
 from locomo.guard import describe_nonfinite
 from locomo.paths import pinned_model_problem
@@ -161,7 +161,7 @@ def _check_networks(state: dict[str, Any], cfg: DictConfig, spaces: dict[str, An
     with torch.device("meta"):
         nets: dict[str, torch.nn.Module] = {"actor": actor_for(info, m)}
         if cfg.algo.baseline == "value":  # as locomo.rl.factory.make_learners: a critic for the baseline
-            hidden, normalize_values = list(m.hidden_sizes), cfg.algo.normalize_values
+            hidden, normalize_values = critic_widths(m), cfg.algo.normalize_values
             nets["critic"] = ValueNet(info.obs_dim, hidden, m.activation, normalize_values)
     for part, net in nets.items():
         saved = state.get(part)

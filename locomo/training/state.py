@@ -205,10 +205,17 @@ def _model_keys_differing(state: dict[str, Any], cfg: DictConfig) -> list[str]:
     """``model.key=value`` of the checkpoint's network-shaping settings that differ from ``cfg``'s."""
     changed = saved_model_differences(state.get("config"), cfg.model)
     return [
-        f"model.{key}=" + (f"[{','.join(str(v) for v in value)}]" if isinstance(value, list) else str(value))
+        f"model.{key}=" + _override_value(value)
         for key, value in changed.items()
-        if key in ("hidden_sizes", "activation")
+        if key in ("hidden_sizes", "critic_hidden_sizes", "activation")
     ]
+
+
+def _override_value(value: Any) -> str:
+    """``value`` as a command-line override writes it: ``[a,b]``, ``null``, or the plain value."""
+    if isinstance(value, list):
+        return f"[{','.join(str(v) for v in value)}]"
+    return "null" if value is None else str(value)
 
 
 def check_start(state: dict[str, Any], cfg: DictConfig) -> None:
