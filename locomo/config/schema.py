@@ -119,7 +119,7 @@ class AlgoConfig:
 
 @dataclass
 class ModelConfig:
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])  # MLP widths (policy and value)
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])  # MLP widths (policy; value net too)
     # the value net's own widths; null = hidden_sizes. The critic's forward and backward run beside
     # the actor's in every gradient step, so a narrower one frees a core for the rest of the update
     critic_hidden_sizes: list[int] | None = None
