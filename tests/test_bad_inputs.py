@@ -207,6 +207,7 @@ CATALOGUE = [
     row("run-dir-default-unwritable", f"train {FAST}", 2, "cannot create or write the run directory under", category="io", cwd_file="outputs"),
     # -- invented (issue 12): memory, threads, names, nesting, files that are not files, every command's keys
     row("memory-hidden-sizes", "train env=inverted_pendulum model.hidden_sizes=[100000,100000,100000]", 2, "model.hidden_sizes=[100000, 100000, 100000] is invalid: this config needs about"),
+    row("memory-critic-hidden-sizes", "train env=inverted_pendulum model.critic_hidden_sizes=[100000,100000,100000]", 2, "model.critic_hidden_sizes=[100000, 100000, 100000] is invalid: this config needs about"),
     row("memory-reuse-batches", "train env=humanoid algo.reuse_batches=100000", 2, "algo.reuse_batches=100000 is invalid: this config needs about"),
     row("memory-optimal-chunk", "train env=inverted_pendulum algo=baseline algo.baseline=optimal algo.optimal_baseline_chunk=1000000000 train.steps_per_iteration=1000000 train.num_envs=2 model.hidden_sizes=[2000,2000]", 2, "algo.optimal_baseline_chunk=1000000000 is invalid: this config needs about"),
     row("memory-video-episodes", "train env=inverted_pendulum video.episodes=1000000", 2, "video.episodes=1000000 is invalid: this config needs about"),

@@ -108,7 +108,7 @@ def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEs
         "rollout buffer and update": "train.steps_per_iteration",
         f"{envs} simulators": "train.num_envs",
         "video rollouts": "video.episodes",
-        "networks": "model.hidden_sizes",
+        "networks": _widest(cfg.model, sizes.obs_dim, sizes.action_dim),
         "per-sample gradients": "algo.optimal_baseline_chunk",
         "kept batches": "algo.reuse_batches",
         "mirror images": "algo.symmetry",
@@ -116,15 +116,26 @@ def estimate_memory(cfg: DictConfig | LocomoConfig, sizes: EnvSizes) -> MemoryEs
     return MemoryEstimate(parts, blame)
 
 
+def mlp_parameters(in_dim: int, hidden: list[int], out_dim: int) -> int:
+    """Weights and biases of an MLP ``in_dim`` -> ``hidden`` -> ``out_dim``."""
+    widths = [in_dim, *hidden, out_dim]
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
 def network_parameters(obs_dim: int, action_dim: int, model: Any) -> int:
     """Parameters of the policy (``model.hidden_sizes``) and the value net
     (``model.critic_hidden_sizes``, or the policy's widths), heads included."""
+    policy = mlp_parameters(obs_dim, [int(h) for h in model.hidden_sizes], action_dim)
+    return policy + mlp_parameters(obs_dim, critic_widths(model), 1)
 
-    def mlp(hidden: list[int], out: int) -> int:
-        widths = [obs_dim, *hidden, out]
-        return sum(a * b + b for a, b in itertools.pairwise(widths))
 
-    return mlp([int(h) for h in model.hidden_sizes], action_dim) + mlp(critic_widths(model), 1)
+def _widest(model: Any, obs_dim: int, action_dim: int) -> str:
+    """The key of the larger net, the one to lower when the networks do not fit."""
+    if getattr(model, "critic_hidden_sizes", None) is None:
+        return "model.hidden_sizes"
+    policy = mlp_parameters(obs_dim, [int(h) for h in model.hidden_sizes], action_dim)
+    critic = mlp_parameters(obs_dim, critic_widths(model), 1)
+    return "model.critic_hidden_sizes" if critic > policy else "model.hidden_sizes"
 
 
 def check_network_memory(model: Any, obs_dim: int, action_dim: int) -> None:
@@ -137,9 +148,11 @@ def check_network_memory(model: Any, obs_dim: int, action_dim: int) -> None:
     need = SAFETY * 4.0 * network_parameters(obs_dim, action_dim, model)
     have = available_memory()
     if need > have:
+        key = _widest(model, obs_dim, action_dim)
+        critic = key == "model.critic_hidden_sizes"
         raise ConfigError(
-            "model.hidden_sizes",
-            [int(h) for h in model.hidden_sizes],
+            key,
+            critic_widths(model) if critic else [int(h) for h in model.hidden_sizes],
             f"its networks need about {_gib(need)} of memory, more than the {_gib(have)} available here",
         )
 
