@@ -122,20 +122,23 @@ def mlp_parameters(in_dim: int, hidden: list[int], out_dim: int) -> int:
     return sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
-def network_parameters(obs_dim: int, action_dim: int, model: Any) -> int:
-    """Parameters of the policy (``model.hidden_sizes``) and the value net
+def _policy_and_critic(obs_dim: int, action_dim: int, model: Any) -> tuple[int, int]:
+    """Parameters of the policy (``model.hidden_sizes``) and of the value net
     (``model.critic_hidden_sizes``, or the policy's widths), heads included."""
     policy = mlp_parameters(obs_dim, [int(h) for h in model.hidden_sizes], action_dim)
-    return policy + mlp_parameters(obs_dim, critic_widths(model), 1)
+    return policy, mlp_parameters(obs_dim, critic_widths(model), 1)
+
+
+def network_parameters(obs_dim: int, action_dim: int, model: Any) -> int:
+    """Parameters of the policy and the value net together."""
+    return sum(_policy_and_critic(obs_dim, action_dim, model))
 
 
 def _widest(model: Any, obs_dim: int, action_dim: int) -> str:
     """The key of the larger net, the one to lower when the networks do not fit."""
-    if getattr(model, "critic_hidden_sizes", None) is None:
-        return "model.hidden_sizes"
-    policy = mlp_parameters(obs_dim, [int(h) for h in model.hidden_sizes], action_dim)
-    critic = mlp_parameters(obs_dim, critic_widths(model), 1)
-    return "model.critic_hidden_sizes" if critic > policy else "model.hidden_sizes"
+    policy, critic = _policy_and_critic(obs_dim, action_dim, model)
+    own = getattr(model, "critic_hidden_sizes", None) is not None
+    return "model.critic_hidden_sizes" if own and critic > policy else "model.hidden_sizes"
 
 
 def check_network_memory(model: Any, obs_dim: int, action_dim: int) -> None:
