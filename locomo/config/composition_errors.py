@@ -98,16 +98,16 @@ def _ranked(value: str, options: list[str]) -> list[str]:
     return sorted(options, key=lambda o: -difflib.SequenceMatcher(None, value, o).ratio())
 
 
-def _as_override_value(value: Any) -> str:
+def as_override_value(value: Any) -> str:
     """A value as it is written on the command line (``true``, ``null``, ``[64,64]``)."""
     if isinstance(value, bool):
         return str(value).lower()
     if value is None:
         return "null"
     if isinstance(value, list | tuple):
-        return "[" + ",".join(_as_override_value(v) for v in value) + "]"
+        return "[" + ",".join(as_override_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_as_override_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}:{as_override_value(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
@@ -243,7 +243,7 @@ def composition_error(
         expected = _expected(node) if node is not None else None
         if expected is None:
             return ConfigError(key, value, f"{_one_line(cause)}; {app} --help says what each key takes")
-        now = _as_override_value(
+        now = as_override_value(
             OmegaConf.to_container(node) if isinstance(node, DictConfig | ListConfig) else node._value()
         )
         return ConfigError(

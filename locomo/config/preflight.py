@@ -136,9 +136,9 @@ def network_parameters(obs_dim: int, action_dim: int, model: Any) -> int:
 
 def _widest(model: Any, obs_dim: int, action_dim: int) -> str:
     """The key of the larger net, the one to lower when the networks do not fit."""
+    # (a critic at the policy's widths has the smaller head: never the wider one)
     policy, critic = _policy_and_critic(obs_dim, action_dim, model)
-    own = getattr(model, "critic_hidden_sizes", None) is not None
-    return "model.critic_hidden_sizes" if own and critic > policy else "model.hidden_sizes"
+    return "model.critic_hidden_sizes" if critic > policy else "model.hidden_sizes"
 
 
 def check_network_memory(model: Any, obs_dim: int, action_dim: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from locomo.config.composition_errors import as_override_value
 from locomo.config.schema import saved_model_differences, to_container
 from locomo.envs import EpisodeRecord, SpaceInfo, TorchVecEnv, make_vec_env
 from locomo.errors import say
@@ -205,17 +206,10 @@ def _model_keys_differing(state: dict[str, Any], cfg: DictConfig) -> list[str]:
     """``model.key=value`` of the checkpoint's network-shaping settings that differ from ``cfg``'s."""
     changed = saved_model_differences(state.get("config"), cfg.model)
     return [
-        f"model.{key}=" + _override_value(value)
+        f"model.{key}=" + as_override_value(value)
         for key, value in changed.items()
         if key in ("hidden_sizes", "critic_hidden_sizes", "activation")
     ]
-
-
-def _override_value(value: Any) -> str:
-    """``value`` as a command-line override writes it: ``[a,b]``, ``null``, or the plain value."""
-    if isinstance(value, list):
-        return f"[{','.join(str(v) for v in value)}]"
-    return "null" if value is None else str(value)
 
 
 def check_start(state: dict[str, Any], cfg: DictConfig) -> None:
