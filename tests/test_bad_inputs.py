@@ -89,6 +89,8 @@ CATALOGUE = [
     row("symmetry-coef-negative", "train algo.symmetry=loss algo.symmetry_coef=-1", 2, "algo.symmetry_coef=-1.0 is invalid: must be >= 0"),
     row("symmetry-pairs-not-bool", "train algo.symmetry_pairs=maybe", 2, "algo.symmetry_pairs='maybe' is invalid: must be true or false; e.g. algo.symmetry_pairs=true (its value without this override)"),
     row("max-log-std-range", "train model.max_log_std=9", 2, "model.max_log_std=9.0 is invalid: must be in [-5, 5] (a std of e^-5"),
+    row("max-log-std-from-negative", "train model.max_log_std=-1.6 model.max_log_std_from=-1", 2, "model.max_log_std_from=-1 is invalid: must be an iteration >= 0, or null for from the start"),
+    row("max-log-std-from-without-cap", "train model.max_log_std=null model.max_log_std_from=300", 2, "model.max_log_std_from=300 is invalid: it says from which iteration model.max_log_std caps the std, and that is null: set it too"),
     row("hidden-sizes-empty", "train model.hidden_sizes=[]", 2, "model.hidden_sizes=[] is invalid: must be a non-empty list"),
     row("critic-hidden-sizes-zero", "train model.critic_hidden_sizes=[64,0]", 2, "model.critic_hidden_sizes=[64, 0] is invalid: must be a non-empty list of widths >= 1"),
     row("wandb-mode-choice", "train logger.wandb.mode=sometimes", 2, "allowed values are auto, online, offline, disabled"),

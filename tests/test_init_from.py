@@ -1,6 +1,7 @@
 """Fine-tuning: ``train.init_from`` starts a new run from a checkpoint's policy, critic and
 normalisers; ``model.max_log_std`` caps the Gaussian policy's noise (how the shipped walker was
-taught to stay up while it samples its actions)."""
+taught to stay up while it samples its actions), from the start or from the iteration
+``model.max_log_std_from``."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from pathlib import Path
 
 import torch
 import yaml
+from omegaconf import OmegaConf
 
+from locomo.config.schema import std_cap
+from locomo.evaluation.episodes import load_policy
 from locomo.rl.policy import GaussianActor
 from locomo.runs.checkpoint import load
 from locomo.training.runner import Runner
 from tests.conftest import PENDULUM_RUN, compose, make_runner, run_locomo
+from tests.safety_helpers import assert_same, learned_state
 
 
 def test_max_log_std_caps_the_std_and_stops_its_gradient_above_the_cap():
@@ -30,6 +35,51 @@ def test_max_log_std_caps_the_std_and_stops_its_gradient_above_the_cap():
     assert torch.allclose(dist.std, torch.full((2,), math.exp(-2.0)))  # under the cap: its own std
     dist.log_prob(dist.sample()).sum().backward()
     assert below.log_std.grad.abs().sum() > 0
+
+
+def test_the_cap_is_in_force_from_max_log_std_from():
+    cap = compose(*PENDULUM_RUN, "model.max_log_std=-1.6", "model.max_log_std_from=2").model
+    assert [std_cap(cap, i) for i in range(4)] == [None, None, -1.6, -1.6]
+    always = compose(*PENDULUM_RUN, "model.max_log_std=-1.6").model
+    assert std_cap(always, 0) == -1.6
+    assert std_cap(compose(*PENDULUM_RUN).model, 5) is None
+    older = OmegaConf.create({"max_log_std": -1.0})  # a stored config older than the key: from the start
+    assert std_cap(older, 0) == -1.0
+
+
+def test_a_cap_from_an_iteration_caps_training_collection_and_its_checkpoints_and_resumes_exactly(
+    tmp_path: Path,
+):
+    """``model.max_log_std_from=2``: iterations 0-1 act and learn with the full noise; from the
+    third on the policy that is trained and the copy that collects (``train.overlap``) are capped.
+    A checkpoint after 2 updates is evaluated as it acts then (capped), one after 1 is not, and a
+    run resumed before the cap comes in is the uninterrupted run, bit for bit."""
+    keys = ("algo=walk", "train.overlap=true", "model.max_log_std=-1.6", "model.max_log_std_from=2")
+    straight = make_runner(tmp_path / "straight", *keys, "train.iterations=4")
+    straight.run()
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    stds = [row["losses/action_std"] for row in rows if "losses/action_std" in row]
+    assert len(stds) == 4
+    assert all(std > 0.5 for std in stds[:2])  # init_log_std -0.5: std about 0.61
+    assert all(abs(std - math.exp(-1.6)) < 1e-6 for std in stds[2:])
+    assert straight.overlap is not None
+    assert straight.overlap.behaviour.actor.max_log_std == -1.6  # type: ignore[union-attr]
+    before = load_policy(str(tmp_path / "straight" / "checkpoints" / "iter_000001.pt")).actor
+    after = load_policy(str(tmp_path / "straight" / "checkpoints" / "iter_000002.pt")).actor
+    assert isinstance(before, GaussianActor) and isinstance(after, GaussianActor)
+    assert float(before.std().mean()) > 0.5
+    assert torch.allclose(after.std(), torch.full_like(after.std(), math.exp(-1.6)))
+
+    # resumed from the checkpoint after one iteration: uncapped until the runner reaches 2
+    first = make_runner(tmp_path / "resumed", *keys, "train.iterations=1")
+    first.run()
+    cfg = compose(*PENDULUM_RUN, *keys, "train.iterations=4")
+    resumed = Runner(cfg, tmp_path / "resumed", resume=load(tmp_path / "resumed"))
+    assert resumed.iteration == 1 and resumed.actor.max_log_std is None  # type: ignore[union-attr]
+    resumed.run()
+    end = "checkpoints/iter_000004.pt"
+    again, uninterrupted = (learned_state(load(tmp_path / run / end)) for run in ("resumed", "straight"))
+    assert_same(again, uninterrupted)
 
 
 def test_a_run_started_from_a_checkpoint_has_its_weights_and_new_counters(tmp_path: Path):

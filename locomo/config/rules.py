@@ -254,6 +254,14 @@ def validate_model(model: DictConfig | ModelConfig) -> None:
     max_log_std = getattr(model, "max_log_std", None)  # absent from checkpoints older than the key
     if max_log_std is not None:
         validate_log_std("model.max_log_std", max_log_std)
+    start = getattr(model, "max_log_std_from", None)  # absent from checkpoints older than the key
+    if start is not None:
+        if start < 0:
+            why = "must be an iteration >= 0, or null for from the start"
+            raise ConfigError("model.max_log_std_from", start, why)
+        if max_log_std is None:
+            why = "it says from which iteration model.max_log_std caps the std, and that is null: set it too"
+            raise ConfigError("model.max_log_std_from", start, why)
     validate_widths("model.hidden_sizes", model.hidden_sizes)
     critic = getattr(model, "critic_hidden_sizes", None)  # absent from checkpoints older than the key
     if critic is not None:

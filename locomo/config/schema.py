@@ -135,6 +135,9 @@ class ModelConfig:
     # exploration noise never exceeds it (e.g. to fine-tune a walker that stays up while it samples
     # its actions); null = no cap
     max_log_std: float | None = None
+    # the iteration from which max_log_std caps the std (null: from the start): a job that explores
+    # with the full noise, then settles into a walk that stays up while it samples
+    max_log_std_from: int | None = None
 
 
 @dataclass
@@ -386,7 +389,9 @@ def register_configs() -> None:
 
 # Keys added after checkpoints were first written, with the value that reproduces how those
 # checkpoints behaved (a key's schema default may differ: it is what a new run gets).
-LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"model": {"action_bounds": "none", "critic_hidden_sizes": None}}
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"action_bounds": "none", "critic_hidden_sizes": None, "max_log_std_from": None}
+}
 
 
 def upgrade_saved_config(saved: dict[str, Any]) -> dict[str, Any]:
@@ -405,6 +410,17 @@ def critic_widths(model: Any) -> list[int]:
     null (or a stored config predates it)."""
     own = getattr(model, "critic_hidden_sizes", None)
     return [int(h) for h in (model.hidden_sizes if own is None else own)]
+
+
+def std_cap(model: Any, iteration: int) -> float | None:
+    """The cap on the policy's log-std in force at ``iteration`` (the updates done so far):
+    ``model.max_log_std`` once ``model.max_log_std_from`` is reached (from the start where that
+    is null, or a stored config predates it); None before it, or without a cap."""
+    cap = getattr(model, "max_log_std", None)
+    start = getattr(model, "max_log_std_from", None)
+    if cap is None or (start is not None and iteration < start):
+        return None
+    return float(cap)
 
 
 def saved_model_differences(saved: Any, model: DictConfig) -> dict[str, Any]:

@@ -152,7 +152,9 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         action_dim=int(spaces["action_dim"]),
     )
     model = cfg.model
-    actor = actor_for(info, model)
+    counters = dict(state.get("counters", {}))
+    # as it acted after the checkpoint's updates: capped where model.max_log_std_from was reached
+    actor = actor_for(info, model, iteration=int(counters.get("iteration", 0)))
     normalizer = RunningMeanStd(info.obs_dim, enabled=model.normalize_observations)
     try:
         actor.load_state_dict(state["actor"])
@@ -168,7 +170,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         normalizer=normalizer,
         path=file,
         run_dir=checkpoint_run_dir(file),
-        counters=dict(state.get("counters", {})),
+        counters=counters,
     )
 
 

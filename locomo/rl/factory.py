@@ -77,7 +77,7 @@ def make_learners(
     """Actor, critic (only with ``algo.baseline=value``), observation normaliser and reward scaler
     (for ``num_envs`` envs, default ``train.num_envs``) as the config describes them, on ``device``."""
     m = cfg.model
-    actor = actor_for(spaces, m)
+    actor = actor_for(spaces, m, iteration=0)  # the runner sets the cap of later iterations
     critic = (
         ValueNet(spaces.obs_dim, critic_widths(m), m.activation, cfg.algo.normalize_values).to(device)
         if cfg.algo.baseline == "value"

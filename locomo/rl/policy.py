@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from locomo.config.schema import std_cap
 from locomo.distributed import SINGLE, Group
 from locomo.envs.base import SpaceInfo
 from locomo.errors import ConfigError
@@ -223,13 +224,14 @@ def make_actor(
     return GaussianActor(obs_dim, action_dim, hidden, activation, init_log_std, bounds, max_log_std)
 
 
-def actor_for(spaces: SpaceInfo, model: ModelConfig) -> Actor:
-    """The policy ``model`` (a run's ``model`` section, or a checkpoint's) describes, for ``spaces``."""
+def actor_for(spaces: SpaceInfo, model: ModelConfig, iteration: int) -> Actor:
+    """The policy ``model`` (a run's ``model`` section, or a checkpoint's) describes, for
+    ``spaces``, as it acts after ``iteration`` updates (its std's cap: :func:`std_cap`)."""
     return make_actor(
         spaces,
         list(model.hidden_sizes),
         model.activation,
         model.init_log_std,
         model.action_bounds,
-        getattr(model, "max_log_std", None),  # absent from checkpoints older than the key
+        std_cap(model, iteration),
     )

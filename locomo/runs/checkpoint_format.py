@@ -159,7 +159,7 @@ def _check_networks(state: dict[str, Any], cfg: DictConfig, spaces: dict[str, An
     # Built on the meta device: names and shapes only, no memory, no initialisation, and the
     # global RNG that a command seeds or a resume restores is not drawn from.
     with torch.device("meta"):
-        nets: dict[str, torch.nn.Module] = {"actor": actor_for(info, m)}
+        nets: dict[str, torch.nn.Module] = {"actor": actor_for(info, m, iteration=0)}
         if cfg.algo.baseline == "value":  # as locomo.rl.factory.make_learners: a critic for the baseline
             hidden, normalize_values = critic_widths(m), cfg.algo.normalize_values
             nets["critic"] = ValueNet(info.obs_dim, hidden, m.activation, normalize_values)

@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from locomo.config.schema import to_container
+from locomo.config.schema import std_cap, to_container
 from locomo.distributed import SINGLE, Group
 from locomo.envs import EpisodeRecord, TorchVecEnv, make_vec_env
 from locomo.errors import MetricsError, NonFiniteError, TrainingAborted, TrainingInterrupted
@@ -39,6 +39,7 @@ from locomo.rl.factory import (
     seed_everything,
     training_device,
 )
+from locomo.rl.policy import GaussianActor
 from locomo.runs.checkpoint import CheckpointError
 from locomo.training import state as training_state
 from locomo.training.charts import chart_behavior
@@ -252,6 +253,7 @@ class Runner:
 
     def _train_iteration(self) -> dict[str, float]:
         """One collect -> update cycle; advances the counters; returns the iteration's metrics."""
+        self._cap_std()
         if self.overlap is not None:
             return self._overlapped_iteration(self.overlap)
         cfg = self.cfg
@@ -286,6 +288,17 @@ class Runner:
         else:
             reward_mean = float(batch.rewards.mean())
         return self._metrics(reward_mean, episodes, term_sums, update_info, t1 - t0, t2 - t1, None, 1)
+
+    def _cap_std(self) -> None:
+        """``model.max_log_std_from``: from that iteration on, the std's cap is in force in the
+        policy that is trained and in the copy that collects (before either runs this iteration;
+        a resumed run sets it here too). Samples collected before it keep their behaviour
+        log-probs, so the importance weights account for the change of noise."""
+        cap = std_cap(self.cfg.model, self.iteration)
+        actors = [self.actor] + ([self.overlap.behaviour.actor] if self.overlap is not None else [])
+        for actor in actors:
+            if isinstance(actor, GaussianActor):
+                actor.max_log_std = cap
 
     def _overlapped_iteration(self, overlap: Overlap) -> dict[str, float]:
         """``train.overlap``: the update on the pending batch runs in the worker thread while the
