@@ -134,12 +134,26 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+class _Ending:
+    """Whether the line that ends this command has been said. A stop signal after it, while the
+    command unwinds, is not news: torchrun sends SIGTERM to the ranks that are left once one
+    fails, and a rank that has said why it stops must not say a second line."""
+
+    said = False
+
+
+def last_line(line: str) -> None:
+    """Say the line that ends the command (its exit follows)."""
+    say(line)
+    _Ending.said = True
+
+
 def exit_for(exc: Exception) -> None:
     """One line on stderr and the exit status of a user-facing error (see locomo.errors)."""
     if isinstance(exc, TrainingInterrupted):
-        say(f"locomo: {exc}")
+        last_line(f"locomo: {exc}")
         sys.exit(exc.exit_status)
-    say(f"locomo: error: {exc}")
+    last_line(f"locomo: error: {exc}")
     if isinstance(exc, DistributedError):
         sys.exit(EXIT_UNEXPECTED)
     sys.exit(EXIT_NONFINITE if isinstance(exc, NonFiniteError) else EXIT_USER_ERROR)
@@ -159,7 +173,7 @@ def report_unexpected(exc: BaseException, directory: Path | None) -> None:
     reason = first_line(exc)
     notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", []))
     saved = f"full traceback in {where}" if where is not None else "the traceback could not be written"
-    say(f"locomo: error: unexpected failure ({reason}){notes}; {saved}")
+    last_line(f"locomo: error: unexpected failure ({reason}){notes}; {saved}")
     sys.exit(EXIT_UNEXPECTED)
 
 
@@ -275,8 +289,11 @@ def stop_signals_as_exception(command: str) -> Iterator[None]:
     covers start-up and shutdown. A SIGHUP ignored by ``nohup`` stays ignored.
     """
     during = "outside the training loop (no trained iteration was lost)" if command == "train" else ""
+    _Ending.said = False
 
     def handle(signum: int, frame: object) -> None:
+        if _Ending.said:  # the command has said why it ends and is on its way out
+            return
         raise StoppedBySignal(signum, during)
 
     previous: dict[int, Any] = {}

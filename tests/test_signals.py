@@ -110,6 +110,25 @@ def test_sighup_while_starting_up_is_one_line_and_129(tmp_path: Path, monkeypatc
     assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # main() put the default back
 
 
+def test_a_stop_signal_after_the_last_line_says_nothing_more(capsys: pytest.CaptureFixture[str]):
+    """A rank of a torchrun job that has said why it stops gets torchrun's SIGTERM while it
+    unwinds: still one line, and the exit status of the error it said."""
+    from locomo.cli import exit_for, stop_signals_as_exception
+    from locomo.errors import ConfigError
+
+    with stop_signals_as_exception("train"), pytest.raises(SystemExit) as ended:
+        try:
+            exit_for(ConfigError("train.total_steps", 0, "must be > 0"))
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the SystemExit unwinds
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == "locomo: error: train.total_steps=0 is invalid: must be > 0\n"
+    # The next command in this process starts afresh: a SIGTERM before its last line stops it.
+    with stop_signals_as_exception("train"), pytest.raises(StoppedBySignal):
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_the_training_loop_handles_sighup_unless_ignored():
     previous = signal.getsignal(signal.SIGHUP)
     try:
