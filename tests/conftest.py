@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,9 +171,17 @@ def torchrun(*args: str, cwd: Path, nproc: int = 2, timeout: float = 300) -> sub
             timeout=timeout,
         )
 
+    before = set(cwd.iterdir())
     proc = once()
     if proc.returncode != 0 and CPP_ABORT in proc.stderr:
         warnings.warn(f"a torchrun rank aborted in C++, run again: {proc.stderr[-1500:]}", stacklevel=2)
+        # What the aborted job wrote goes first (its run dir would refuse the second start), so
+        # the second run starts from what the first one found.
+        for path in set(cwd.iterdir()) - before:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         proc = once()
     return proc
 
