@@ -259,19 +259,24 @@ def test_paired_symmetry_loss_is_the_loss_on_the_same_rows_with_one_forward_pass
     cfg.model.hidden_sizes = [16]
     torch.manual_seed(0)
     actor, _, normalizer, _ = make_learners(cfg, env.spaces, torch.device("cpu"))
+    # In float64: the identity is exact in arithmetic, and float32's rounding of a loss whose terms
+    # cancel differs with the CPU's matrix kernels (6e-6 relative on AVX512, over assert_close's).
+    actor.double()
     mirror = make_policy_mirror("both", env, cfg.env, env.spaces, normalizer)
     with torch.no_grad():  # far from symmetric, so the loss and its gradient are not ~0
         last = [m for m in actor.mean_net if isinstance(m, torch.nn.Linear)][-1]
         last.weight.add_(0.05 * torch.randn(last.weight.shape, generator=torch.Generator().manual_seed(5)))
     gen = torch.Generator().manual_seed(1)
     p, A = 6, env.spaces.action_dim
-    own = torch.randn(p, env.spaces.obs_dim, generator=gen)
-    actions = torch.randn(p, A, generator=gen).clamp(-1, 1)
+    own = torch.randn(p, env.spaces.obs_dim, generator=gen, dtype=torch.float64)
+    actions = torch.randn(p, A, generator=gen, dtype=torch.float64).clamp(-1, 1)
     obs = torch.cat([own, mirror.obs(own)])
     acts = torch.cat([actions, mirror.action(actions)])
     with torch.no_grad():
         behaviour = actor(obs).log_prob(acts) - 0.1
-    batch = losses.PolicyBatch(obs, acts, torch.randn(2 * p, generator=gen), behaviour, None, None, None)
+    advantages = torch.randn(2 * p, generator=gen, dtype=torch.float64)
+    batch = losses.PolicyBatch(obs, acts, advantages, behaviour, None, None, None)
+    assert obs.dtype == acts.dtype == behaviour.dtype == torch.float64
 
     def loss_and_grads(image_obs):
         actor.zero_grad()

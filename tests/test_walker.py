@@ -114,13 +114,39 @@ def test_replay_default_episode_is_recorded_walking(record):
     assert row["label"] == WALKED_FORWARD, row
 
 
+# Where this CPU's float32 kernels round differently from the exporting machine's, the live episodes
+# are fresh draws of the same walker: each mode must walk in at least this many of LIVE_EPISODES.
+# Ten fresh episodes miss these floors by chance with probability 1.6% and 1.3% at the bar's rates
+# (98% and 90%), and never and 0.2% at the record's (100 and 94 of 100).
+LIVE_FLOOR = {"deterministic": 9, "stochastic": 7}
+
+
+def same_floats(record: dict[str, Any], live: dict[str, list[Rollout]]) -> bool:
+    """Whether this machine computes the walker's episodes with the record's floats.
+
+    The policy's float32 matrix products round by the CPU's kernels (AVX2 and AVX512 sum in
+    different orders), a difference of ~1e-7 in the first action that 1000 steps of contact
+    dynamics grow into a different episode. The witness is the first deterministic episode: a
+    return equal to the record's to 1e-9 after 1000 steps does not happen by chance."""
+    row = record["deterministic"]["per_episode"][0]
+    again = episode_row(live["deterministic"][0])
+    return again["length"] == row["length"] and again["return"] == pytest.approx(row["return"], rel=1e-9)
+
+
 @pytest.mark.parametrize("mode", BAR)
 def test_shipped_walker_reproduces_its_record(record, live, mode):
+    """On a CPU that rounds as the exporting one did, the first episodes are the record's exactly;
+    on another, they are the same walker's episodes and walk as often as the record says."""
     recorded = {row["seed"]: row for row in record[mode]["per_episode"]}
     first = record["seed"]
     assert [rollout.seed for rollout in live[mode]] == list(range(first, first + LIVE_EPISODES))
-    for rollout in live[mode]:
-        row, again = recorded[rollout.seed], episode_row(rollout)
+    rows = [episode_row(rollout) for rollout in live[mode]]
+    if not same_floats(record, live):
+        walked = sum(row["label"] == WALKED_FORWARD for row in rows)
+        assert walked >= LIVE_FLOOR[mode], (mode, [(row["seed"], row["label"]) for row in rows])
+        return
+    for rollout, again in zip(live[mode], rows, strict=True):
+        row = recorded[rollout.seed]
         assert (again["length"], again["label"]) == (row["length"], row["label"]), (mode, row, again)
         assert again["return"] == pytest.approx(row["return"], rel=1e-9), (mode, row, again)
         assert again["distance"] == pytest.approx(row["distance"], rel=1e-9), (mode, row, again)
