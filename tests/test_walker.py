@@ -31,7 +31,7 @@ from tests.safety_helpers import machine_paths
 WALKER = ASSETS_DIR / "walker.pt"
 RECORD = WALKER.with_suffix(".json")
 # Issue 18's bar: the fraction of seeds 0-99 that must end walked_forward, per eval mode (the
-# shipped walker measured 100 and 94: README, "Right after install").
+# shipped walker measured 100 and 99: README, "Right after install").
 BAR = {"deterministic": 0.98, "stochastic": 0.90}
 SEEDS = range(100)
 # Episodes of each mode run again from the record (full length, 10 envs at once): ~10-20 s in all.
@@ -117,7 +117,7 @@ def test_replay_default_episode_is_recorded_walking(record):
 # Where this CPU's float32 kernels round differently from the exporting machine's, the live episodes
 # are fresh draws of the same walker: each mode must walk in at least this many of LIVE_EPISODES.
 # Ten fresh episodes miss these floors by chance with probability 1.6% and 1.3% at the bar's rates
-# (98% and 90%), and never and 0.2% at the record's (100 and 94 of 100).
+# (98% and 90%), and about never at the record's (100 and 99 of 100).
 LIVE_FLOOR = {"deterministic": 9, "stochastic": 7}
 
 
