@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from locomo.benchmarks.default_job import SPLIT_PARTS
+from locomo.benchmarks.default_job import SPLIT_PARTS, iteration_limits
 from locomo.commands.bench import REQUIRED_KEYS
 from locomo.config.schema import critic_widths
 from tests.conftest import compose
@@ -65,6 +65,27 @@ def test_bench_quick_writes_the_table_as_json(locomo_cli):
     assert not [note for note in table["notes"] if note.startswith("default_iteration_split.")]
     assert "train.overlap=false" in table["notes"]["default_iteration_split"]
     assert "the default job" in result.stdout and "policy forward" in result.stdout
+    # What bounds the ratio: the job's physics and the raw physics per env step, and the ratio
+    # with no core idle (the measured one cannot pass it by much) and were the learning free.
+    limits = table["default_limits"]
+    assert limits["physics_cpu_us_per_step"] > 0 and limits["raw_physics_cpu_us_per_step"] > 0
+    assert 0 < limits["ratio_if_no_core_idle"] < limits["ratio_if_learning_were_free"]
+    assert "were the learning free" in result.stdout
+
+
+def test_iteration_limits_are_the_ratio_with_no_idle_core_and_with_free_learning():
+    # 4,096 steps per iteration on 2 cores: 0.8 CPU s of physics of 1.6 in all, against raw
+    # physics at 12,000 env steps/s (150 us of CPU per step).
+    split = {"physics": {"cpu_s": 0.8}, "total": {"cpu_s": 1.6}}
+    limits = iteration_limits(split, 4096, 2, 12_000.0, 150e-6)
+    assert limits["physics_cpu_us_per_step"] == pytest.approx(1e6 * 0.8 / 4096)
+    assert limits["raw_physics_cpu_us_per_step"] == pytest.approx(150.0)
+    # Every core busy: 1.6 CPU s on 2 cores is 0.8 s per 4,096 steps, 5,120 env steps/s.
+    assert limits["ratio_if_no_core_idle"] == pytest.approx(5_120 / 12_000)
+    assert limits["ratio_if_learning_were_free"] == pytest.approx(10_240 / 12_000)
+    # No raw figure (not measured): no bound, and no error.
+    unknown = iteration_limits(split, 4096, 2, None, None)
+    assert unknown["ratio_if_no_core_idle"] is None and unknown["raw_physics_cpu_us_per_step"] is None
 
 
 def test_bench_config_errors_are_one_line(locomo_cli):

@@ -26,6 +26,14 @@ workload with ``train.overlap=false``, and a note says so.)
 ``default_idle_share``: 1 - CPU s / (wall s x the cores this process may run on), the share of
 the cores' time the iteration leaves unused.
 
+``default_limits`` (:func:`iteration_limits`): how far that ratio can go on these cores. The
+physics of the job's own steps costs more CPU per env step than the raw physics' random actions
+(a policy that learns to stand spends its steps on the ground's contacts, which random actions
+leave within a few dozen steps), and the learning's CPU seconds come on top of it; so the ratio
+is at most ``steps x cores / iteration CPU s / raw`` (every core busy all the time, the CPU
+seconds those of the parts in sequence) and, were the learning free, ``steps x cores / physics
+CPU s / raw``.
+
 """
 
 from __future__ import annotations
@@ -187,3 +195,35 @@ def iteration_split(
     idle = 1.0 - total_cpu / (total_wall * cores)
     unused = [part for part in SPLIT_PARTS if not any(row[part][2] for row in timed)]
     return split, idle, unused
+
+
+def iteration_limits(
+    split: dict[str, dict[str, float]],
+    steps_per_iteration: int,
+    cores: int,
+    raw_steps_per_s: float | None,
+    raw_cpu_s_per_step: float | None,
+) -> dict[str, float | None]:
+    """What bounds ``locomo_train_default/raw_physics`` on ``cores`` cores, from the split
+    (:func:`iteration_split`) and the raw physics' env steps/s and CPU seconds per env step:
+
+    - ``physics_cpu_us_per_step``: the job's physics, CPU microseconds per env step;
+    - ``raw_physics_cpu_us_per_step``: the raw physics', random actions;
+    - ``ratio_if_no_core_idle``: S c / (C R), S env steps per iteration, c cores, C the
+      iteration's CPU seconds, R the raw physics' env steps/s: the ratio with no core ever idle;
+    - ``ratio_if_learning_were_free``: S c / (P R), P the physics' CPU seconds: the ratio were the
+      policy, critic, update and the rest to cost nothing.
+    """
+    total, physics = split["total"]["cpu_s"], split["physics"]["cpu_s"]
+
+    def bound(cpu_s: float) -> float | None:
+        if not raw_steps_per_s or cpu_s <= 0:
+            return None
+        return steps_per_iteration * cores / cpu_s / raw_steps_per_s
+
+    return {
+        "physics_cpu_us_per_step": 1e6 * physics / steps_per_iteration,
+        "raw_physics_cpu_us_per_step": 1e6 * raw_cpu_s_per_step if raw_cpu_s_per_step is not None else None,
+        "ratio_if_no_core_idle": bound(total),
+        "ratio_if_learning_were_free": bound(physics),
+    }

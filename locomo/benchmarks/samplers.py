@@ -151,8 +151,10 @@ def make_samplers(
 
 def measure_samplers(
     settings: Any, seed: int, raw_default: RawSetup | None = None
-) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """env steps/s of each sampler, one figure per repeat."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, str]]:
+    """env steps/s of each sampler, one figure per repeat; this process's CPU seconds per env step
+    in each repeat (every thread of it: the simulator threads'; a sampler that steps in other
+    processes, Gymnasium's async one, spends most of its CPU time there); notes."""
     samplers, notes = make_samplers(settings, seed, raw_default)
     steps = settings.sampler_steps
     low, high = -0.4, 0.4  # Humanoid-v5's control range
@@ -161,17 +163,19 @@ def measure_samplers(
     sizes = dict.fromkeys([settings.num_envs, *(envs for _, _, envs in samplers.values())])
     actions = {n: rng.uniform(low, high, size=(steps, n, 17)).astype(np.float32) for n in sizes}
     rates: dict[str, list[float]] = {name: [] for name in samplers}
+    cpu: dict[str, list[float]] = {name: [] for name in samplers}
     try:
         for step, _, n in samplers.values():  # warm-up: first calls, page faults, thread start
             for a in actions[n][: min(5, steps)]:
                 step(a)
         for _ in range(settings.repeats):
             for name, (step, _, n) in samplers.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 for a in actions[n]:
                     step(a)
                 rates[name].append(steps * n / (time.perf_counter() - start))
+                cpu[name].append((time.process_time() - start_cpu) / (steps * n))
     finally:
         for _, close, _ in samplers.values():
             close()
-    return rates, notes
+    return rates, cpu, notes

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from locomo.benchmarks.default_job import (
     default_train_config,
+    iteration_limits,
     iteration_split,
     measure_locomo_train_default,
 )
@@ -76,7 +77,7 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
     load_start = os.getloadavg()
     default_cfg = default_train_config(seed, settings.default_iterations)
     raw_default = raw_default_setup(default_cfg, settings)
-    samples, notes = measure_samplers(settings, seed, raw_default)
+    samples, cpu_per_step, notes = measure_samplers(settings, seed, raw_default)
     train = measure_locomo_train(settings, seed, run_dir, "locomo_train")
     all_cores = measure_locomo_train(settings, seed, run_dir, "locomo_train_all_cores", update_threads=0)
     default_rates, default_iterations = measure_locomo_train_default(default_cfg, run_dir)
@@ -122,6 +123,13 @@ def run_bench(settings: DictConfig, seed: int, run_dir: Path) -> dict[str, Any]:
     result["raw_physics_default"] = median(samples.get(raw_key))
     result["default_iteration_split"] = split
     result["default_idle_share"] = idle
+    result["default_limits"] = iteration_limits(
+        split,
+        default_cfg.train.steps_per_iteration,
+        available_cores(),
+        result["raw_physics_default"],
+        median(cpu_per_step.get(raw_key)),
+    )
     algo, model = default_cfg.algo, default_cfg.model
     result["default_workload"] = {
         "algo": algo.name,
@@ -266,6 +274,13 @@ def format_default(result: dict[str, Any]) -> list[str]:
         f"  cores idle: {100 * result['default_idle_share']:.1f}% of {result['machine']['cores']} cores' "
         "time (1 - CPU s / (wall s x cores))"
     )
+    limits = result["default_limits"]
+    lines += [
+        f"  its physics: {_fmt(limits['physics_cpu_us_per_step'])} CPU us per env step "
+        f"(raw physics, random actions: {_fmt(limits['raw_physics_cpu_us_per_step'])})",
+        f"  locomo_train_default/raw_physics at most {_fmt(limits['ratio_if_no_core_idle'], 2)} "
+        f"with no core idle, {_fmt(limits['ratio_if_learning_were_free'], 2)} were the learning free",
+    ]
     return lines
 
 
